@@ -1,0 +1,1 @@
+"""The thin library every project uses: config, launching, data, training, samplers, metrics, tables."""
