@@ -1,0 +1,28 @@
+"""Test-wide settings: offline hub, few threads (CI has 2 cores), repository root on hand."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TQDM_MININTERVAL", "5")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def digits_tiny(tmp_path_factory) -> Path:
+    """The toy digits dataset at tiny scale (160 train / 80 test images), prepared once per session."""
+    from shared.digits import prepare
+
+    out = tmp_path_factory.mktemp("digits") / "digits"
+    prepare.main({"scale": "tiny", "out_dir": str(out)})
+    return out
