@@ -18,6 +18,7 @@ The resolved config is written next to the step's outputs (`save_resolved`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from shared.io import write_text
+from shared.io import write_json, write_text
 
 SCALES = ("tiny", "toy", "paper")
 
@@ -93,9 +94,41 @@ def parse_argv(argv: Sequence[str]) -> DictConfig:
     return OmegaConf.merge(*layers) if layers else OmegaConf.create({})
 
 
+_PROVENANCE_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
+                   "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
+_PROVENANCE_PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate")
+
+
+def provenance() -> dict:
+    """Where and with what a step ran: enough to tell two runs' numbers apart later."""
+    import datetime
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {}
+    for pkg in _PROVENANCE_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(), "argv": sys.argv, "git_commit": commit, "python": platform.python_version(),
+        "packages": versions, "env": {k: os.environ[k] for k in _PROVENANCE_ENV if k in os.environ},
+    }
+
+
 def save_resolved(cfg: DictConfig, out_dir: str | Path, name: str = "config.yaml") -> Path:
-    """Write the resolved config next to a step's outputs (atomically)."""
-    return write_text(Path(out_dir) / name, OmegaConf.to_yaml(cfg, resolve=True))
+    """Write the resolved config next to a step's outputs (atomically), with run.json (provenance) beside it."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / (Path(name).stem + ".run.json" if name != "config.yaml" else "run.json"), provenance())
+    return write_text(out_dir / name, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def describe(schema: type, presets: Mapping[str, Mapping] | None) -> str:

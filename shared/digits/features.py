@@ -32,9 +32,9 @@ class DigitsNet(nn.Module):
         self.body = nn.Sequential(
             block(3, w), block(w, w), nn.MaxPool2d(2),
             block(w, 2 * w), block(2 * w, 2 * w), nn.MaxPool2d(2),
-            block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            block(2 * w, 4 * w), nn.MaxPool2d(2), nn.Flatten(),  # keep the 4x4 layout: a digit is its shape
         )
-        self.embed = nn.Linear(4 * w, feature_dim)
+        self.embed = nn.Linear(4 * w * (resolution // 8) ** 2, feature_dim)
         self.digit_head = nn.Linear(feature_dim, num_digits)
         self.colour_head = nn.Linear(feature_dim, num_colours)
         self.extractor_id = "digits-cnn:untrained"

@@ -1,0 +1,24 @@
+# The whole product as one workflow: download -> prepare -> train -> sample -> evaluate -> tables.
+#
+#   snakemake --cores 2                  the default target at config.yaml's scale (toy on CPU)
+#   snakemake --cores 2 smoke            every experiment at tiny scale (seconds to minutes)
+#   snakemake --profile slurm <target>   on a SLURM cluster at paper scale (heavy rules through shared.launch)
+#
+# Outputs carry their scale in the path (results/<scale>/...), so tiny, toy and paper numbers never mix.
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/digits.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        targets_for(config["scale"]),
+
+
+rule smoke:
+    input:
+        targets_for("tiny"),

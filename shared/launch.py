@@ -1,0 +1,228 @@
+"""Run one step locally or on SLURM (through submitit), the same way from a rule or a shell.
+
+    python -m shared.launch [options] -- python projects/p/train.py cfg.yaml key=value
+
+Local: one process, or `--nproc-per-node N` processes through torchrun (gloo on CPU, nccl on GPUs).
+SLURM: one sbatch job (`--nodes`, one task per process), the job's logs under `--log-dir`. The launcher
+waits, prints where the logs are, and on failure exits non-zero with the tail of the job's stderr.
+Ctrl-C / SIGTERM to the launcher cancels its SLURM job.
+
+Preemption and time limits: submitit asks SLURM for USR2 before the time limit; the step receives it (or
+SIGTERM on preemption / `scontrol requeue`), saves a checkpoint and exits with PREEMPTED_EXIT_CODE; the job is
+requeued and the step, started again with the same command, resumes from its own latest checkpoint.
+
+This module must stay light (stdlib + submitit, never torch): a cluster run keeps dozens of waiting launchers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+# A step that saved a checkpoint because it was told to stop (SIGTERM/SIGUSR2) exits with this code
+# (EX_TEMPFAIL: "try again later"). shared.train uses the same constant.
+PREEMPTED_EXIT_CODE = 75
+STDERR_TAIL_LINES = 40
+
+
+def _master_port(job_id: str) -> int:
+    """A port every task of one job agrees on without talking to each other."""
+    digits = "".join(ch for ch in job_id if ch.isdigit()) or "0"
+    return 20000 + int(digits) % 20000
+
+
+def _torchrun(command: Sequence[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
+              master_addr: str = "127.0.0.1", master_port: int = 29500) -> list[str]:
+    """Wrap a `python script.py ...`/`python -m mod ...` command in torchrun; other commands run with --no-python."""
+    run = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    if nnodes == 1:
+        run.append("--standalone")
+    else:
+        run += [f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}"]
+    if Path(command[0]).name.startswith("python"):
+        return run + list(command[1:])
+    return run + ["--no-python", *command]
+
+
+class _ChildProcess:
+    """Run a command, forwarding the stop signals to it so it can save before exiting."""
+
+    def __init__(self, command: Sequence[str], env: dict | None = None):
+        self.proc = subprocess.Popen(list(command), env=env)
+
+    def forward(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        # poll() rather than wait(): a signal handler may poll too, and wait() holds a lock it would need.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+        return self.proc.returncode
+
+
+def run_local(command: Sequence[str], nproc: int = 1) -> int:
+    cmd = _torchrun(command, nproc) if nproc > 1 else list(command)
+    child = _ChildProcess(cmd)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, lambda s, _f: child.forward(s))
+    return child.wait()
+
+
+class SlurmStep:
+    """The callable submitit runs in each SLURM task: the step command with torch.distributed's variables set."""
+
+    def __init__(self, command: Sequence[str], cwd: str, nproc_per_node: int, stop_grace_s: int = 600):
+        self.command = list(command)
+        self.cwd = cwd
+        self.nproc_per_node = nproc_per_node
+        self.stop_grace_s = stop_grace_s
+        self._child: _ChildProcess | None = None
+
+    def _env(self) -> dict:
+        import submitit
+
+        job = submitit.JobEnvironment()
+        env = dict(os.environ)
+        env.update(
+            MASTER_ADDR=job.hostnames[0], MASTER_PORT=str(_master_port(job.job_id)),
+            RANK=str(job.global_rank), WORLD_SIZE=str(job.num_tasks), LOCAL_RANK=str(job.local_rank),
+            LOCAL_WORLD_SIZE=str(self.nproc_per_node), NODE_RANK=str(job.node), PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def __call__(self) -> int:
+        os.chdir(self.cwd)
+        self._child = _ChildProcess(self.command, env=self._env())
+        rc = self._child.wait()
+        if rc == PREEMPTED_EXIT_CODE:
+            # SLURM is ending this job (requeue, preemption or cancel) and the step has saved its checkpoint.
+            # Returning or raising now would write a final result that the waiting launcher would take as the
+            # outcome; instead wait to be killed, and SLURM's job state tells the launcher what happened.
+            print(f"step stopped with its checkpoint saved (exit {rc}); waiting for SLURM to requeue or end the job",
+                  flush=True)
+            time.sleep(self.stop_grace_s)
+            raise RuntimeError(f"the step stopped for preemption (exit {rc}) but the job was neither requeued "
+                               f"nor ended within {self.stop_grace_s}s")
+        if rc != 0:
+            raise RuntimeError(f"command failed with exit code {rc}: {shlex.join(self.command)}")
+        return rc
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit calls this on USR2 (time limit / preemption): let the step save, then requeue the same command."""
+        import submitit
+
+        if self._child is not None:
+            self._child.forward(signal.SIGUSR2)
+            self._child.wait(timeout=self.stop_grace_s)
+        return submitit.helpers.DelayedSubmission(SlurmStep(self.command, self.cwd, self.nproc_per_node,
+                                                            self.stop_grace_s))
+
+
+def _stderr_tail(job, lines: int = STDERR_TAIL_LINES) -> str:
+    text = ""
+    try:
+        text = job.stderr() or ""
+    except Exception:  # the file may not exist if the job never started
+        pass
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_slurm(command: Sequence[str], args: argparse.Namespace) -> int:
+    import submitit
+
+    log_dir = Path(args.log_dir or f"logs/slurm/{args.name}").resolve()
+    executor = submitit.SlurmExecutor(folder=str(log_dir / "%j"), max_num_timeout=args.max_requeues)
+    nproc = args.nproc_per_node or max(1, args.gpus_per_node)
+    params = dict(job_name=args.name, nodes=args.nodes, ntasks_per_node=nproc, time=args.runtime,
+                  signal_delay_s=args.signal_delay_s, additional_parameters=dict(args.sbatch or {}))
+    if args.gpus_per_node:
+        params["gpus_per_node"] = args.gpus_per_node
+    if args.cpus_per_task:
+        params["cpus_per_task"] = args.cpus_per_task
+    if args.mem_mb:
+        params["mem"] = f"{args.mem_mb}M"
+    if args.partition:
+        params["partition"] = args.partition
+    if args.account:
+        params["account"] = args.account
+    executor.update_parameters(**params)
+    job = executor.submit(SlurmStep(command, os.getcwd(), nproc))
+    print(f"[launch] {args.name}: SLURM job {job.job_id}; logs in {log_dir / job.job_id}", flush=True)
+
+    def cancel(signum, _frame):
+        print(f"[launch] {args.name}: got {signal.Signals(signum).name}, cancelling SLURM job {job.job_id}",
+              file=sys.stderr, flush=True)
+        job.cancel(check=False)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, cancel)
+    signal.signal(signal.SIGTERM, cancel)
+    try:
+        job.result()
+    except Exception as e:  # UncompletedJobError (cancelled, killed, failed) or the step's own error
+        state = job.state
+        print(f"[launch] {args.name}: SLURM job {job.job_id} did not succeed (state {state}): "
+              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+        tail = _stderr_tail(job)
+        if tail:
+            print(f"[launch] last lines of {job.paths.stderr}:\n{tail}", file=sys.stderr)
+        return 1
+    print(f"[launch] {args.name}: SLURM job {job.job_id} finished; logs in {log_dir / job.job_id}", flush=True)
+    return 0
+
+
+def _sbatch_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"--sbatch expects key=value (e.g. constraint=a100), got {text!r}")
+    return key.strip().lstrip("-").replace("-", "_"), value.strip() if sep else ""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m shared.launch", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example: python -m shared.launch --backend slurm --gpus-per-node 8 "
+                                       "--nodes 2 -- python projects/dmd2/train.py preset=sdxl_4step")
+    p.add_argument("--backend", choices=["local", "slurm"], default=os.environ.get("SHARED_LAUNCH_BACKEND", "local"))
+    p.add_argument("--name", default="step", help="job name (the rule's name)")
+    p.add_argument("--log-dir", default=None, help="where SLURM logs go (default logs/slurm/<name>)")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=0)
+    p.add_argument("--nproc-per-node", type=int, default=0, help="processes per node (default: gpus, or 1)")
+    p.add_argument("--cpus-per-task", type=int, default=0)
+    p.add_argument("--mem-mb", type=int, default=0)
+    p.add_argument("--runtime", type=int, default=60, help="minutes")
+    p.add_argument("--partition", default="")
+    p.add_argument("--account", default="")
+    p.add_argument("--sbatch", type=_sbatch_pair, action="append", default=[],
+                   help="extra sbatch option key=value (repeatable), e.g. --sbatch qos=high")
+    p.add_argument("--max-requeues", type=int, default=3, help="times a timed-out job is requeued")
+    p.add_argument("--signal-delay-s", type=int, default=120, help="USR2 this long before the time limit")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the step's command")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser().error("no command given; put it after --")
+    if args.backend == "local":
+        if args.nodes > 1:
+            parser().error("--nodes > 1 needs --backend slurm")
+        return run_local(command, args.nproc_per_node or 1)
+    return run_slurm(command, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""shared.launch on this machine: exit codes, torch.distributed env for several processes, signals, lightness."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from shared import launch
+
+PY = sys.executable
+
+
+def run_launch(*args, **kw):
+    return subprocess.run([PY, "-m", "shared.launch", *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_local_passes_exit_code_through():
+    assert run_launch("--", PY, "-c", "import sys; sys.exit(0)").returncode == 0
+    assert run_launch("--", PY, "-c", "import sys; sys.exit(3)").returncode == 3
+
+
+def test_local_several_processes_get_distributed_env(tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "keys = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT']\n"
+        "open(os.path.join(sys.argv[1], os.environ['RANK'] + '.json'), 'w').write("
+        "json.dumps({k: os.environ.get(k) for k in keys}))\n")
+    r = run_launch("--nproc-per-node", "2", "--", PY, str(script), str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    ranks = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
+    assert [x["RANK"] for x in ranks] == ["0", "1"] and {x["WORLD_SIZE"] for x in ranks} == {"2"}
+    assert ranks[0]["MASTER_PORT"] == ranks[1]["MASTER_PORT"]
+
+
+def test_sigterm_is_forwarded_so_the_step_can_save(tmp_path):
+    marker = tmp_path / "saved"
+    script = tmp_path / "step.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        f"def stop(s, f):\n    open({str(marker)!r}, 'w').write('saved'); sys.exit({launch.PREEMPTED_EXIT_CODE})\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        f"open({str(tmp_path / 'started')!r}, 'w').close()\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([PY, "-m", "shared.launch", "--", PY, str(script)])
+    deadline = time.time() + 30
+    while not (tmp_path / "started").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == launch.PREEMPTED_EXIT_CODE
+    assert marker.read_text() == "saved"
+
+
+def test_bad_usage_is_explained():
+    r = run_launch("--nodes", "2", "--", PY, "-c", "pass")
+    assert r.returncode == 2 and "--nodes > 1 needs --backend slurm" in r.stderr
+    r = run_launch()
+    assert r.returncode == 2 and "no command given" in r.stderr
+    r = run_launch("--sbatch", "=x", "--", "true")
+    assert r.returncode == 2 and "--sbatch expects key=value" in r.stderr
+
+
+def test_waiting_process_stays_light():
+    """The launcher and submitit must not pull in torch: a cluster run keeps dozens of them waiting."""
+    code = "import sys, shared.launch, submitit; print('torch' in sys.modules)"
+    assert subprocess.run([PY, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_torchrun_command_forms():
+    assert launch._torchrun(["python", "-m", "pkg.mod", "a=1"], 2)[-3:] == ["-m", "pkg.mod", "a=1"]
+    cmd = launch._torchrun(["/usr/bin/env", "x"], 4, nnodes=2, node_rank=1, master_addr="n1", master_port=123)
+    assert "--no-python" in cmd and "--node-rank=1" in cmd and "--master-addr=n1" in cmd
+    assert launch._master_port("12345_0") != launch._master_port("12345_1")  # array tasks may share a node
+    assert 20000 <= launch._master_port("987654") < 40000

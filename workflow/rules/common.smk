@@ -1,0 +1,126 @@
+# Helpers every rule file uses: config validation, the launcher command, target registry, signal handling.
+import os
+import signal
+import sys
+
+import jsonschema
+import yaml
+from snakemake.utils import validate
+
+SCALES = ["tiny", "toy", "paper"]
+REPO = os.path.abspath(workflow.basedir)
+
+
+def _uses_conda():
+    from snakemake.settings.types import DeploymentMethod
+
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+# With --sdm conda each rule runs in its project's environment (envs/<project>.yml), so `python` is that
+# environment's; otherwise rules use the interpreter snakemake runs in (SLURM jobs reuse it through submitit).
+PY = "python" if _uses_conda() else sys.executable
+
+
+def conda_env(project):
+    """The conda environment file of a project (generated from pyproject.toml by envs/sync.py)."""
+    return os.path.join(REPO, "envs", f"{project}.yml")
+
+
+def _validate_config(cfg, schema_path):
+    """Fail before any job runs, naming the key and what is allowed."""
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    problems = []
+    for err in jsonschema.Draft7Validator(schema).iter_errors(cfg):
+        key = ".".join(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties":
+            unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            allowed = ", ".join(err.schema.get("properties", {}))
+            problems.append(f"unknown key {', '.join(repr(u) for u in unknown)}; allowed keys: {allowed}")
+        elif err.validator == "enum":
+            problems.append(f"key '{key}': {err.instance!r} is not allowed; expected one of {err.validator_value}")
+        elif err.validator == "type":
+            problems.append(f"key '{key}': {err.instance!r} is not of type {err.validator_value}")
+        else:
+            problems.append(f"key '{key}': {err.message}")
+    if problems:
+        raise ValueError("invalid workflow config (config.yaml / --config):\n  " + "\n  ".join(problems))
+    validate(cfg, schema_path)  # fills defaults
+
+
+_validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+wildcard_constraints:
+    scale="|".join(SCALES),
+
+
+# --- targets: each rule file registers what its experiments produce at a given scale ------------------
+_TARGETS = []
+
+
+def register_targets(fn):
+    """fn(scale) -> list of output files that the default/smoke targets should build."""
+    _TARGETS.append(fn)
+    return fn
+
+
+def targets_for(scale):
+    return [path for fn in _TARGETS for path in fn(scale)]
+
+
+# --- heavy steps go through shared.launch (local process, or a SLURM job) -----------------------------
+def heavy(gpus=0, nodes=1, cpus_per_task=None, mem_mb=4000, runtime=60, nproc_per_node=0):
+    """Resources of a heavy rule; shared.launch maps them onto sbatch when launcher=slurm."""
+    return dict(gpus=gpus, nodes=nodes, cpus_per_task=cpus_per_task or config["local_threads"],
+                mem_mb=mem_mb, runtime=runtime, nproc_per_node=nproc_per_node)
+
+
+def launch(command):
+    """Shell command running `command` (a step script and its key=value options) through shared.launch."""
+    opts = [
+        f"--backend {config['launcher']}", "--name {rule}", "--log-dir logs/slurm/{rule}",
+        "--nodes {resources.nodes}", "--gpus-per-node {resources.gpus}",
+        "--nproc-per-node {resources.nproc_per_node}", "--cpus-per-task {resources.cpus_per_task}",
+        "--mem-mb {resources.mem_mb}", "--runtime {resources.runtime}",
+    ]
+    if config["slurm_partition"]:
+        opts.append(f"--partition {config['slurm_partition']}")
+    if config["slurm_account"]:
+        opts.append(f"--account {config['slurm_account']}")
+    opts += [f"--sbatch {item}" for item in config["slurm_extra"].split(",") if item]
+    return f"{PY} -m shared.launch {' '.join(opts)} -- {PY} {command}"
+
+
+def step(command):
+    """Shell command for a light step that always runs on this machine (downloads, tables)."""
+    return f"{PY} {command}"
+
+
+# --- SIGTERM: cancel running jobs -----------------------------------------------------------------------
+# Snakemake's own SIGTERM handling waits for running jobs to finish. A cluster user who stops the workflow
+# wants their SLURM jobs cancelled, so we first pass SIGTERM to each running job's process tree
+# (shared.launch then scancels its job), then let snakemake shut down as usual.
+def _forward_sigterm_to_jobs():
+    import psutil
+    from snakemake.shell import shell as _shell
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        with _shell._lock:
+            procs = list(_shell._processes.values())
+        for proc in procs:
+            try:
+                for p in psutil.Process(proc.pid).children(recursive=True):
+                    p.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+onstart:
+    _forward_sigterm_to_jobs()

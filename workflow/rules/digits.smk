@@ -1,0 +1,61 @@
+# The toy digits slice every project's toy-scale metrics stand on: dataset, feature CNN, real-vs-real table.
+
+
+rule prepare_digits:
+    output:
+        directory("data/{scale}/digits"),
+    conda:
+        conda_env("shared")
+    shell:
+        step("shared/digits/prepare.py scale={wildcards.scale} out_dir={output}")
+
+
+rule train_digits_features:
+    input:
+        "data/{scale}/digits",
+    conda:
+        conda_env("shared")
+    output:
+        weights="results/{scale}/digits_features/features.safetensors",
+        metrics="results/{scale}/digits_features/metrics.json",
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=4000, runtime=30),
+    shell:
+        launch("shared/digits/train_features.py scale={wildcards.scale} data_dir={input} "
+               "out_dir=results/{wildcards.scale}/digits_features")
+
+
+rule evaluate_digits_real:
+    input:
+        data="data/{scale}/digits",
+        features="results/{scale}/digits_features/features.safetensors",
+    conda:
+        conda_env("shared")
+    output:
+        "results/{scale}/metrics/digits/real_test_vs_train.json",
+    threads: config["local_threads"]
+    resources:
+        **heavy(mem_mb=4000, runtime=30),
+    shell:
+        launch("shared/evaluate.py scale={wildcards.scale} images={input.data}/test reference={input.data}/train "
+               "extractor=digits:{input.features} metrics=[fd,kid,prompt_accuracy] "
+               "experiment=real_test_vs_train checkpoint=none sampler=none steps=0 out={output}")
+
+
+rule table_digits:
+    input:
+        metrics="results/{scale}/metrics/digits/real_test_vs_train.json",
+    conda:
+        conda_env("shared")
+    output:
+        md="results/{scale}/tables/digits.md",
+        csv="results/{scale}/tables/digits.csv",
+    shell:
+        step("shared/tables.py scale={wildcards.scale} inputs=[{input.metrics}] "
+             "title='Toy digits: real test split vs train split' out_md={output.md} out_csv={output.csv}")
+
+
+@register_targets
+def digits_targets(scale):
+    return [f"results/{scale}/tables/digits.md"]
