@@ -1,0 +1,38 @@
+"""Reading and decoding one image, with failures sorted into skip reasons instead of exceptions mid-epoch."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from shared.data.skips import BadSample
+
+
+def read_file(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise BadSample("unreadable", str(path), e.strerror or type(e).__name__) from None
+
+
+def _is_truncation(e: Exception) -> bool:
+    msg = str(e).lower()
+    return "truncated" in msg or "broken data stream" in msg or "premature end" in msg
+
+
+def decode_image(data: bytes, name: str, mode: str | None = "RGB") -> Image.Image:
+    """Fully decode `data` (so a truncated file fails here, not later inside a transform); convert to `mode`."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        if mode and img.mode != mode:
+            # palette/alpha images: composite nothing, just drop alpha; "P" with transparency needs RGBA first
+            img = img.convert("RGBA").convert(mode) if img.mode == "P" and mode == "RGB" else img.convert(mode)
+    except UnidentifiedImageError as e:
+        raise BadSample("not_an_image", name, str(e).split(" <")[0]) from None
+    except Image.DecompressionBombError as e:
+        raise BadSample("too_large", name, str(e)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadSample("truncated" if _is_truncation(e) else "undecodable", name, str(e)) from None
+    return img

@@ -1,0 +1,250 @@
+"""WebDataset shards (.tar): reading with metadata filters and bad-member accounting, and writing.
+
+A sample is the tar members sharing a key: `<key>.jpg|png|webp` (image), `<key>.txt` (caption), `<key>.json`
+(metadata: width, height, NSFW flag / punsafe, any labels). Members are grouped with webdataset's own
+`group_by_keys`; the tar stream is read with `tarfile` directly, with `ignore_zeros` so that a corrupt header
+does not lose the rest of the shard: the reader resynchronises on the next valid header and reports the gap as
+a `broken_member` (as it does for a truncated archive).
+
+    src = ShardSource("data/shards/", caption_key="json:caption", filter=SampleFilter(min_size=256))
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+import tarfile
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import webdataset as wds
+from webdataset.shardlists import expand_urls
+from webdataset.tariterators import group_by_keys
+
+from shared.data.decode import decode_image
+from shared.data.skips import BadSample, Filtered
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+INDEX_FILE = "index.json"
+_NSFW_TRUE = {"nsfw", "true", "1", "yes"}
+
+
+@dataclass
+class SampleFilter:
+    """Policy filters; a dropped sample is counted under `filtered`, not as bad data.
+
+    Metadata keys are read from the sample's JSON; size bounds fall back to the decoded image when the JSON
+    has no width/height. 0 means "no bound" for every limit.
+    """
+    drop_nsfw: bool = False
+    nsfw_key: str = "NSFW"  # LAION style: "NSFW" / "UNSURE" / "UNLIKELY"; booleans also understood
+    max_punsafe: float = 0.0  # drop if metadata[punsafe_key] > this (0 = off)
+    punsafe_key: str = "punsafe"
+    min_size: int = 0  # minimum of width and height, pixels
+    min_aspect: float = 0.0  # width / height
+    max_aspect: float = 0.0
+    min_caption_len: int = 0  # characters
+    max_caption_len: int = 0
+
+    def check_meta(self, meta: dict) -> None:
+        if self.drop_nsfw and self.nsfw_key in meta:
+            v = meta[self.nsfw_key]
+            if v is True or (isinstance(v, str) and v.strip().lower() in _NSFW_TRUE) or v == 1:
+                raise Filtered("nsfw")
+        if self.max_punsafe > 0:
+            p = meta.get(self.punsafe_key)
+            if p is not None and float(p) > self.max_punsafe:
+                raise Filtered("punsafe")
+        w, h = meta.get("width"), meta.get("height")
+        if w and h:
+            self.check_size(int(w), int(h))
+
+    def check_size(self, w: int, h: int) -> None:
+        if self.min_size and min(w, h) < self.min_size:
+            raise Filtered("too_small")
+        if self.min_aspect and w / h < self.min_aspect:
+            raise Filtered("aspect")
+        if self.max_aspect and w / h > self.max_aspect:
+            raise Filtered("aspect")
+
+    def check_caption(self, caption: str) -> None:
+        if self.min_caption_len and len(caption) < self.min_caption_len:
+            raise Filtered("caption_short")
+        if self.max_caption_len and len(caption) > self.max_caption_len:
+            raise Filtered("caption_long")
+
+    @property
+    def active(self) -> bool:
+        return any(v for k, v in asdict(self).items() if k not in ("nsfw_key", "punsafe_key"))
+
+
+def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[str]:
+    """Shard paths from a folder (its *.tar, sorted), a brace pattern `a-{000..009}.tar`, a glob, or a list."""
+    if isinstance(spec, (list, tuple)):
+        return [str(s) for s in spec]
+    spec = str(spec)
+    if os.path.isdir(spec):
+        paths = sorted(glob.glob(os.path.join(spec, "*.tar")))
+        if not paths:
+            raise FileNotFoundError(f"{spec}: no .tar shards in this folder")
+        return paths
+    if any(c in spec for c in "*?["):
+        paths = sorted(glob.glob(spec))
+        if not paths:
+            raise FileNotFoundError(f"{spec}: no shards match this pattern")
+        return paths
+    return expand_urls(spec)
+
+
+def _tar_files(path: str, report) -> Iterator[dict]:
+    """Members of one shard as webdataset file records; unreadable parts are reported, never raised."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        report("unreadable_shard", path, e.strerror or type(e).__name__)
+        return
+    with f:
+        name = "<start>"
+        try:
+            # ignore_zeros: skip an invalid header block by block until the next valid one instead of stopping
+            tar = tarfile.open(fileobj=f, mode="r|*", ignore_zeros=True)
+            expected = 0  # where the next header should start if nothing was skipped
+            for info in tar:
+                if info.offset > expected:
+                    report("broken_member", f"{path}@{expected}",
+                           f"{info.offset - expected} bytes unreadable after {name}")
+                name = info.name
+                expected = info.offset_data + math.ceil(info.size / tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                if not info.isreg():
+                    continue
+                yield {"fname": info.name, "data": tar.extractfile(info).read(), "__url__": path}
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            report("broken_member", f"{path}:{name}", f"{type(e).__name__}: {e}")
+
+
+def iter_shard(path: str, report, suffixes: Iterable[str] | None = None) -> Iterator[dict]:
+    """Samples (dicts of raw member bytes keyed by extension, plus __key__/__url__) of one shard."""
+    def handler(exn: Exception) -> bool:
+        report("broken_member", path, str(exn.args[0]) if exn.args else type(exn).__name__)
+        return True  # e.g. a duplicate member name: report and keep reading
+
+    yield from group_by_keys(_tar_files(path, report), suffixes=set(suffixes) if suffixes else None,
+                             handler=handler)
+
+
+def _caption_spec(caption_key: str) -> tuple[str, str | None]:
+    if caption_key.startswith("json:"):
+        return "json", caption_key[5:]
+    return caption_key, None
+
+
+class ShardSource:
+    """Loader source over WebDataset shards: one unit per shard; the loader adds a shuffle buffer.
+
+    Samples: {"image": transform(PIL RGB), "caption": str, "key": str, **{k: json[k] for extra_keys}}.
+    `caption_key` is a member extension ("txt") or "json:<field>".
+    """
+
+    buffered = True
+
+    def __init__(self, shards: str | Path | Sequence[str | Path], transform: Callable | None = None,
+                 image_keys: Sequence[str] = IMAGE_KEYS, caption_key: str = "txt", meta_key: str = "json",
+                 extra_keys: Sequence[str] = (), filter: SampleFilter | None = None,
+                 allow_empty_caption: bool = False):
+        from shared.data.transforms import to_uint8_tensor
+
+        self.shards = expand_shards(shards)
+        if not self.shards:
+            raise FileNotFoundError(f"{shards}: no shards")
+        self.transform = transform or to_uint8_tensor
+        self.image_keys = tuple(k.lower() for k in image_keys)
+        self.caption_member, self.caption_field = _caption_spec(caption_key)
+        self.meta_key = meta_key
+        self.extra_keys = tuple(extra_keys)
+        self.filter = filter or SampleFilter()
+        self.allow_empty_caption = allow_empty_caption
+        self.suffixes = set(self.image_keys) | {self.caption_member, self.meta_key}
+
+    def __repr__(self) -> str:
+        return f"ShardSource({len(self.shards)} shards, first {self.shards[0]})"
+
+    def units(self) -> Sequence[str]:
+        return self.shards
+
+    def fingerprint(self) -> str:
+        names = "\n".join(os.path.basename(s) for s in self.shards)
+        return f"shards:{len(self.shards)}:{hashlib.sha256(names.encode()).hexdigest()[:16]}"
+
+    def read(self, unit: str, report) -> Iterator[dict]:
+        return iter_shard(unit, report, self.suffixes)
+
+    def decode(self, raw: dict) -> dict:
+        name = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
+        meta: dict[str, Any] = {}
+        if self.meta_key in raw:
+            try:
+                meta = json.loads(raw[self.meta_key])
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise BadSample("bad_metadata", name, str(e)) from None
+            if not isinstance(meta, dict):
+                raise BadSample("bad_metadata", name, "JSON is not an object")
+            self.filter.check_meta(meta)
+        if self.caption_field is None:
+            data = raw.get(self.caption_member)
+            caption = data.decode("utf-8", errors="replace").strip() if data is not None else None
+        else:
+            caption = meta.get(self.caption_field)
+            caption = str(caption).strip() if caption is not None else None
+        if not caption and not self.allow_empty_caption:
+            raise BadSample("missing_caption", name, f"no '{self.caption_member}'"
+                            + (f" field '{self.caption_field}'" if self.caption_field else " member"))
+        caption = caption or ""
+        self.filter.check_caption(caption)
+        ext = next((k for k in self.image_keys if k in raw), None)
+        if ext is None:
+            raise BadSample("missing_image", name, f"none of {', '.join(self.image_keys)}")
+        img = decode_image(raw[ext], f"{name}.{ext}")
+        if not (meta.get("width") and meta.get("height")):
+            self.filter.check_size(*img.size)
+        # keys repeat across shards (000000 in each): prefix the shard name so a key names one sample
+        shard = os.path.basename(str(raw.get("__url__", ""))).rsplit(".tar", 1)[0]
+        sample = {"image": self.transform(img), "caption": caption, "key": f"{shard}/{raw['__key__']}"}
+        for k in self.extra_keys:
+            if k not in meta:
+                raise BadSample("missing_field", name, f"no '{k}' in {self.meta_key}")
+            sample[k] = meta[k]
+        return sample
+
+
+def write_shards(samples: Iterable[dict], out_dir: str | Path, shard_size: int = 1000,
+                 max_bytes: int = 1_000_000_000, pattern: str = "shard-%06d.tar") -> dict:
+    """Write samples (dicts with __key__ and extension keys: bytes / str / JSON-able dict) with wds.ShardWriter.
+
+    Returns the index written to out_dir/index.json: shard file names and sample counts.
+    Keys must not contain dots (webdataset splits the member name at the first dot).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    # fixed mtime: the same input gives byte-identical shards
+    with wds.ShardWriter(str(out_dir / pattern), maxcount=shard_size, maxsize=max_bytes, verbose=0,
+                         mtime=0.0) as sink:
+        for s in samples:
+            if "." in s["__key__"]:
+                raise ValueError(f"sample key {s['__key__']!r} contains a dot; webdataset would split it")
+            sink.write(s)
+            name = os.path.basename(sink.fname)
+            counts[name] = counts.get(name, 0) + 1
+    first = out_dir / (pattern % 0)
+    if first.name not in counts and first.exists():  # ShardWriter opens its first shard even for no samples
+        first.unlink()
+    index = {"format": "webdataset", "count": sum(counts.values()),
+             "shards": [{"file": k, "count": v} for k, v in sorted(counts.items())]}
+    from shared.io import write_json
+
+    write_json(out_dir / INDEX_FILE, index)
+    return index
