@@ -1,0 +1,170 @@
+"""Evaluate a folder of images: FD/FID, KID, Inception Score, prompt accuracy, CLIP score, PSNR/SSIM, codebooks.
+
+Writes ONE JSON per (experiment, checkpoint, sampler, steps):
+
+    {experiment, checkpoint, sampler, steps, scale, images, reference, resolution, num_images_found,
+     num_images_read, num_unreadable, unreadable: [...], metrics: [{metric, value, num_samples,
+     reference_id, extractor_id, ...extras}, ...]}
+
+`reference` is an image folder (its statistics are cached in `reference_stats`, default
+results/<scale>/reference_stats/<folder>-<hash>-<extractor>.npz, and reused while the folder is unchanged) or a
+cached `.npz`. Images: PNG/JPG/... in `images` (recursive), prompts from `<stem>.txt` or metadata.jsonl.
+Unreadable images are skipped and counted. Metric names: see shared/metrics/registry.py (fd, fid, rfid, kid,
+inception_score, prompt_accuracy, clip_score, psnr, ssim, codebook_usage, codebook_perplexity).
+
+    python shared/evaluate.py images=data/toy/digits/test reference=data/toy/digits/train \
+        extractor=digits:results/toy/digits_features/features.safetensors metrics=[fd,kid,prompt_accuracy] \
+        experiment=real_test_vs_train checkpoint=none sampler=none steps=0
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from shared.config import cli, resolve, save_resolved
+from shared.io import write_json
+from shared.metrics import reference as reference_mod
+from shared.metrics.extractors import build_extractor
+from shared.metrics.images import ReadReport, iter_batches, list_images, read_captions, set_id
+from shared.metrics.registry import METRICS, Context, needs_of
+from shared.metrics.stats import ReferenceStats
+
+
+@dataclass
+class Config:
+    images: str = ""  # folder of images to evaluate
+    reference: str = ""  # image folder or cached statistics .npz
+    reference_stats: str = ""  # where a reference folder's statistics are cached ("" = results/<scale>/reference_stats/...)
+    extractor: str = "digits:results/toy/digits_features/features.safetensors"  # <name>:<path>
+    metrics: list[str] = field(default_factory=lambda: ["fd", "kid", "prompt_accuracy"])
+    experiment: str = ""
+    checkpoint: str = "none"
+    sampler: str = "none"
+    steps: int = 0
+    scale: str = "toy"
+    out: str = ""  # JSON path ("" = results/<scale>/eval/<experiment>/<checkpoint>__<sampler>__<steps>.json)
+    batch_size: int = 64
+    device: str = "cpu"
+    clip: str = ""  # local CLIP folder (transformers format) for clip_score
+    clip_prefix: str = ""  # e.g. "A photo depicts "
+    codes: str = ""  # .npy/.npz of token indices for codebook_usage / codebook_perplexity
+    codebook_size: int = 0
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    kid_max_features: int = 10000  # features kept (random subset) per set for KID
+    is_splits: int = 10
+    check_resolution: bool = True  # refuse a reference at another image resolution
+    seed: int = 0
+    threads: int = 0  # 0 = torch default
+
+
+PRESETS = {
+    "tiny": {"kid_subsets": 10, "is_splits": 2},
+    "toy": {},
+    "paper": {"extractor": "inception:downloads/inception/inception-2015-12-05.pt", "batch_size": 50},
+}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(name)).strip("_") or "none"
+
+
+def out_path(cfg) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    return (Path("results") / cfg.scale / "eval" / _safe(cfg.experiment or "unnamed")
+            / f"{_safe(cfg.checkpoint)}__{_safe(cfg.sampler)}__{cfg.steps}.json")
+
+
+def _reference(cfg, extractor) -> ReferenceStats:
+    ref = Path(cfg.reference)
+    if not cfg.reference:
+        raise ValueError("reference: needed by the requested metrics (an image folder or a statistics .npz)")
+    if ref.suffix == ".npz" and not ref.is_dir():
+        return ReferenceStats.load(ref)
+    if not ref.is_dir():
+        raise FileNotFoundError(f"reference '{ref}': neither an image folder nor a .npz statistics file")
+    cache = Path(cfg.reference_stats) if cfg.reference_stats else reference_mod.default_cache_path(
+        ref, extractor, Path("results") / cfg.scale / "reference_stats")
+    return reference_mod.load_or_compute(ref, extractor, cache, cfg.batch_size, cfg.kid_max_features, cfg.seed)
+
+
+def build_context(cfg, needs: set[str]) -> Context:
+    ctx = Context(check_resolution=cfg.check_resolution, kid_subsets=cfg.kid_subsets,
+                  kid_subset_size=cfg.kid_subset_size, kid_max_features=cfg.kid_max_features,
+                  is_splits=cfg.is_splits, seed=cfg.seed, images_dir=Path(cfg.images),
+                  need_logits="logits" in needs)
+    if "extractor" in needs:
+        ctx.extractor = build_extractor(cfg.extractor, cfg.device)
+    if "reference_stats" in needs:
+        ctx.reference = _reference(cfg, ctx.extractor)
+        ctx.reference_id = ctx.reference.reference_id
+    if "reference_dir" in needs:
+        ref = Path(cfg.reference)
+        if not ref.is_dir():
+            raise ValueError(f"reference '{cfg.reference}': paired metrics (psnr, ssim) need the originals' folder")
+        ctx.reference_dir = ref
+        ctx.reference_id = set_id(ref, list_images(ref))
+    if "clip" in needs:
+        from shared.metrics.clip_score import ClipScorer
+
+        if not cfg.clip:
+            raise ValueError("clip: clip_score needs a local CLIP model folder (clip=<path>)")
+        ctx.clip = ClipScorer(cfg.clip, cfg.clip_prefix, cfg.device)
+    if "codes" in needs:
+        from shared.metrics.recon import load_codes
+
+        if not cfg.codes:
+            raise ValueError("codes: codebook metrics need a file of token indices (codes=<path.npy>)")
+        ctx.codes, ctx.codebook_size = load_codes(cfg.codes), cfg.codebook_size
+    return ctx
+
+
+def evaluate(cfg) -> dict:
+    names = list(cfg.metrics)
+    needs = needs_of(names)
+    images = Path(cfg.images)
+    files = list_images(images)
+    ctx = build_context(cfg, needs)
+    metrics = [METRICS[n](n, ctx) for n in names]
+    captions = read_captions(images, files)
+    report = ReadReport()
+    for batch in iter_batches(images, files, cfg.batch_size, report, captions):
+        for m in metrics:
+            m.update(batch)
+    if report.read == 0:
+        raise ValueError(f"{images}: no readable images ({report.found} found, {len(report.unreadable)} unreadable)")
+    entries = [e for m in metrics for e in m.results(report)]
+    return {
+        "experiment": cfg.experiment, "checkpoint": cfg.checkpoint, "sampler": cfg.sampler, "steps": cfg.steps,
+        "scale": cfg.scale, "images": str(cfg.images), "reference": str(cfg.reference),
+        "resolution": report.resolution, "num_images_found": report.found, "num_images_read": report.read,
+        "num_unreadable": len(report.unreadable), "unreadable": report.unreadable[:100],
+        "metrics": entries,
+    }
+
+
+def main(cfg=None):
+    cfg = resolve(Config, cfg, PRESETS)
+    if not cfg.images:
+        raise ValueError("images: set the folder of images to evaluate (images=<folder>)")
+    if not cfg.experiment:
+        raise ValueError("experiment: name the experiment (experiment=<name>)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    result = evaluate(cfg)
+    out = out_path(cfg)
+    write_json(out, result)
+    save_resolved(cfg, out.parent, name=f"{out.stem}.config.yaml")
+    summary = ", ".join(f"{e['metric']}={e['value']:.4g}" for e in result["metrics"])
+    skipped = f" ({result['num_unreadable']} unreadable skipped)" if result["num_unreadable"] else ""
+    print(f"{cfg.experiment}/{cfg.checkpoint}/{cfg.sampler}/{cfg.steps}: {summary} "
+          f"on {result['num_images_read']} images{skipped} -> {out}")
+    return result
+
+
+if __name__ == "__main__":
+    cli(main, Config, PRESETS, __doc__)

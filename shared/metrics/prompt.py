@@ -1,0 +1,40 @@
+"""Prompt accuracy (toy scale): does the digits classifier see the digit and colour the caption asked for?"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.digits.dataset import parse_caption
+
+
+@dataclass
+class PromptAccuracy:
+    """Counts over images whose caption names a digit and a colour; others are counted as `unparsed`."""
+
+    total: int = 0
+    digit_hits: int = 0
+    colour_hits: int = 0
+    joint_hits: int = 0
+    unparsed: int = 0
+
+    def update(self, digit_logits, colour_logits, captions: list[str | None]) -> None:
+        pd = np.asarray(digit_logits).argmax(1)
+        pc = np.asarray(colour_logits).argmax(1)
+        for i, text in enumerate(captions):
+            asked = parse_caption(text) if text else None
+            if asked is None:
+                self.unparsed += 1
+                continue
+            d_ok, c_ok = pd[i] == asked[0], pc[i] == asked[1]
+            self.total += 1
+            self.digit_hits += int(d_ok)
+            self.colour_hits += int(c_ok)
+            self.joint_hits += int(d_ok and c_ok)
+
+    def compute(self) -> dict[str, float]:
+        if self.total == 0:
+            raise ValueError("prompt accuracy: no image has a caption naming a digit and a colour "
+                             f"({self.unparsed} images without a usable caption)")
+        return {"digit": self.digit_hits / self.total, "colour": self.colour_hits / self.total,
+                "joint": self.joint_hits / self.total}

@@ -1,0 +1,198 @@
+"""Collect evaluation JSONs (shared/evaluate.py) into a paper-style table: Markdown + CSV.
+
+Rows are (experiment, checkpoint, sampler, steps); columns are metrics, each followed by the paper's number
+in its own column where `paper` gives one ({experiment: {metric: value}}, inline or a YAML/JSON file). The
+caption states the scale, so a toy number is never read as a reproduction. Numbers measured with different
+extractors or against different reference sets are refused in one column (the error names the files), and
+so are inputs of another scale than `scale`.
+
+    python shared/tables.py inputs='results/toy/eval/*/*.json' title="Real vs real" scale=toy
+    python shared/tables.py inputs=[a.json,b.json] paper='{glide: {fid: 12.24}}' out_md=t.md out_csv=t.csv
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from shared.config import cli, resolve, save_resolved
+from shared.io import read_json, write_text
+
+ROW_KEYS = ("experiment", "checkpoint", "sampler", "steps")
+
+
+@dataclass
+class Config:
+    inputs: Any = None  # evaluation JSON files and/or globs: a list, or one string
+    title: str = "Results"
+    scale: str = "toy"
+    out_md: str = ""  # "" = results/<scale>/tables/<title>.md
+    out_csv: str = ""  # "" = beside out_md, .csv
+    paper: Any = None  # {experiment: {metric: value}} or a YAML/JSON file of it
+    notes: Any = None  # a string or a list of strings, printed under the table
+    metrics: list[str] = field(default_factory=list)  # column order; empty = as they first appear
+    digits: int = 4  # significant digits in the Markdown
+
+
+class TableError(ValueError):
+    """Inputs that must not share a table or a column."""
+
+
+def _plain(x):
+    return OmegaConf.to_container(x, resolve=True) if isinstance(x, (DictConfig, ListConfig)) else x
+
+
+def _is_evaluation(path: Path) -> bool:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "metrics" in d and all(k in d for k in ROW_KEYS)
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Files named outright must be evaluation JSONs; a glob's matches that are not (e.g. the *.run.json
+    provenance files beside them) are skipped."""
+    items = _plain(inputs)
+    items = [items] if isinstance(items, str) else list(items or [])
+    files: list[Path] = []
+    for item in items:
+        if glob.has_magic(str(item)):
+            matches = [Path(m) for m in sorted(glob.glob(str(item), recursive=True))]
+            matches = [p for p in matches if p.is_file() and _is_evaluation(p)]
+            if not matches:
+                raise TableError(f"inputs: '{item}' matches no evaluation JSON")
+        else:
+            matches = [Path(item)]
+            if not matches[0].is_file():
+                raise TableError(f"inputs: {item}: file not found")
+        files += [p for p in matches if p not in files]
+    if not files:
+        raise TableError("inputs: no evaluation JSON files given")
+    return files
+
+
+def load_paper(paper) -> dict[str, dict[str, float]]:
+    paper = _plain(paper)
+    if not paper:
+        return {}
+    if isinstance(paper, str):
+        path = Path(paper)
+        if not path.is_file():
+            raise TableError(f"paper: {path}: file not found (give a file or {{experiment: {{metric: value}}}})")
+        paper = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    if not isinstance(paper, dict) or not all(isinstance(v, dict) for v in paper.values()):
+        raise TableError("paper: expected {experiment: {metric: value}}")
+    return {str(e): {str(m): float(v) for m, v in ms.items()} for e, ms in paper.items()}
+
+
+def collect(files: list[Path], scale: str):
+    """rows {key: {metric: value}}, column provenance {metric: {(reference_id, extractor_id): [files]}}."""
+    rows: dict[tuple, dict[str, float]] = {}
+    origin: dict[tuple, Path] = {}
+    columns: dict[str, dict[tuple, list[str]]] = {}
+    samples: dict[str, set[int]] = {}
+    for f in files:
+        d = read_json(f)
+        missing = [k for k in (*ROW_KEYS, "scale", "metrics") if k not in d]
+        if missing:
+            raise TableError(f"{f}: not an evaluation JSON (missing {missing})")
+        if d["scale"] != scale:
+            raise TableError(f"{f}: scale '{d['scale']}' in a '{scale}' table; toy and paper-scale numbers "
+                             f"never share a table")
+        key = tuple(d[k] for k in ROW_KEYS)
+        if key in rows:
+            raise TableError(f"{f} and {origin[key]}: both hold {dict(zip(ROW_KEYS, key))}")
+        rows[key], origin[key] = {}, f
+        for e in d["metrics"]:
+            m = e["metric"]
+            rows[key][m] = e["value"]
+            columns.setdefault(m, {}).setdefault((e.get("reference_id"), e.get("extractor_id")), []).append(str(f))
+            samples.setdefault(m, set()).add(int(e.get("num_samples", 0)))
+    for m, prov in columns.items():
+        if len(prov) > 1:
+            detail = "; ".join(f"reference_id={r!r}, extractor_id={x!r} in {', '.join(fs)}"
+                               for (r, x), fs in prov.items())
+            raise TableError(f"column '{m}' mixes numbers that are not comparable: {detail}. "
+                             f"Make one table per reference set and extractor.")
+    return rows, columns, samples
+
+
+def _fmt(v, digits: int) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.{digits}g}" if abs(v) < 10 ** digits else f"{v:.0f}"
+
+
+def build(cfg) -> tuple[str, str]:
+    files = expand_inputs(cfg.inputs)
+    paper = load_paper(cfg.paper)
+    rows, columns, samples = collect(files, cfg.scale)
+    metrics = list(cfg.metrics) or list(columns)
+    metrics += [m for ms in paper.values() for m in ms if m not in metrics and not cfg.metrics]
+    metrics = list(dict.fromkeys(metrics))
+    header: list[tuple[str, str, bool]] = []  # (label, metric, is_paper)
+    for m in metrics:
+        header.append((m, m, False))
+        if any(m in ms for ms in paper.values()):
+            header.append((f"{m} (paper)", m, True))
+
+    def value(key, metric, is_paper):
+        return paper.get(key[0], {}).get(metric) if is_paper else rows[key].get(metric)
+
+    toy = cfg.scale != "paper"
+    caption = (f"**{cfg.title}** — scale: **{cfg.scale}**. " + (
+        "Toy-scale numbers (small data, small models, toy feature extractor); they are NOT reproductions of "
+        "the paper's numbers, which are shown only for orientation." if toy else
+        "Paper-scale numbers, computed with the same protocol as the paper where stated."))
+    md = [caption, "", "| " + " | ".join([*ROW_KEYS, *(h[0] for h in header)]) + " |",
+          "|" + "---|" * len(ROW_KEYS) + "---:|" * len(header)]
+    for key in rows:
+        md.append("| " + " | ".join([*(str(k) for k in key),
+                                      *(_fmt(value(key, m, p), cfg.digits) for _, m, p in header)]) + " |")
+    md += ["", "Columns:"]
+    for m in metrics:
+        if m in columns:
+            (ref, ext), = columns[m]
+            n = sorted(samples[m])
+            md.append(f"- `{m}`: extractor `{ext}`, reference `{ref}`, samples "
+                      f"{n[0] if len(n) == 1 else f'{n[0]}–{n[-1]}'}")
+        if any(m in ms for ms in paper.values()):
+            md.append(f"- `{m} (paper)`: number reported in the paper (by experiment)")
+    notes = _plain(cfg.notes)
+    notes = [notes] if isinstance(notes, str) else list(notes or [])
+    if notes:
+        md += ["", "Notes:", *(f"- {n}" for n in notes)]
+    md += ["", "Sources: " + ", ".join(f"`{f}`" for f in files), ""]
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*ROW_KEYS, "scale", *(f"{m}_paper" if p else m for _, m, p in header)])
+    for key in rows:
+        w.writerow([*key, cfg.scale, *("" if (v := value(key, m, p)) is None else repr(float(v))
+                                       for _, m, p in header)])
+    return "\n".join(md), buf.getvalue()
+
+
+def main(cfg=None):
+    cfg = resolve(Config, cfg)
+    md, table_csv = build(cfg)
+    out_md = Path(cfg.out_md or Path("results") / cfg.scale / "tables" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cfg.title)}.md")
+    out_csv = Path(cfg.out_csv or out_md.with_suffix(".csv"))
+    write_text(out_md, md)
+    write_text(out_csv, table_csv)
+    save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
+    print(f"wrote {out_md} and {out_csv}")
+    return md
+
+
+if __name__ == "__main__":
+    cli(main, Config, None, __doc__)

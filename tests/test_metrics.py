@@ -1,0 +1,259 @@
+"""shared.metrics and shared/evaluate.py: streaming statistics, Frechet distance / KID / IS against
+clean-fid and torchmetrics, reference caching and refusals, the evaluate step end to end."""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shared.metrics import (FeatureStats, InceptionScore, ReferenceStats, StatsMismatch, check_compatible,
+                            frechet_distance, kernel_distance, require_samples)
+
+torch.set_num_threads(1)
+
+
+def _feats(n, d, seed, shift=0.0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d)) / np.sqrt(d)
+    return (rng.normal(size=(n, d)) @ a + shift).astype(np.float32)
+
+
+# ---------------------------------------------------------------- statistics and distances
+
+def test_streaming_stats_match_numpy():
+    x = _feats(1000, 16, 0, shift=1000.0)  # a large offset tests the conditioning of the running sums
+    s = FeatureStats()
+    for i in range(0, len(x), 37):
+        s.update(torch.from_numpy(x[i:i + 37]))
+    x64 = x.astype(np.float64)
+    assert s.count == 1000
+    np.testing.assert_allclose(s.mean, x64.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s.cov, np.cov(x64, rowvar=False), rtol=1e-9, atol=1e-9)
+
+
+def test_reservoir_keeps_a_uniform_subset():
+    s = FeatureStats(keep=100, seed=0)
+    x = np.arange(10000, dtype=np.float32)[:, None].repeat(2, 1)
+    for i in range(0, len(x), 64):
+        s.update(x[i:i + 64])
+    assert s.kept.shape == (100, 2) and len(np.unique(s.kept[:, 0])) == 100
+    assert 3000 < s.kept[:, 0].mean() < 7000  # not just the first rows
+
+
+def test_frechet_matches_cleanfid_and_torchmetrics():
+    from cleanfid.fid import frechet_distance as cf_fd
+    from torchmetrics.image.fid import _compute_fid
+
+    f1, f2 = _feats(500, 32, 1), _feats(400, 32, 2, shift=0.3)
+    mu1, s1 = f1.mean(0, dtype=np.float64), np.cov(f1, rowvar=False)
+    mu2, s2 = f2.mean(0, dtype=np.float64), np.cov(f2, rowvar=False)
+    ours = frechet_distance(mu1, s1, mu2, s2)
+    assert ours == pytest.approx(cf_fd(mu1, s1, mu2, s2), rel=1e-6)
+    tm = _compute_fid(torch.from_numpy(mu1), torch.from_numpy(s1), torch.from_numpy(mu2), torch.from_numpy(s2))
+    assert ours == pytest.approx(float(tm), rel=1e-6)
+    assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kid_matches_cleanfid():
+    from cleanfid.fid import kernel_distance as cf_kid
+
+    f1, f2 = _feats(60, 8, 3).astype(np.float64), _feats(60, 8, 4, shift=0.5).astype(np.float64)
+    # subsets of all samples: every draw is a permutation, so the estimate is exact and draw-independent
+    assert kernel_distance(f1, f2, num_subsets=3)[0] == pytest.approx(cf_kid(f1, f2, num_subsets=3), rel=1e-9)
+    # random subsets: same RandomState stream as clean-fid's global np.random
+    f3 = _feats(90, 8, 5).astype(np.float64)
+    np.random.seed(7)
+    ref = cf_kid(f3, f2, num_subsets=20, max_subset_size=30)
+    assert kernel_distance(f3, f2, 20, 30, rng=np.random.RandomState(7))[0] == pytest.approx(ref, rel=1e-9)
+
+
+def test_inception_score_matches_torchmetrics():
+    from torchmetrics.image.inception import InceptionScore as TMIS
+
+    torch.manual_seed(0)
+    class Tiny(torch.nn.Module):  # a random tiny "classifier" standing in for Inception-v3
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 8 * 8, 12)
+
+        def forward(self, x):
+            return self.fc(x.float().flatten(1) / 64)
+
+    net = Tiny()
+    imgs = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    tm = TMIS(feature=net, splits=1)
+    tm.update(imgs)
+    tm_mean, _ = tm.compute()
+    ours = InceptionScore(splits=1)
+    with torch.no_grad():
+        for i in range(0, 40, 16):  # streamed in uneven batches
+            ours.update(net(imgs[i:i + 16]))
+    assert ours.compute()[0] == pytest.approx(float(tm_mean), rel=1e-5)
+    # several splits: round robin over samples, each split's IS by the textbook formula
+    ours10 = InceptionScore(splits=4)
+    with torch.no_grad():
+        logits = net(imgs).double()
+    ours10.update(logits)
+    p = logits.softmax(1).numpy()
+    scores = [np.exp(np.mean(np.sum(q * (np.log(q) - np.log(q.mean(0))), 1))) for q in (p[k::4] for k in range(4))]
+    assert ours10.compute()[0] == pytest.approx(np.mean(scores), rel=1e-9)
+
+
+def test_reference_stats_roundtrip_and_refusals(tmp_path):
+    s = FeatureStats(keep=50)
+    s.update(_feats(200, 8, 6))
+    ref = ReferenceStats.from_stats(s, "digits-cnn:abc", "32x32", "train:200:xyz", "data/x")
+    path = ref.save(tmp_path / "ref.npz")
+    back = ReferenceStats.load(path)
+    np.testing.assert_array_equal(back.mu, ref.mu)
+    np.testing.assert_array_equal(back.sigma, ref.sigma)
+    assert (back.count, back.extractor_id, back.resolution, back.reference_id) == (200, "digits-cnn:abc", "32x32",
+                                                                                  "train:200:xyz")
+    assert back.features.shape == (50, 8)
+    check_compatible(back, "digits-cnn:abc", "32x32")
+    with pytest.raises(StatsMismatch, match="extractor 'digits-cnn:abc'.*'inception"):
+        check_compatible(back, "inception-v3-cleanfid:1", "32x32")
+    with pytest.raises(StatsMismatch, match="32x32.*64x64"):
+        check_compatible(back, "digits-cnn:abc", "64x64")
+    check_compatible(back, "digits-cnn:abc", "64x64", check_resolution=False)
+    with pytest.raises(StatsMismatch, match="30 samples for 64-d"):
+        require_samples(30, 64, "images")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(StatsMismatch, match="bad.npz"):
+        ReferenceStats.load(tmp_path / "bad.npz")
+
+
+# ---------------------------------------------------------------- extractors and the evaluate step
+
+@pytest.fixture(scope="module")
+def digits_net(digits_tiny, tmp_path_factory):
+    """A small digits network trained for a few steps (~1 s): features with real spread for the cross-checks."""
+    import torch.nn.functional as F
+
+    from shared.digits import features
+    from shared.digits.dataset import load_arrays
+
+    torch.manual_seed(0)
+    x, d, c = load_arrays(digits_tiny / "train")
+    x, d, c = torch.from_numpy(x).permute(0, 3, 1, 2).float(), torch.from_numpy(d), torch.from_numpy(c)
+    net = features.DigitsNet(width=8, feature_dim=16)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(30):
+        idx = torch.randint(0, len(x), (32,))
+        ld, lc = net(x[idx])
+        loss = F.cross_entropy(ld, d[idx]) + F.cross_entropy(lc, c[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("net") / "features.safetensors"
+    features.save(net.eval(), path)
+    return path
+
+
+def _eval(tmp_path, **kw):
+    from shared import evaluate
+
+    cfg = {"experiment": "t", "scale": "tiny", "out": str(tmp_path / "out.json"), "batch_size": 32,
+           "reference_stats": str(tmp_path / "ref.npz"), **kw}
+    return evaluate.main(cfg)
+
+
+def test_evaluate_real_vs_real(digits_tiny, digits_net, tmp_path):
+    r = _eval(tmp_path, images=str(digits_tiny / "test"), reference=str(digits_tiny / "train"),
+              extractor=f"digits:{digits_net}", metrics=["fd", "kid", "prompt_accuracy"],
+              checkpoint="none", sampler="none", steps=0)
+    on_disk = json.loads((tmp_path / "out.json").read_text())
+    assert on_disk == json.loads(json.dumps(r))
+    assert {k: r[k] for k in ("experiment", "checkpoint", "sampler", "steps", "scale")} == \
+        {"experiment": "t", "checkpoint": "none", "sampler": "none", "steps": 0, "scale": "tiny"}
+    by = {e["metric"]: e for e in r["metrics"]}
+    assert set(by) == {"fd", "kid", "prompt_accuracy", "prompt_accuracy_digit", "prompt_accuracy_colour"}
+    for e in r["metrics"]:
+        assert set(e) >= {"metric", "value", "num_samples", "reference_id", "extractor_id"}
+        assert e["extractor_id"].startswith("digits-cnn:") and e["num_samples"] == 80
+    assert by["fd"]["value"] > 0 and by["fd"]["reference_id"].startswith("train:160:")
+    assert 0 <= by["prompt_accuracy"]["value"] <= min(by["prompt_accuracy_digit"]["value"],
+                                                      by["prompt_accuracy_colour"]["value"])
+    assert (tmp_path / "ref.npz").is_file() and (tmp_path / "out.config.yaml").is_file()
+    # the cached statistics are reused, and a .npz reference gives the same numbers
+    r2 = _eval(tmp_path, images=str(digits_tiny / "test"), reference=str(tmp_path / "ref.npz"),
+               extractor=f"digits:{digits_net}", metrics=["fd"], out=str(tmp_path / "out2.json"))
+    assert r2["metrics"][0]["value"] == pytest.approx(by["fd"]["value"], rel=1e-12)
+    assert r2["metrics"][0]["reference_id"] == by["fd"]["reference_id"]
+
+
+def test_evaluate_fd_equals_cleanfid_compute_fid(digits_tiny, digits_net, tmp_path):
+    from cleanfid import fid as cf
+
+    from shared.digits import features
+
+    net = features.load(digits_net)
+    r = _eval(tmp_path, images=str(digits_tiny / "test"), reference=str(digits_tiny / "train"),
+              extractor=f"digits:{digits_net}", metrics=["fd"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = cf.compute_fid(str(digits_tiny / "test"), str(digits_tiny / "train"), mode="clean",
+                             custom_feat_extractor=lambda x: net.features(x), custom_fn_resize=lambda x: x,
+                             device=torch.device("cpu"), num_workers=0, verbose=False, use_dataparallel=False)
+    assert r["metrics"][0]["value"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_unreadable_images_are_skipped_and_counted(digits_tiny, digits_net, tmp_path):
+    images = tmp_path / "imgs"
+    shutil.copytree(digits_tiny / "test", images)
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    (images / "broken.txt").write_text("a red handwritten one")
+    (images / "empty.jpg").write_bytes(b"")
+    r = _eval(tmp_path, images=str(images), reference=str(digits_tiny / "train"),
+              extractor=f"digits:{digits_net}", metrics=["fd", "prompt_accuracy"])
+    assert (r["num_images_found"], r["num_images_read"], r["num_unreadable"]) == (82, 80, 2)
+    assert sorted(u.split(":")[0] for u in r["unreadable"]) == ["broken.png", "empty.jpg"]
+    assert all(e["num_samples"] == 80 for e in r["metrics"])
+
+
+def test_evaluate_refuses_mismatched_reference(digits_tiny, digits_net, tmp_path):
+    from shared.digits import features
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    features.save(features.DigitsNet(width=8, feature_dim=16).eval(), other)
+    _eval(tmp_path, images=str(digits_tiny / "test"), reference=str(digits_tiny / "train"),
+          extractor=f"digits:{digits_net}", metrics=["fd"])
+    with pytest.raises(StatsMismatch, match="computed with extractor"):
+        _eval(tmp_path, images=str(digits_tiny / "test"), reference=str(tmp_path / "ref.npz"),
+              extractor=f"digits:{other}", metrics=["fd"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        _eval(tmp_path, images=str(digits_tiny / "test"), reference=str(tmp_path / "ref.npz"),
+              extractor=f"digits:{digits_net}", metrics=["fdd"])
+
+
+def test_prompt_accuracy_counts():
+    from shared.metrics.prompt import PromptAccuracy
+
+    acc = PromptAccuracy()
+    d = np.eye(10)[[7, 1, 3]]
+    c = np.eye(8)[[0, 2, 0]]  # red, blue, red
+    acc.update(d, c, ["a red handwritten seven", "a green handwritten one", "a red handwritten four"])
+    acc.update(d[:1], c[:1], ["no digit here"])
+    assert acc.compute() == {"digit": pytest.approx(2 / 3), "colour": pytest.approx(2 / 3),
+                             "joint": pytest.approx(1 / 3)}
+    assert acc.unparsed == 1
+
+
+def test_cli_runs_as_module(digits_tiny, digits_net, tmp_path, repo_root):
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli.json"
+    cmd = [sys.executable, "-m", "shared.evaluate", f"images={digits_tiny / 'test'}",
+           f"reference={digits_tiny / 'train'}", f"extractor=digits:{digits_net}", "metrics=[fd,prompt_accuracy]",
+           "experiment=real_test_vs_train", "checkpoint=none", "sampler=none", "steps=0", f"out={out}",
+           f"reference_stats={tmp_path / 'cli_ref.npz'}"]
+    p = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(out.read_text())["metrics"][0]["metric"] == "fd"
