@@ -42,6 +42,8 @@ def _validate_config(cfg, schema_path):
             problems.append(f"key '{key}': {err.instance!r} is not allowed; expected one of {err.validator_value}")
         elif err.validator == "type":
             problems.append(f"key '{key}': {err.instance!r} is not of type {err.validator_value}")
+        elif "description" in err.schema:
+            problems.append(f"key '{key}': {err.instance!r} is not valid; expected {err.schema['description']}")
         else:
             problems.append(f"key '{key}': {err.message}")
     if problems:
