@@ -6,7 +6,8 @@
 #
 # Outputs carry their scale in the path (results/<scale>/...), so tiny, toy and paper numbers never mix.
 
-configfile: "config.yaml"
+# Paths resolve against the repository, so `--directory /scratch/run` keeps outputs elsewhere.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

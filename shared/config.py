@@ -71,11 +71,25 @@ def resolve(schema: type, cfg: Mapping | DictConfig | None = None,
     return _merge(base, user, source)
 
 
-def parse_argv(argv: Sequence[str]) -> DictConfig:
-    """`[file.yaml ...] [key=value ...]` -> one DictConfig (unvalidated)."""
+def _str_fields(schema: type | None) -> set[str]:
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return set()
+    return {f.name for f in dataclasses.fields(schema) if f.type in (str, "str")}
+
+
+def parse_argv(argv: Sequence[str], schema: type | None = None) -> DictConfig:
+    """`[file.yaml ...] [key=value ...]` -> one DictConfig (unvalidated).
+
+    Values are YAML (`lr=1e-4`, `sizes=[1,2]`), except for the schema's `str` options, which keep the text
+    as typed: `title=Ablation: no GAN` is a title, not a mapping.
+    """
     layers = []
+    raw_text = _str_fields(schema)
     for arg in argv:
-        if "=" in arg:
+        key, _, value = arg.partition("=")
+        if "=" in arg and key in raw_text:
+            layers.append(OmegaConf.create({key: value}))
+        elif "=" in arg:
             try:
                 layers.append(OmegaConf.from_dotlist([arg]))
             except OmegaConfBaseException as e:
@@ -158,7 +172,7 @@ def cli(main: Callable[[DictConfig], Any], schema: type, presets: Mapping[str, M
         print(describe(schema, presets))
         return None
     try:
-        cfg = resolve(schema, parse_argv(argv), presets, source="command line")
+        cfg = resolve(schema, parse_argv(argv, schema), presets, source="command line")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)

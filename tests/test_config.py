@@ -71,3 +71,8 @@ def test_save_resolved_writes_config_and_provenance(tmp_path, monkeypatch):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["epochs"] == 1
     run = yaml.safe_load((tmp_path / "run.json").read_text())
     assert run["env"]["CUDA_VISIBLE_DEVICES"] == "1" and run["packages"]["torch"]
+
+
+def test_string_options_keep_text_as_typed():
+    cfg = resolve(Cfg, parse_argv(["name=Ablation: no GAN, 4 steps", "sizes=[3, 4]"], Cfg), PRESETS)
+    assert cfg.name == "Ablation: no GAN, 4 steps" and list(cfg.sizes) == [3, 4]

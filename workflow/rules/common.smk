@@ -91,12 +91,12 @@ def launch(command):
     if config["slurm_account"]:
         opts.append(f"--account {config['slurm_account']}")
     opts += [f"--sbatch {item}" for item in config["slurm_extra"].split(",") if item]
-    return f"{PY} -m shared.launch {' '.join(opts)} -- {PY} {command}"
+    return f"{PY} -m shared.launch {' '.join(opts)} -- {PY} {REPO}/{command}"
 
 
 def step(command):
     """Shell command for a light step that always runs on this machine (downloads, tables)."""
-    return f"{PY} {command}"
+    return f"{PY} {REPO}/{command}"
 
 
 # --- SIGTERM: cancel running jobs -----------------------------------------------------------------------
