@@ -16,9 +16,19 @@ def read_file(path: str | Path) -> bytes:
         raise BadSample("unreadable", str(path), e.strerror or type(e).__name__) from None
 
 
-def _is_truncation(e: Exception) -> bool:
+def _is_truncation(e: Exception, data: bytes) -> bool:
     msg = str(e).lower()
-    return "truncated" in msg or "broken data stream" in msg or "premature end" in msg
+    if "truncated" in msg or "broken data stream" in msg or "premature end" in msg:
+        return True
+    # PIL's message depends on where the file was cut (inside the tables it is "cannot load this image"):
+    # a missing end marker is the reliable sign of a partial file
+    if data[:2] == b"\xff\xd8":
+        return not data.rstrip(b"\0").endswith(b"\xff\xd9")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-16:]
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return int.from_bytes(data[4:8], "little") + 8 > len(data)
+    return False
 
 
 def decode_image(data: bytes, name: str, mode: str | None = "RGB") -> Image.Image:
@@ -34,5 +44,5 @@ def decode_image(data: bytes, name: str, mode: str | None = "RGB") -> Image.Imag
     except Image.DecompressionBombError as e:
         raise BadSample("too_large", name, str(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise BadSample("truncated" if _is_truncation(e) else "undecodable", name, str(e)) from None
+        raise BadSample("truncated" if _is_truncation(e, data) else "undecodable", name, str(e)) from None
     return img

@@ -193,6 +193,28 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
+_ENVS: dict[tuple[str, str], tuple[int, lmdb.Environment]] = {}
+
+
+def _open_readonly(path: Path, db_id: str) -> lmdb.Environment:
+    """One read-only handle per database and process (py-lmdb refuses a second open of the same files)."""
+    key = (os.path.realpath(path), db_id)  # the id changes when the database is rewritten in place
+    hit = _ENVS.get(key)
+    if hit is not None and hit[0] == os.getpid():
+        return hit[1]
+    if hit is not None:
+        # inherited through fork (DataLoader workers): LMDB handles must not be used in a child; closing this
+        # copy only unmaps it here and lets the child open its own
+        try:
+            hit[1].close()
+        except lmdb.Error:
+            pass
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True,
+                    max_readers=1024)
+    _ENVS[key] = (os.getpid(), env)
+    return env
+
+
 class LMDBDataset(torch.utils.data.Dataset):
     """Random access to a finished database: ds[i] -> {field: value} (+ "key": str(i) if no key field).
 
@@ -219,23 +241,13 @@ class LMDBDataset(torch.utils.data.Dataset):
         for name, spec in self.fields.items():
             if spec["kind"] == "image":
                 self.transforms.setdefault(name, to_uint8_tensor)
-        self._env = None
-        self._pid = None
 
     def __len__(self) -> int:
         return int(self.manifest["count"])
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_env"] = None  # an LMDB handle must not cross a fork; each worker opens its own
-        return state
-
     def _txn(self):
-        if self._env is None or self._pid != os.getpid():
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False,
-                                  subdir=True, max_readers=1024)
-            self._pid = os.getpid()
-        return self._env.begin(buffers=False)
+        # opened on first use, so the dataset pickles to workers without a handle
+        return _open_readonly(self.path, self.manifest.get("id", "")).begin(buffers=False)
 
     def _decode(self, name: str, spec: dict, data: bytes, index: int) -> Any:
         kind = spec["kind"]

@@ -41,7 +41,7 @@ class SampleFilter:
     has no width/height. 0 means "no bound" for every limit.
     """
     drop_nsfw: bool = False
-    nsfw_key: str = "NSFW"  # LAION style: "NSFW" / "UNSURE" / "UNLIKELY"; booleans also understood
+    nsfw_keys: tuple[str, ...] = ("NSFW", "nsfw")  # LAION: "NSFW"/"UNSURE"/"UNLIKELY"; booleans understood
     max_punsafe: float = 0.0  # drop if metadata[punsafe_key] > this (0 = off)
     punsafe_key: str = "punsafe"
     min_size: int = 0  # minimum of width and height, pixels
@@ -51,10 +51,11 @@ class SampleFilter:
     max_caption_len: int = 0
 
     def check_meta(self, meta: dict) -> None:
-        if self.drop_nsfw and self.nsfw_key in meta:
-            v = meta[self.nsfw_key]
-            if v is True or (isinstance(v, str) and v.strip().lower() in _NSFW_TRUE) or v == 1:
-                raise Filtered("nsfw")
+        if self.drop_nsfw:
+            for k in self.nsfw_keys:
+                v = meta.get(k)
+                if v is True or v == 1 or (isinstance(v, str) and v.strip().lower() in _NSFW_TRUE):
+                    raise Filtered("nsfw")
         if self.max_punsafe > 0:
             p = meta.get(self.punsafe_key)
             if p is not None and float(p) > self.max_punsafe:
@@ -79,7 +80,7 @@ class SampleFilter:
 
     @property
     def active(self) -> bool:
-        return any(v for k, v in asdict(self).items() if k not in ("nsfw_key", "punsafe_key"))
+        return any(v for k, v in asdict(self).items() if k not in ("nsfw_keys", "punsafe_key"))
 
 
 def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[str]:
