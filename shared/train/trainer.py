@@ -21,6 +21,7 @@ checkpoint: `add()` each, then `optimizer_step("fake")` every step and `optimize
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -126,6 +127,10 @@ class Trainer:
             raise ValueError(f"need grad_accum >= 1 and max_steps >= 0 (got {c.grad_accum}, {c.max_steps})")
         self.run_dir = Path(c.run_dir)
         trackers = _available_trackers(c.report_to)
+        if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
+            # accelerate runs torchrun-launched processes on a CPU-only machine as independent single processes
+            # unless told cpu=True (then it uses gloo DDP, as `accelerate launch --cpu` does).
+            accelerator_kwargs.setdefault("cpu", True)
         handlers = list(accelerator_kwargs.pop("kwargs_handlers", []))
         if not any(isinstance(h, GradScalerKwargs) for h in handlers):
             handlers.append(GradScalerKwargs(init_scale=c.fp16_init_scale, growth_interval=c.fp16_growth_interval))
@@ -202,11 +207,12 @@ class Trainer:
             raise ValueError(f"model name {name!r} is taken or not made of letters, digits, _ and -")
         c = self.cfg
         if optimizer is not None:
-            model, optimizer = self.accelerator.prepare(model, optimizer)
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-            scheduler = make_lr_schedule(optimizer.optimizer, schedule or c.lr_schedule,
+            # The schedule wraps optimizer.step, so it must exist before accelerate keeps a reference to that method.
+            scheduler = make_lr_schedule(optimizer, schedule or c.lr_schedule,
                                          total_steps=max(1, schedule_steps or c.max_steps),
                                          warmup_steps=c.warmup_steps, min_ratio=c.min_lr_ratio)
+            model, optimizer = self.accelerator.prepare(model, optimizer)
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         else:
             model, params, scheduler = model.to(self.device), [], None
         raw = self.accelerator.unwrap_model(model)
