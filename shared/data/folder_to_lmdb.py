@@ -13,7 +13,7 @@ Outputs (written into a temp folder, then renamed): out_dir/{data.mdb, manifest.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +30,20 @@ MODES = ("encoded", "array")
 
 @dataclass
 class Config:
-    src: str = ""  # image folder
-    out_dir: str = ""  # the database folder
+    src: str = field(default="", metadata={"help": "image folder"})
+    out_dir: str = field(default="", metadata={"help": "the database folder"})
     scale: str = "toy"
-    image_mode: str = "encoded"  # encoded | array
-    size: int = 0  # array mode: centre-crop + resize to size x size (0 = keep; sizes must then agree)
-    shuffle: bool = False  # random access makes write order irrelevant for training
+    image_mode: str = field(default="encoded", metadata={"help": "encoded (original file bytes) | array (uint8 H,W,3)"})
+    size: int = field(default=0,
+                      metadata={"help": "array mode: centre-crop + resize to size x size; 0 = keep (one size needed)"})
+    shuffle: bool = field(default=False, metadata={"help": "shuffle write order (random access makes it irrelevant)"})
     seed: int = 0
-    verify: bool = True
-    list_only: bool = False
-    max_skip_rate: float = 0.05
+    verify: bool = field(default=True,
+                         metadata={"help": "decode each image fully (catches truncation); false = header only"})
+    list_only: bool = field(default=False,
+                            metadata={"help": "dry-run: print each image with its prompt, and counts; write nothing"})
+    max_skip_rate: float = field(default=0.05,
+                                 metadata={"help": "fail (listing the files) if more than this share of images is bad"})
 
 
 PRESETS = {"tiny": {}, "toy": {}, "paper": {}}

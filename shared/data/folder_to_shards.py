@@ -15,7 +15,7 @@ Outputs (written into a temp folder, then renamed): out_dir/shard-NNNNNN.tar, in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.config import cli, resolve, save_resolved
@@ -28,16 +28,19 @@ from shared.io import atomic_dir
 
 @dataclass
 class Config:
-    src: str = ""  # image folder
-    out_dir: str = ""  # folder for the shards
+    src: str = field(default="", metadata={"help": "image folder"})
+    out_dir: str = field(default="", metadata={"help": "folder for the shards"})
     scale: str = "toy"
-    shard_size: int = 1000  # samples per shard
-    shard_max_bytes: int = 1_000_000_000
-    shuffle: bool = True  # shuffle images before writing (seeded)
+    shard_size: int = field(default=1000, metadata={"help": "samples per shard"})
+    shard_max_bytes: int = field(default=1_000_000_000, metadata={"help": "bytes per shard at most"})
+    shuffle: bool = field(default=True, metadata={"help": "shuffle images (seeded) so a shard mixes folders"})
     seed: int = 0
-    verify: bool = True  # fully decode each image (catches truncated files); false = header check only
-    list_only: bool = False  # dry-run: print each image with its prompt, and counts; write nothing
-    max_skip_rate: float = 0.05
+    verify: bool = field(default=True,
+                         metadata={"help": "decode each image fully (catches truncation); false = header only"})
+    list_only: bool = field(default=False,
+                            metadata={"help": "dry-run: print each image with its prompt, and counts; write nothing"})
+    max_skip_rate: float = field(default=0.05,
+                                 metadata={"help": "fail (listing the files) if more than this share of images is bad"})
 
 
 PRESETS = {"tiny": {"shard_size": 64}, "toy": {}, "paper": {"shard_size": 5000}}
