@@ -257,3 +257,224 @@ def test_cli_runs_as_module(digits_tiny, digits_net, tmp_path, repo_root):
     p = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(out.read_text())["metrics"][0]["metric"] == "fd"
+
+
+# ---------------------------------------------------------------- Inception-v3 (clean-fid's TorchScript), offline
+
+class _FakeInceptionLayers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 13, stride=13)
+        self.fc = torch.nn.Linear(8, 2048)
+
+    def forward(self, x):
+        return torch.relu(self.fc(self.conv(x).mean((2, 3))))[:, :, None, None]
+
+
+class _FakeInception(torch.nn.Module):
+    """Same interface as clean-fid's inception-2015-12-05.pt (`layers`, `output`), random tiny weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = _FakeInceptionLayers()
+        self.output = torch.nn.Linear(2048, 1008)
+
+    def forward(self, img, return_features: bool = False):
+        f = self.layers((img - 128) / 128).reshape(-1, 2048)
+        return f if return_features else self.output(f)
+
+
+@pytest.fixture(scope="module")
+def fake_inception(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inception")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(_FakeInception()).save(str(d / "inception-2015-12-05.pt"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def small_folder(digits_tiny, tmp_path_factory):
+    d = tmp_path_factory.mktemp("small") / "imgs"
+    d.mkdir()
+    for p in sorted((digits_tiny / "test").glob("*.png"))[:12]:
+        shutil.copy(p, d / p.name)
+        shutil.copy(p.with_suffix(".txt"), d / p.with_suffix(".txt").name)
+    return d
+
+
+def test_inception_extractor_matches_cleanfid(fake_inception, small_folder):
+    from cleanfid import fid as cf
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    from shared.metrics.extractors import build_extractor
+    from shared.metrics.images import list_images, read_image
+
+    ext = build_extractor(f"inception:{fake_inception / 'inception-2015-12-05.pt'}")
+    assert ext.id.startswith("inception-v3-cleanfid:") and ext.id.endswith(":clean") and ext.dim == 2048
+    files = list_images(small_folder)[:6]
+    out = ext.outputs(ext.batch_tensor([read_image(f) for f in files]), logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = InceptionV3W(str(fake_inception), download=False).eval()
+    ref = cf.get_files_features(files, model=lambda x: model(x), num_workers=0, batch_size=4,
+                                device=torch.device("cpu"), mode="clean", verbose=False)
+    np.testing.assert_allclose(out["features"].numpy(), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out["logits"].numpy(), ref @ model.base.output.weight.detach().numpy().T,
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="inception-2015-12-05.pt"):
+        build_extractor(f"inception:{small_folder}")
+    with pytest.raises(ValueError, match="expected '<name>:<path>'"):
+        build_extractor("resnet:x")
+
+
+def test_inception_score_and_too_few_samples_through_evaluate(fake_inception, small_folder, tmp_path):
+    r = _eval(tmp_path, images=str(small_folder), extractor=f"inception:{fake_inception}",
+              metrics=["inception_score"], is_splits=2)
+    e = r["metrics"][0]
+    assert e["metric"] == "inception_score" and 1.0 <= e["value"] <= 1008 and e["num_samples"] == 12
+    with pytest.raises(StatsMismatch, match="12 samples for 2048-d"):
+        _eval(tmp_path, images=str(small_folder), reference=str(small_folder),
+              extractor=f"inception:{fake_inception}", metrics=["fid"])
+
+
+def test_toy_inception_score_on_digits(digits_tiny, digits_net, tmp_path):
+    r = _eval(tmp_path, images=str(digits_tiny / "test"), extractor=f"digits:{digits_net}",
+              metrics=["inception_score"])
+    e = r["metrics"][0]
+    assert 1.0 <= e["value"] <= 10.0 and e["splits"] == 2 and e["extractor_id"].startswith("digits-cnn:")
+
+
+# ---------------------------------------------------------------- CLIP score with a tiny local CLIP
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A random tiny CLIP in transformers format with a word-level tokenizer over the captions' words."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
+                              PreTrainedTokenizerFast)
+
+    from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS
+
+    specials = ["<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"]
+    words = ["a", "photo", "depicts", "handwritten", *COLOUR_NAMES, *DIGIT_WORDS]
+    vocab = {w: i for i, w in enumerate(specials + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<|startoftext|> $A <|endoftext|>",
+                                                       special_tokens=[("<|startoftext|>", 2), ("<|endoftext|>", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                        pad_token="<|pad|>", unk_token="<|unk|>")
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=2, eos_token_id=3,
+                         pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    CLIPModel(cfg).save_pretrained(d)
+    processor = CLIPProcessor(tokenizer=tokenizer, image_processor=CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}))
+    processor.save_pretrained(d)
+    return d
+
+
+def test_clip_score_matches_clip_logits_and_torchmetrics(tiny_clip, small_folder):
+    from torchmetrics.multimodal.clip_score import CLIPScore
+
+    from shared.metrics.clip_score import ClipScorer
+    from shared.metrics.images import list_images, read_image
+
+    cs = ClipScorer(tiny_clip, prefix="A photo depicts ")
+    assert len(cs.processor.tokenizer) == 4 + 4 + 8 + 10  # a real vocabulary, not a silent 3-token one
+    files = list_images(small_folder)[:4]
+    images = [read_image(f) for f in files]
+    texts = [f.with_suffix(".txt").read_text().strip() for f in files]
+    cos = cs.cosine(images, texts)
+    # independent path: CLIPModel's own logits are logit_scale * cosine
+    inputs = cs.processor(text=["A photo depicts " + t for t in texts], images=images, return_tensors="pt",
+                          padding=True)
+    with torch.no_grad():
+        out = cs.model(**inputs)
+    np.testing.assert_allclose(cos, (out.logits_per_image.diagonal() / cs.model.logit_scale.exp()).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cos, ClipScorer(tiny_clip).cosine(images, texts))  # the prefix is used
+
+    class Adapter(torch.nn.Module):  # torchmetrics 1.9 expects tensors from get_*_features (transformers 5)
+        def __init__(self, m):
+            super().__init__()
+            self.m, self.config = m, m.config
+
+        def get_image_features(self, *a, **k):
+            return self.m.get_image_features(*a, **k).pooler_output
+
+        def get_text_features(self, *a, **k):
+            return self.m.get_text_features(*a, **k).pooler_output
+
+    tm = CLIPScore(model_name_or_path=lambda: (Adapter(cs.model), cs.processor))
+    tm.update([torch.from_numpy(im).permute(2, 0, 1) for im in images], ["A photo depicts " + t for t in texts])
+    assert float(tm.compute()) == pytest.approx(max(100 * cos.mean(), 0.0), rel=1e-5, abs=1e-5)
+
+
+def test_clip_score_through_evaluate(tiny_clip, small_folder, tmp_path):
+    r = _eval(tmp_path, images=str(small_folder), metrics=["clip_score"], clip=str(tiny_clip),
+              clip_prefix="A photo depicts ")
+    by = {e["metric"]: e for e in r["metrics"]}
+    assert set(by) == {"clip_score", "clip_score_x100"}
+    assert -1 <= by["clip_score"]["value"] <= 1 and by["clip_score"]["num_samples"] == 12
+    assert by["clip_score_x100"]["value"] == pytest.approx(max(100 * by["clip_score"]["value"], 0))
+    assert by["clip_score"]["extractor_id"].startswith("clip:tiny-clip:")
+
+
+# ---------------------------------------------------------------- reconstruction metrics
+
+def test_psnr_ssim_match_torchmetrics():
+    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+    from shared.metrics.recon import psnr, ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 40, 3)).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
+    ta, tb = (torch.from_numpy(x).permute(2, 0, 1)[None].double() for x in (a, b))
+    assert psnr(b, a) == pytest.approx(float(PeakSignalNoiseRatio(data_range=255.0)(tb, ta)), rel=1e-6)
+    tm_ssim = StructuralSimilarityIndexMeasure(data_range=255.0, return_full_image=True)
+    tm_value, tm_map = tm_ssim(tb, ta)
+    assert ssim(b, a, border="reflect") == pytest.approx(float(tm_value), rel=1e-6)
+    # "valid" = the same SSIM map without the 5-pixel reflect-padded border (skimage's cropping)
+    assert ssim(b, a) == pytest.approx(float(tm_map[..., 5:-5, 5:-5].mean()), rel=1e-6)
+    assert ssim(a, a) == pytest.approx(1.0) and psnr(a, a) > 100
+
+
+def test_codebook_stats():
+    from shared.metrics.recon import codebook_stats
+
+    s = codebook_stats(np.array([[0, 1], [2, 3]]), 8)
+    assert s["usage"] == 0.5 and s["perplexity"] == pytest.approx(4.0) and s["num_tokens"] == 4
+    assert codebook_stats(np.zeros(10, int), 4)["perplexity"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="outside 0..3"):
+        codebook_stats(np.array([4]), 4)
+
+
+def test_reconstruction_metrics_through_evaluate(digits_tiny, digits_net, tmp_path):
+    from PIL import Image
+
+    recon = tmp_path / "recon"
+    recon.mkdir()
+    rng = np.random.default_rng(0)
+    for p in sorted((digits_tiny / "test").glob("*.png"))[:40]:  # "reconstructions": noisy originals
+        x = np.asarray(Image.open(p)).astype(np.float64)
+        Image.fromarray(np.clip(x + rng.normal(0, 8, x.shape), 0, 255).astype(np.uint8)).save(recon / p.name)
+    np.save(tmp_path / "codes.npy", rng.integers(0, 16, (40, 8, 8)))
+    r = _eval(tmp_path, images=str(recon), reference=str(digits_tiny / "test"), extractor=f"digits:{digits_net}",
+              metrics=["rfid", "psnr", "ssim", "ssim_reflect", "codebook_usage", "codebook_perplexity"],
+              codes=str(tmp_path / "codes.npy"), codebook_size=32, reference_stats=str(tmp_path / "orig.npz"))
+    by = {e["metric"]: e for e in r["metrics"]}
+    assert by["rfid"]["value"] > 0 and by["rfid"]["reference_id"].startswith("test:80:")
+    assert 25 < by["psnr"]["value"] < 40 and 0 < by["ssim"]["value"] < 1 and 0 < by["ssim_reflect"]["value"] < 1
+    assert by["psnr"]["num_samples"] == 40 and by["psnr"]["unpaired"] == 0
+    assert by["codebook_usage"]["value"] == 0.5 and 14 < by["codebook_perplexity"]["value"] <= 16

@@ -10,11 +10,14 @@ numbers from different extractors are never compared.
   are brought to the net's resolution the way the net itself would (antialiased bilinear).
 - inception: clean-fid's TorchScript Inception-v3 (the one behind clean-fid's and StyleGAN's FID), loaded from
   a local file with clean-fid's own `InceptionV3W(..., download=False)`, with clean-fid's "clean" resize
-  (PIL bicubic to 299x299 in float). Nothing is downloaded.
+  (PIL bicubic to 299x299 in float). Nothing is downloaded. Its class logits for the Inception Score are the
+  1008-way `output` layer applied without its bias ("logits_unbiased"), as in the original IS code,
+  StyleGAN's metrics and torchmetrics' default.
 """
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -82,7 +85,7 @@ class InceptionExtractor(Extractor):
             if head is None:
                 raise ValueError(f"{self.id}: this TorchScript Inception has no 'output' layer; "
                                  f"the Inception Score needs its class logits")
-            out["logits"] = head(f)
+            out["logits"] = F.linear(f, head.weight)  # without the bias, as the original IS code and StyleGAN
         return out
 
 
@@ -111,7 +114,9 @@ def load_inception(path: str, device: str | torch.device = "cpu") -> InceptionEx
         raise FileNotFoundError(
             f"{path}: expected clean-fid's Inception weights '{INCEPTION_FILE}' (or a folder holding it); "
             f"fetch it with the paper-scale download rule - nothing is downloaded here")
-    model = InceptionV3W(str(p.parent), download=False, resize_inside=False).eval().to(device)
+    with warnings.catch_warnings():  # torch.jit.load is deprecated in torch 2.14; clean-fid still uses it
+        warnings.simplefilter("ignore", FutureWarning)
+        model = InceptionV3W(str(p.parent), download=False, resize_inside=False).eval().to(device)
     return InceptionExtractor(model, f"inception-v3-cleanfid:{_file_digest(p)}:clean", 2048, device)
 
 

@@ -23,9 +23,15 @@ def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
 
 
 def ssim(image: np.ndarray, original: np.ndarray, data_range: float = 255.0, window: int = 11,
-         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> float:
-    """Mean SSIM (Wang et al. 2004) of one (H, W, C) or (H, W) image, Gaussian window, valid region only
-    (what torchmetrics' and skimage's `gaussian_weights=True` versions compute)."""
+         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, border: str = "valid") -> float:
+    """Mean SSIM (Wang et al. 2004) of one (H, W, C) or (H, W) image pair with a Gaussian window.
+
+    border="valid": the mean over window positions inside the image (skimage's `structural_similarity(...,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`, pytorch-msssim); border="reflect": the
+    image is reflect-padded and every pixel counts (torchmetrics' StructuralSimilarityIndexMeasure).
+    """
+    if border not in ("valid", "reflect"):
+        raise ValueError(f"SSIM: border must be 'valid' or 'reflect', got {border!r}")
     a, b = np.asarray(image, np.float64), np.asarray(original, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"SSIM: shapes differ {a.shape} vs {b.shape}")
@@ -35,10 +41,13 @@ def ssim(image: np.ndarray, original: np.ndarray, data_range: float = 255.0, win
         raise ValueError(f"SSIM: image {a.shape[:2]} smaller than the {window}x{window} window")
     x = torch.from_numpy(a).permute(2, 0, 1)[:, None]  # (C, 1, H, W)
     y = torch.from_numpy(b).permute(2, 0, 1)[:, None]
+    if border == "reflect":
+        pad = (window - 1) // 2
+        x, y = (F.pad(t, (pad,) * 4, mode="reflect") for t in (x, y))
     w = _gaussian_window(window, sigma)[None, None]
     mx, my = F.conv2d(x, w), F.conv2d(y, w)
-    sxx = F.conv2d(x * x, w) - mx ** 2
-    syy = F.conv2d(y * y, w) - my ** 2
+    sxx = (F.conv2d(x * x, w) - mx ** 2).clamp_min(0)
+    syy = (F.conv2d(y * y, w) - my ** 2).clamp_min(0)
     sxy = F.conv2d(x * y, w) - mx * my
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))

@@ -248,14 +248,15 @@ class PSNRMetric(_PairedMetric):
         return psnr(image, original)
 
 
-@register("ssim")
+@register("ssim", "ssim_reflect")
 class SSIMMetric(_PairedMetric):
-    """Mean per-image SSIM (Gaussian window 11, sigma 1.5, data range 255) against the originals."""
+    """Mean per-image SSIM (Gaussian window 11, sigma 1.5, data range 255) against the originals:
+    `ssim` over valid windows (skimage, pytorch-msssim), `ssim_reflect` reflect-padded (torchmetrics)."""
 
     def score(self, image, original):
         from shared.metrics.recon import ssim
 
-        return ssim(image, original)
+        return ssim(image, original, border="reflect" if self.name == "ssim_reflect" else "valid")
 
 
 @register("codebook_usage", "codebook_perplexity")
