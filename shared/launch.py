@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -129,12 +130,59 @@ class SlurmStep:
 
 
 def _stderr_tail(job, lines: int = STDERR_TAIL_LINES) -> str:
+    """The step's own stderr: submitit's log lines and its re-raised traceback are left out."""
     text = ""
     try:
         text = job.stderr() or ""
     except Exception:  # the file may not exist if the job never started
         pass
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("submitit ERROR"):
+            break
+        if not line.startswith(("submitit INFO", "submitit WARNING")):
+            kept.append(line)
+    return "\n".join(kept[-lines:]).rstrip()
+
+
+# SLURM states after which no result will come (REQUEUED, PREEMPTED and COMPLETING are not final).
+_ENDED_WITHOUT_RESULT = {"CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "DEADLINE", "BOOT_FAIL", "REVOKED"}
+
+
+def _wait(job, poll_max_s: float) -> str | None:
+    """Wait for the job; return the SLURM state if it ended without a result, None once a result is there.
+
+    Polls sacct at 2 s, growing to poll_max_s for long jobs, so a cancelled job fails its rule within seconds
+    of being noticed; submitit's own wait backs off to a minute and then waits for a result file that a
+    cancelled job never writes.
+    """
+    start = time.monotonic()
+    while True:
+        if job.paths.result_pickle.exists():
+            return None
+        state = job.watcher.get_state(job.job_id, mode="force").split(" ")[0].upper()
+        if state in _ENDED_WITHOUT_RESULT:
+            return state
+        if state in ("COMPLETED", "FAILED"):  # the result file follows within moments (shared filesystems lag)
+            for _ in range(60):
+                if job.paths.result_pickle.exists():
+                    return None
+                time.sleep(1)
+            return state
+        time.sleep(min(poll_max_s, max(2.0, (time.monotonic() - start) / 10)))
+
+
+def _print_tail(job) -> None:
+    tail = _stderr_tail(job)
+    if tail:
+        print(f"[launch] last lines of {job.paths.stderr}:\n{tail}", file=sys.stderr)
+
+
+def _reason(error: Exception) -> str:
+    """One line: the step's own exception if submitit relayed a traceback, else submitit's first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return raised[-1] if raised else (lines[0] if lines else type(error).__name__)
 
 
 def run_slurm(command: Sequence[str], args: argparse.Namespace) -> int:
@@ -167,15 +215,17 @@ def run_slurm(command: Sequence[str], args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, cancel)
     signal.signal(signal.SIGTERM, cancel)
+    ended_without_result = _wait(job, args.poll_max_s)
+    if ended_without_result:
+        print(f"[launch] {args.name}: SLURM job {job.job_id} ended with state {ended_without_result} "
+              f"(cancelled, killed or out of time); the step did not finish", file=sys.stderr)
+        _print_tail(job)
+        return 1
     try:
         job.result()
-    except Exception as e:  # UncompletedJobError (cancelled, killed, failed) or the step's own error
-        state = job.state
-        print(f"[launch] {args.name}: SLURM job {job.job_id} did not succeed (state {state}): "
-              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
-        tail = _stderr_tail(job)
-        if tail:
-            print(f"[launch] last lines of {job.paths.stderr}:\n{tail}", file=sys.stderr)
+    except Exception as e:  # the step's own error, relayed by submitit
+        print(f"[launch] {args.name}: SLURM job {job.job_id} did not succeed: {_reason(e)}", file=sys.stderr)
+        _print_tail(job)
         return 1
     print(f"[launch] {args.name}: SLURM job {job.job_id} finished; logs in {log_dir / job.job_id}", flush=True)
     return 0
@@ -208,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
                    help="extra sbatch option key=value (repeatable), e.g. --sbatch qos=high")
     p.add_argument("--max-requeues", type=int, default=3, help="times a timed-out job is requeued")
     p.add_argument("--signal-delay-s", type=int, default=120, help="USR2 this long before the time limit")
+    p.add_argument("--poll-max-s", type=float, default=30, help="longest wait between two job-state checks")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the step's command")
     return p
 

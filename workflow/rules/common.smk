@@ -8,7 +8,7 @@ import yaml
 from snakemake.utils import validate
 
 SCALES = ["tiny", "toy", "paper"]
-REPO = os.path.abspath(workflow.basedir)
+REPO = os.path.abspath(os.path.join(workflow.current_basedir, "..", ".."))  # this file is workflow/rules/
 
 
 def _uses_conda():
