@@ -10,11 +10,11 @@ Writes ONE JSON per (experiment, checkpoint, sampler, steps):
 results/<scale>/reference_stats/<folder>-<hash>-<extractor>.npz, and reused while the folder is unchanged) or a
 cached `.npz`. Images: PNG/JPG/... in `images` (recursive), prompts from `<stem>.txt` or metadata.jsonl.
 Unreadable images are skipped and counted. Metric names: see shared/metrics/registry.py (fd, fid, rfid, kid,
-inception_score, prompt_accuracy, clip_score, psnr, ssim, codebook_usage, codebook_perplexity).
+inception_score, prompt_accuracy, clip_score, psnr, ssim, ssim_reflect, codebook_usage, codebook_perplexity).
 
-    python shared/evaluate.py images=data/toy/digits/test reference=data/toy/digits/train \
-        extractor=digits:results/toy/digits_features/features.safetensors metrics=[fd,kid,prompt_accuracy] \
-        experiment=real_test_vs_train checkpoint=none sampler=none steps=0
+    python shared/evaluate.py images=data/toy/digits/test reference=data/toy/digits/train
+        extractor=digits:results/toy/digits_features/features.safetensors metrics=[fd,kid,prompt_accuracy]
+        experiment=real_test_vs_train checkpoint=none sampler=none steps=0   (one command line)
 """
 from __future__ import annotations
 
@@ -33,32 +33,39 @@ from shared.metrics.registry import METRICS, Context, needs_of
 from shared.metrics.stats import ReferenceStats
 
 
+def _opt(default, help_: str):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_})
+    return field(default=default, metadata={"help": help_})
+
+
 @dataclass
 class Config:
-    images: str = ""  # folder of images to evaluate
-    reference: str = ""  # image folder or cached statistics .npz
-    reference_stats: str = ""  # where a reference folder's statistics are cached ("" = results/<scale>/reference_stats/...)
-    extractor: str = "digits:results/toy/digits_features/features.safetensors"  # <name>:<path>
-    metrics: list[str] = field(default_factory=lambda: ["fd", "kid", "prompt_accuracy"])
-    experiment: str = ""
-    checkpoint: str = "none"
-    sampler: str = "none"
-    steps: int = 0
-    scale: str = "toy"
-    out: str = ""  # JSON path ("" = results/<scale>/eval/<experiment>/<checkpoint>__<sampler>__<steps>.json)
+    images: str = _opt("", "folder of images to evaluate (recursive)")
+    reference: str = _opt("", "reference image folder, or cached statistics .npz")
+    reference_stats: str = _opt("", "cache for a reference folder's statistics; '' = results/<scale>/reference_stats/")
+    extractor: str = _opt("digits:results/toy/digits_features/features.safetensors",
+                          "<name>:<path>, name in digits, inception")
+    metrics: list[str] = _opt(["fd", "kid", "prompt_accuracy"], "metric names (shared/metrics/registry.py)")
+    experiment: str = _opt("", "experiment name (a table row)")
+    checkpoint: str = _opt("none", "checkpoint evaluated (a table row)")
+    sampler: str = _opt("none", "sampler used (a table row)")
+    steps: int = _opt(0, "sampling steps (a table row)")
+    scale: str = _opt("toy", "tiny | toy | paper; recorded in the JSON and checked by tables.py")
+    out: str = _opt("", "output JSON; '' = results/<scale>/eval/<experiment>/<checkpoint>__<sampler>__<steps>.json")
     batch_size: int = 64
     device: str = "cpu"
-    clip: str = ""  # local CLIP folder (transformers format) for clip_score
-    clip_prefix: str = ""  # e.g. "A photo depicts "
-    codes: str = ""  # .npy/.npz of token indices for codebook_usage / codebook_perplexity
-    codebook_size: int = 0
+    clip: str = _opt("", "local CLIP folder (transformers format) for clip_score")
+    clip_prefix: str = _opt("", "text put before every caption for clip_score, e.g. 'A photo depicts '")
+    codes: str = _opt("", ".npy/.npz of token indices for codebook_usage / codebook_perplexity")
+    codebook_size: int = _opt(0, "codebook size for the codebook metrics")
     kid_subsets: int = 100
     kid_subset_size: int = 1000
-    kid_max_features: int = 10000  # features kept (random subset) per set for KID
-    is_splits: int = 10
-    check_resolution: bool = True  # refuse a reference at another image resolution
+    kid_max_features: int = _opt(10000, "features kept per set (uniform random subset) for KID")
+    is_splits: int = _opt(10, "Inception Score splits")
+    check_resolution: bool = _opt(True, "refuse a reference whose images have another resolution")
     seed: int = 0
-    threads: int = 0  # 0 = torch default
+    threads: int = _opt(0, "torch CPU threads; 0 = torch default")
 
 
 PRESETS = {

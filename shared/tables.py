@@ -1,7 +1,8 @@
 """Collect evaluation JSONs (shared/evaluate.py) into a paper-style table: Markdown + CSV.
 
 Rows are (experiment, checkpoint, sampler, steps); columns are metrics, each followed by the paper's number
-in its own column where `paper` gives one ({experiment: {metric: value}}, inline or a YAML/JSON file). The
+in its own column where `paper` gives one (a metric's std over subsets/splits, e.g. KID's or IS's, is shown
+as "value ± std" and in a `<metric>_std` CSV column) ({experiment: {metric: value}}, inline or a YAML/JSON file). The
 caption states the scale, so a toy number is never read as a reproduction. Numbers measured with different
 extractors or against different reference sets are refused in one column (the error names the files), and
 so are inputs of another scale than `scale`.
@@ -29,17 +30,23 @@ from shared.io import read_json, write_text
 ROW_KEYS = ("experiment", "checkpoint", "sampler", "steps")
 
 
+def _opt(default, help_: str):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_})
+    return field(default=default, metadata={"help": help_})
+
+
 @dataclass
 class Config:
-    inputs: Any = None  # evaluation JSON files and/or globs: a list, or one string
-    title: str = "Results"
-    scale: str = "toy"
-    out_md: str = ""  # "" = results/<scale>/tables/<title>.md
-    out_csv: str = ""  # "" = beside out_md, .csv
-    paper: Any = None  # {experiment: {metric: value}} or a YAML/JSON file of it
-    notes: Any = None  # a string or a list of strings, printed under the table
-    metrics: list[str] = field(default_factory=list)  # column order; empty = as they first appear
-    digits: int = 4  # significant digits in the Markdown
+    inputs: Any = _opt(None, "evaluation JSONs and/or globs: a list, or one string")
+    title: str = _opt("Results", "table title (in the caption)")
+    scale: str = _opt("toy", "tiny | toy | paper: stated in the caption; inputs of another scale are refused")
+    out_md: str = _opt("", "Markdown output; '' = results/<scale>/tables/<title>.md")
+    out_csv: str = _opt("", "CSV output; '' = beside out_md")
+    paper: Any = _opt(None, "{experiment: {metric: value}} or a YAML/JSON file of it")
+    notes: Any = _opt(None, "a string or list of strings printed under the table")
+    metrics: list[str] = _opt([], "column order/selection; empty = all, as they first appear")
+    digits: int = _opt(4, "significant digits in the Markdown")
 
 
 class TableError(ValueError):
@@ -97,6 +104,7 @@ def load_paper(paper) -> dict[str, dict[str, float]]:
 def collect(files: list[Path], scale: str):
     """rows {key: {metric: value}}, column provenance {metric: {(reference_id, extractor_id): [files]}}."""
     rows: dict[tuple, dict[str, float]] = {}
+    stds: dict[tuple, dict[str, float]] = {}
     origin: dict[tuple, Path] = {}
     columns: dict[str, dict[tuple, list[str]]] = {}
     samples: dict[str, set[int]] = {}
@@ -111,10 +119,12 @@ def collect(files: list[Path], scale: str):
         key = tuple(d[k] for k in ROW_KEYS)
         if key in rows:
             raise TableError(f"{f} and {origin[key]}: both hold {dict(zip(ROW_KEYS, key))}")
-        rows[key], origin[key] = {}, f
+        rows[key], stds[key], origin[key] = {}, {}, f
         for e in d["metrics"]:
             m = e["metric"]
             rows[key][m] = e["value"]
+            if e.get("std") is not None:
+                stds[key][m] = e["std"]
             columns.setdefault(m, {}).setdefault((e.get("reference_id"), e.get("extractor_id")), []).append(str(f))
             samples.setdefault(m, set()).add(int(e.get("num_samples", 0)))
     for m, prov in columns.items():
@@ -123,7 +133,7 @@ def collect(files: list[Path], scale: str):
                                for (r, x), fs in prov.items())
             raise TableError(f"column '{m}' mixes numbers that are not comparable: {detail}. "
                              f"Make one table per reference set and extractor.")
-    return rows, columns, samples
+    return rows, stds, columns, samples
 
 
 def _fmt(v, digits: int) -> str:
@@ -135,7 +145,7 @@ def _fmt(v, digits: int) -> str:
 def build(cfg) -> tuple[str, str]:
     files = expand_inputs(cfg.inputs)
     paper = load_paper(cfg.paper)
-    rows, columns, samples = collect(files, cfg.scale)
+    rows, stds, columns, samples = collect(files, cfg.scale)
     metrics = list(cfg.metrics) or list(columns)
     metrics += [m for ms in paper.values() for m in ms if m not in metrics and not cfg.metrics]
     metrics = list(dict.fromkeys(metrics))
@@ -148,6 +158,12 @@ def build(cfg) -> tuple[str, str]:
     def value(key, metric, is_paper):
         return paper.get(key[0], {}).get(metric) if is_paper else rows[key].get(metric)
 
+    def cell(key, metric, is_paper):
+        text = _fmt(value(key, metric, is_paper), cfg.digits)
+        std = None if is_paper else stds[key].get(metric)
+        return text if std is None else f"{text} ± {_fmt(std, 2)}"
+
+    with_std = [m for m in metrics if any(m in st for st in stds.values())]
     toy = cfg.scale != "paper"
     caption = (f"**{cfg.title}** — scale: **{cfg.scale}**. " + (
         "Toy-scale numbers (small data, small models, toy feature extractor); they are NOT reproductions of "
@@ -157,13 +173,14 @@ def build(cfg) -> tuple[str, str]:
           "|" + "---|" * len(ROW_KEYS) + "---:|" * len(header)]
     for key in rows:
         md.append("| " + " | ".join([*(str(k) for k in key),
-                                      *(_fmt(value(key, m, p), cfg.digits) for _, m, p in header)]) + " |")
+                                      *(cell(key, m, p) for _, m, p in header)]) + " |")
     md += ["", "Columns:"]
     for m in metrics:
         if m in columns:
             (ref, ext), = columns[m]
             n = sorted(samples[m])
-            md.append(f"- `{m}`: extractor `{ext}`, reference `{ref}`, samples "
+            ref = f"`{ref}`" if ref else "none (scored against the prompts/classes)"
+            md.append(f"- `{m}`: extractor `{ext}`, reference {ref}, samples "
                       f"{n[0] if len(n) == 1 else f'{n[0]}–{n[-1]}'}")
         if any(m in ms for ms in paper.values()):
             md.append(f"- `{m} (paper)`: number reported in the paper (by experiment)")
@@ -175,10 +192,11 @@ def build(cfg) -> tuple[str, str]:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*ROW_KEYS, "scale", *(f"{m}_paper" if p else m for _, m, p in header)])
+    w.writerow([*ROW_KEYS, "scale", *(f"{m}_paper" if p else m for _, m, p in header),
+                *(f"{m}_std" for m in with_std)])
     for key in rows:
-        w.writerow([*key, cfg.scale, *("" if (v := value(key, m, p)) is None else repr(float(v))
-                                       for _, m, p in header)])
+        num = [value(key, m, p) for _, m, p in header] + [stds[key].get(m) for m in with_std]
+        w.writerow([*key, cfg.scale, *("" if v is None else repr(float(v)) for v in num)])
     return "\n".join(md), buf.getvalue()
 
 

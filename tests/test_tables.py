@@ -10,18 +10,19 @@ import pytest
 from shared import tables
 
 
-def _write(path, experiment, checkpoint="none", metrics=None, scale="toy", ref="train:1:a", ext="digits-cnn:x"):
+def _write(path, experiment, checkpoint="none", metrics=None, scale="toy", ref="train:1:a", ext="digits-cnn:x",
+           std=None):
     metrics = metrics or {"fd": 12.5, "kid": 0.01}
     d = {"experiment": experiment, "checkpoint": checkpoint, "sampler": "ddim", "steps": 50, "scale": scale,
-         "metrics": [{"metric": m, "value": v, "num_samples": 100, "reference_id": ref, "extractor_id": ext}
-                     for m, v in metrics.items()]}
+         "metrics": [{"metric": m, "value": v, "num_samples": 100, "reference_id": ref, "extractor_id": ext,
+                      **({"std": std[m]} if std and m in std else {})} for m, v in metrics.items()]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(d))
     return path
 
 
 def test_table_layout(tmp_path):
-    a = _write(tmp_path / "ev" / "a" / "x.json", "glide", "ckpt1", {"fd": 12.3456, "kid": 0.0123})
+    a = _write(tmp_path / "ev" / "a" / "x.json", "glide", "ckpt1", {"fd": 12.3456, "kid": 0.0123}, std={"kid": 0.002})
     _write(tmp_path / "ev" / "b" / "x.json", "dmd2", "ckpt2", {"fd": 8.0})
     (tmp_path / "ev" / "a" / "x.run.json").write_text(json.dumps({"time": "now"}))  # provenance: skipped by glob
     md = tables.main({"inputs": str(tmp_path / "ev" / "*" / "*.json"), "title": "T1", "scale": "toy",
@@ -32,11 +33,11 @@ def test_table_layout(tmp_path):
     header = [h.strip() for h in md.splitlines()[2].strip("|").split("|")]
     assert header == ["experiment", "checkpoint", "sampler", "steps", "fd", "fd (paper)", "kid"]
     rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in md.splitlines()[4:6]}
-    assert rows["glide"][4:] == ["12.35", "12.24", "0.0123"]
+    assert rows["glide"][4:] == ["12.35", "12.24", "0.0123 ± 0.002"]
     assert rows["dmd2"][4:] == ["8", "–", "–"]
     got = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert got[0]["fd"] == "12.3456" and got[0]["fd_paper"] == "12.24" and got[0]["scale"] == "toy"
-    assert got[1]["kid"] == "" and str(a) in md
+    assert got[1]["kid"] == "" and got[0]["kid_std"] == "0.002" and str(a) in md
 
 
 def test_refuses_mixed_reference_or_extractor(tmp_path):
