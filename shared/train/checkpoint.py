@@ -136,7 +136,9 @@ class Checkpointer:
         path = info.path / f"{stem}.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint has no '{stem}' weights")
-        return load_file(str(path), device=str(device))
+        device = torch.device(device)
+        # safetensors accepts "cpu" and "cuda:N" but not "cpu:0" (accelerate's device in multi-CPU runs).
+        return load_file(str(path), device="cpu" if device.type == "cpu" else str(device))
 
     @staticmethod
     def load_state(info: CheckpointInfo, name: str = "state.pt") -> dict:

@@ -43,7 +43,7 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "tiny": {"max_steps": 60, "ckpt_every": 10, "log_every": 5, "hidden": 32},
+    "tiny": {"max_steps": 60, "ckpt_every": 10, "log_every": 5, "hidden": 32, "lr": 1e-2},
     "toy": {"max_steps": 600, "ckpt_every": 100, "lr_schedule": "cosine", "warmup_steps": 20, "ema_decay": 0.99},
     "paper": {"max_steps": 3000, "ckpt_every": 250, "lr_schedule": "cosine", "warmup_steps": 100,
               "ema_decay": 0.999, "milestone_every": 1000},

@@ -1,0 +1,101 @@
+"""DDP on CPU (gloo, 2 processes via torchrun): a signal reaching one rank stops both at the same step boundary,
+both resume from that checkpoint, end with identical weights, and match one process with the same global batch.
+
+This file is also the worker script: torchrun runs it with `<run_dir> <out_dir>`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS, GLOBAL_BATCH = 10, 32
+
+
+def train(run_dir: str, per_process_batch: int, signal_rank: int | None = None):
+    """The digits MLP without randomness in the step (no dropout, no noise), so process count cannot matter."""
+    from shared.train import Trainer, TrainConfig
+    from shared.train.example import MLP, load_digits_split
+
+    trainer = Trainer(TrainConfig(run_dir=run_dir, max_steps=STEPS, ckpt_every=4, log_every=2, progress=False,
+                                  ema_decay=0.8, lr_schedule="cosine", warmup_steps=2))
+    (x, y), _ = load_digits_split()
+    model = MLP(16, dropout=0.0)
+    model, _ = trainer.add("model", model, torch.optim.AdamW(model.parameters(), lr=1e-2))
+    for xb, yb in trainer.batches(trainer.loader((x, y), per_process_batch)):
+        if trainer.rank == signal_rank and trainer.global_step == 4:
+            os.kill(os.getpid(), signal.SIGUSR2)  # only this rank is told; the other must stop with it
+        loss = F.cross_entropy(model(xb), yb)
+        trainer.backward(loss)
+        trainer.optimizer_step()
+        trainer.log(loss=loss)
+    trainer.finish()
+    return trainer
+
+
+def worker(run_dir: str, out_dir: str) -> None:
+    from safetensors.torch import save_file
+
+    from shared.train import Preempted
+
+    world = int(os.environ["WORLD_SIZE"])
+    try:
+        train(run_dir, GLOBAL_BATCH // world, signal_rank=world - 1)
+        preempted_at = None
+    except Preempted as e:
+        preempted_at = e.step
+    trainer = train(run_dir, GLOBAL_BATCH // world)  # the restart, in the same processes
+    unit = trainer.unit("model")
+    tensors = {**{f"model.{k}": v for k, v in unit.raw.state_dict().items()},
+               **{f"ema.{k}": v for k, v in unit.ema.tensors().items()}}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out_dir}/rank{trainer.rank}.safetensors")
+    with open(f"{out_dir}/rank{trainer.rank}.json", "w") as f:
+        json.dump({"preempted_at": preempted_at, "resumed_from": trainer.resumed_from.step,
+                   "world_size": trainer.world_size, "distributed": trainer.accelerator.distributed_type.value}, f)
+
+
+def test_ddp_two_processes_agree_and_match_one_process(tmp_path):
+    from accelerate.state import AcceleratorState
+    from safetensors.torch import load_file
+
+    from shared.train import Checkpointer
+
+    run_dir, out = tmp_path / "ddp", tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           __file__, str(run_dir), str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    info = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(i["world_size"] == 2 and i["distributed"] == "MULTI_CPU" for i in info)
+    assert [i["preempted_at"] for i in info] == [5, 5] and [i["resumed_from"] for i in info] == [5, 5]
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in range(2)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # both ranks, bit for bit
+    saved = Checkpointer(run_dir / "checkpoints").latest()
+    assert saved.step == STEPS and {"rank00000.pt", "rank00001.pt"} <= set(saved.meta["files"])
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(str(tmp_path / "single"), GLOBAL_BATCH)
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)
+    unit = single.unit("model")
+    expected = {**{f"model.{k}": v for k, v in unit.raw.state_dict().items()},
+                **{f"ema.{k}": v for k, v in unit.ema.tensors().items()}}
+    for k, v in expected.items():  # same global batch: equal up to the order of float sums
+        torch.testing.assert_close(ranks[0][k], v, atol=1e-5, rtol=0)
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], sys.argv[2])

@@ -1,0 +1,121 @@
+"""The example step script, killed the hard way and started again with the same command, ends exactly where an
+uninterrupted run ends: SIGKILL mid-step, SIGKILL in the middle of a checkpoint write, then SIGTERM (preemption:
+save, exit 75, marker file), then a plain restart that finishes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from shared.config import parse_argv
+from shared.train import Checkpointer
+from shared.train.checkpoint import FAULT_ENV
+from shared.train.example import main as example_main
+
+REPO = Path(__file__).resolve().parents[1]
+OPTIONS = ["scale=tiny", "max_steps=40", "ckpt_every=5", "log_every=1", "progress=false", "threads=1",
+           "ema_decay=0.9", "lr_schedule=cosine", "warmup_steps=5", "batch_size=16"]
+
+
+def _start(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    log = open(run_dir.parent / f"{run_dir.name}.log", "a")
+    return subprocess.Popen([sys.executable, "-m", "shared.train.example", *OPTIONS, f"run_dir={run_dir}", *extra],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def _last_step(run_dir: Path, since: float) -> int:
+    """The newest step logged after time `since` (earlier rows belong to runs killed before)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        return row["step"] if row["time"] > since else 0
+    return 0
+
+
+def _wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, since: float, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _last_step(run_dir, since)
+        if now >= step:
+            return now
+        assert proc.poll() is None, f"run ended early (rc {proc.returncode}): {(run_dir.parent / 'run.log').read_text()}"
+        time.sleep(0.005)
+    raise TimeoutError(f"step {step} not reached")
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.fixture
+def reference(tmp_path_factory):
+    """The uninterrupted run, in this process (same code path as the subprocesses)."""
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    threads = torch.get_num_threads()
+    try:
+        metrics = example_main(parse_argv([*OPTIONS, f"run_dir={run_dir}"]))  # exactly what the command line gives
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)
+    return run_dir, metrics
+
+
+def test_killed_anywhere_and_restarted_ends_with_identical_weights(tmp_path, reference):
+    ref_dir, ref_metrics = reference
+    run = tmp_path / "run"
+    ckpts = Checkpointer(run / "checkpoints")
+
+    # 1. SIGKILL between checkpoints: the steps after the last checkpoint are lost and redone.
+    proc = _start(run, "step_sleep=0.02")
+    killed_at = _wait_for_step(proc, run, 7, since=time.time())
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    first = ckpts.latest().step
+    assert first < killed_at < 40
+
+    # 2. SIGKILL in the middle of writing a checkpoint (weights on disk, no meta.json, not renamed yet).
+    proc = _start(run, env={FAULT_ENV: "die@2"})
+    assert proc.wait(90) == -signal.SIGKILL
+    done = ckpts.latest().step
+    half_written = sorted(p.name for p in (run / "checkpoints").glob(".ckpt-*.tmp"))
+    assert half_written == [f".ckpt-{done + 5:08d}.tmp"] and done == first + 5
+    assert (run / "checkpoints" / half_written[0] / "model.model.safetensors").is_file()
+    assert not (run / "checkpoints" / half_written[0] / "meta.json").exists()
+
+    # 3. Preemption: SIGTERM -> checkpoint at the next step boundary -> exit 75 and a marker for the launcher.
+    started = time.time()
+    proc = _start(run, "step_sleep=0.02")
+    _wait_for_step(proc, run, done + 3, since=started)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 75
+    marker = json.loads((run / "preempted.json").read_text())
+    assert marker["signal"] == "SIGTERM" and ckpts.latest().step == marker["step"] < 40
+    assert not list((run / "checkpoints").glob(".ckpt-*.tmp"))  # the stale half-write was swept on restart
+
+    # 4. The same command again: resumes and finishes.
+    proc = _start(run)
+    assert proc.wait(90) == 0, (tmp_path / "run.log").read_text()
+    assert not (run / "preempted.json").exists()
+    final, expected = ckpts.latest(), Checkpointer(ref_dir / "checkpoints").latest()
+    assert final.step == expected.step == 40
+    for stem in ("model.model", "ema.model"):
+        got, want = Checkpointer.load_tensors(final, stem), Checkpointer.load_tensors(expected, stem)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got), stem
+    assert _losses(run) == _losses(ref_dir)  # every step saw the same batch, noise and dropout
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == ref_metrics["test_accuracy"]
