@@ -1,0 +1,224 @@
+"""Compare samplers x step counts on a trained class-conditional pixel diffusion model.
+
+The model folder is a diffusers DDPMPipeline folder: unet/ (a UNet2DModel with class embeddings), scheduler/
+(its training noise schedule) and labels.json (the label encoding; shared/digits/train_diffusion.py writes all
+three). Every (sampler, steps) pair starts from the same noise and generator seed.
+
+Outputs in out_dir:
+    grid.png      rows = samplers, columns = step counts; each cell shows the first `grid_per_cell` samples
+    results.md    time per image, model evaluations, Frechet distance (digits features vs the reference
+    results.csv   split) and label accuracy from the digits classifier, one row per sampler x steps
+    images/<sampler>_<steps>/*.png + .txt captions   (only with save_images=true; shared/evaluate.py reads them)
+
+    python -m shared.samplers.compare model_dir=results/toy/digits_diffusion/model \
+        samplers=[ddim,euler,dpm++,heun,unipc] steps=[5,10,25] out_dir=results/toy/sampler_compare
+    python shared/samplers/compare.py scale=tiny model_dir=/tmp/dd/model features=/tmp/f.safetensors \
+        reference_dir=/tmp/digits/test prompts='[a red handwritten seven]'
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from PIL import Image, ImageDraw, ImageFont
+
+from shared.config import cli, resolve, save_resolved
+from shared.digits import features as digits_features
+from shared.digits.dataset import caption, load_arrays, parse_caption
+from shared.io import atomic_path, read_json, write_text
+from shared.metrics import frechet_from_features
+from shared.metrics.prompt import PromptAccuracy
+from shared.samplers.registry import get_preset
+from shared.samplers.sampling import sample
+
+LABEL_WIDTH = 80  # px left of the grid for sampler names
+HEADER_HEIGHT = 16  # px above the grid for step counts
+PAD = 2  # px between cells
+COLUMNS = ("sampler", "steps", "nfe", "images", "seconds_per_image", "fd", "digit_accuracy", "colour_accuracy",
+           "label_accuracy")
+
+
+@dataclass
+class Config:
+    model_dir: str = "results/toy/digits_diffusion/model"
+    out_dir: str = "results/toy/sampler_compare"
+    scale: str = "toy"
+    samplers: list[str] = field(default_factory=lambda: ["ddim", "euler", "dpm++", "heun", "unipc"])
+    steps: list[int] = field(default_factory=lambda: [5, 10, 25])
+    labels: list[int] = field(default_factory=list)  # class labels; empty (and no prompts) = every class
+    prompts: list[str] = field(default_factory=list)  # or captions like "a red handwritten seven"
+    per_label: int = 1  # samples per label (the metrics use them all)
+    guidance_scale: float = 1.0  # > 1: classifier-free guidance against the null label
+    grid_per_cell: int = 8
+    features: str = "results/toy/digits_features/features.safetensors"
+    reference_dir: str = "data/toy/digits/test"
+    batch_size: int = 160
+    save_images: bool = False
+    seed: int = 0
+    threads: int = 0  # 0 = torch default
+
+
+PRESETS = {
+    "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2,
+             "out_dir": "results/tiny/sampler_compare", "model_dir": "results/tiny/digits_diffusion/model",
+             "features": "results/tiny/digits_features/features.safetensors",
+             "reference_dir": "data/tiny/digits/test"},
+    "toy": {},
+    "paper": {"per_label": 10, "steps": [5, 10, 25, 50, 100],
+              "samplers": ["ddpm", "ddim", "plms", "euler", "euler_a", "dpm++", "heun", "unipc"]},
+}
+
+
+def resolve_labels(cfg, encoding: dict) -> list[int]:
+    """Class labels to sample, from `prompts`, `labels`, or every class of the label encoding."""
+    n_colours = len(encoding["colours"])
+    if cfg.prompts and cfg.labels:
+        raise ValueError("give labels or prompts, not both")
+    if cfg.prompts:
+        out = []
+        for prompt in cfg.prompts:
+            asked = parse_caption(prompt)
+            if asked is None:
+                raise ValueError(f"prompt {prompt!r} names no digit and colour (e.g. 'a red handwritten seven')")
+            out.append(asked[0] * n_colours + asked[1])
+        return out
+    num_classes = encoding["num_digits"] * n_colours
+    for label in cfg.labels:
+        if not 0 <= label < num_classes:
+            raise ValueError(f"label {label} out of range 0..{num_classes - 1}")
+    return list(cfg.labels) or list(range(num_classes))
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Model space (-1..1) -> uint8 (B, C, H, W)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def grid_size(rows: int, cols: int, per_cell: int, image_size: int) -> tuple[int, int]:
+    """(width, height) in pixels of the comparison grid."""
+    return (LABEL_WIDTH + cols * per_cell * image_size + (cols + 1) * PAD,
+            HEADER_HEIGHT + rows * image_size + (rows + 1) * PAD)
+
+
+def draw_grid(cells: dict[tuple[str, int], torch.Tensor], samplers: list[str], steps: list[int]) -> Image.Image:
+    first = next(iter(cells.values()))
+    per_cell, size = first.shape[0], first.shape[-1]
+    width, height = grid_size(len(samplers), len(steps), per_cell, size)
+    canvas = Image.new("RGB", (width, height), (32, 32, 32))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=11)
+    for c, n in enumerate(steps):
+        draw.text((LABEL_WIDTH + PAD + c * (per_cell * size + PAD), 2), f"{n} steps", font=font, fill="white")
+    for r, name in enumerate(samplers):
+        y = HEADER_HEIGHT + PAD + r * (size + PAD)
+        draw.text((2, y + size // 2 - 6), name, font=font, fill="white")
+        for c, n in enumerate(steps):
+            strip = cells[(name, n)].permute(2, 0, 3, 1).reshape(size, per_cell * size, -1).numpy()
+            canvas.paste(Image.fromarray(strip), (LABEL_WIDTH + PAD + c * (per_cell * size + PAD), y))
+    return canvas
+
+
+def markdown_table(rows: list[dict], title: str) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+@torch.no_grad()
+def main(cfg=None):
+    cfg = resolve(Config, cfg, PRESETS)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    for name in cfg.samplers:
+        get_preset(name)  # fail on a typo before any sampling
+    model_dir, out = Path(cfg.model_dir), Path(cfg.out_dir)
+    encoding = read_json(model_dir / "labels.json")
+    unet = UNet2DModel.from_pretrained(model_dir / "unet").eval()
+    schedule = dict(DDPMScheduler.load_config(model_dir / "scheduler"))
+    net = digits_features.load(cfg.features)
+    labels = resolve_labels(cfg, encoding)
+    n_colours = len(encoding["colours"])
+
+    ref_images = torch.from_numpy(load_arrays(cfg.reference_dir)[0]).permute(0, 3, 1, 2).float()
+    ref_feats = torch.cat([net.features(ref_images[i:i + 256]) for i in range(0, len(ref_images), 256)]).numpy()
+
+    all_labels = torch.tensor(labels).repeat_interleave(cfg.per_label)
+    captions = [caption(int(label) // n_colours, encoding["colours"][int(label) % n_colours]) for label in all_labels]
+    shape_tail = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    evaluations = 0
+
+    def denoiser(x, t, class_labels):
+        nonlocal evaluations
+        evaluations += 1
+        return unet(x, t, class_labels=class_labels).sample
+
+    denoiser(torch.zeros(1, *shape_tail), torch.zeros(1, dtype=torch.long), all_labels[:1])  # warm-up, untimed
+
+    rows, cells = [], {}
+    for name in cfg.samplers:
+        for n_steps in cfg.steps:
+            evaluations, elapsed, images = 0, 0.0, []
+            generator = torch.Generator().manual_seed(cfg.seed)
+            for start in range(0, len(all_labels), cfg.batch_size):
+                batch = all_labels[start:start + cfg.batch_size]
+                guide = {"uncond": {"class_labels": torch.full_like(batch, encoding["null_label"])},
+                         "guidance_scale": cfg.guidance_scale} if cfg.guidance_scale != 1.0 else {}
+                t0 = time.perf_counter()
+                x = sample(denoiser, (len(batch), *shape_tail), name, n_steps, generator=generator,
+                           cond={"class_labels": batch}, schedule=schedule, progress=False, **guide)
+                elapsed += time.perf_counter() - t0
+                images.append(to_uint8(x))
+            images = torch.cat(images)
+            nfe = evaluations // -(-len(all_labels) // cfg.batch_size)
+            feats, digit_logits, colour_logits = [], [], []
+            for i in range(0, len(images), 256):
+                f = net.features(images[i:i + 256].float())
+                feats.append(f)
+                digit_logits.append(net.digit_head(f))
+                colour_logits.append(net.colour_head(f))
+            accuracy = PromptAccuracy()
+            accuracy.update(torch.cat(digit_logits).numpy(), torch.cat(colour_logits).numpy(), captions)
+            acc = accuracy.compute()
+            fd = frechet_from_features(torch.cat(feats).numpy(), ref_feats) if len(images) > 1 else float("nan")
+            rows.append({"sampler": name, "steps": n_steps, "nfe": nfe, "images": len(images),
+                         "seconds_per_image": elapsed / len(images), "fd": fd, "digit_accuracy": acc["digit"],
+                         "colour_accuracy": acc["colour"], "label_accuracy": acc["joint"]})
+            cells[(name, n_steps)] = images[:cfg.grid_per_cell]
+            if cfg.save_images:
+                folder = out / "images" / f"{name}_{n_steps}"
+                for i, (im, text) in enumerate(zip(images, captions)):
+                    _save_png(Image.fromarray(im.permute(1, 2, 0).numpy()), folder / f"{i:05d}.png")
+                    write_text(folder / f"{i:05d}.txt", text + "\n")
+            print(f"{name:>12} {n_steps:>4} steps: {rows[-1]['seconds_per_image'] * 1000:.1f} ms/image, "
+                  f"FD {fd:.3f}, label accuracy {acc['joint']:.3f}")
+
+    _save_png(draw_grid(cells, list(cfg.samplers), list(cfg.steps)), out / "grid.png")
+    title = (f"Samplers on {model_dir} ({cfg.scale} scale, {len(all_labels)} images per row, "
+             f"guidance {cfg.guidance_scale})")
+    write_text(out / "results.md", markdown_table(rows, title))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "results.csv", buf.getvalue())
+    save_resolved(cfg, out)
+    print(f"wrote {out / 'grid.png'}, {out / 'results.md'}, {out / 'results.csv'}")
+    return rows
+
+
+if __name__ == "__main__":
+    cli(main, Config, PRESETS, __doc__)
