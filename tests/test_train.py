@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from accelerate.state import AcceleratorState
 
-from shared.train import (EMA, Checkpointer, Preempted, ResumableLoader, StepLogger, TextEmbeddingCache, TrainConfig,
+from shared.train import (EMA, Checkpointer, Preempted, DatasetLoader, StepLogger, TextEmbeddingCache, TrainConfig,
                           Trainer, capture_rng, fsdp_plugin, make_lr_schedule, restore_rng)
 from shared.train.example import MLP, load_digits_split
 
@@ -272,13 +272,13 @@ def test_rng_state_roundtrip_through_a_weights_only_file(tmp_path):
 
 def test_resumable_loader_shards_and_resumes():
     data = torch.arange(50)
-    single = ResumableLoader(data, 8, seed=1)
-    ranks = [ResumableLoader(data, 4, seed=1, rank=r, world_size=2) for r in range(2)]
+    single = DatasetLoader(data, 8, seed=1)
+    ranks = [DatasetLoader(data, 4, seed=1, rank=r, world_size=2) for r in range(2)]
     for whole, *parts in zip(single, *ranks):  # 2 processes x 4 == 1 process x 8, item for item
         assert torch.equal(whole, torch.cat(parts))
     assert len(single) == 6 and single.epoch == 1
 
-    loader = ResumableLoader(data, 8, seed=1)
+    loader = DatasetLoader(data, 8, seed=1)
     epoch0 = list(loader)
     epoch1 = list(loader)
     assert not torch.equal(torch.cat(epoch0), torch.cat(epoch1))  # a new order each epoch
@@ -286,7 +286,7 @@ def test_resumable_loader_shards_and_resumes():
     head = [next(it), next(it)]
     state = loader.state_dict()
     rest = list(it)
-    again = ResumableLoader(data, 8, seed=1)
+    again = DatasetLoader(data, 8, seed=1)
     again.load_state_dict(state)
     assert [torch.equal(a, b) for a, b in zip(list(again), rest)] == [True] * len(rest) and len(head) == 2
 
@@ -296,9 +296,9 @@ def test_resumable_loader_shards_and_resumes():
 
         def __getitem__(self, i):
             return data[i]
-    via_dataloader = list(ResumableLoader(MapStyle(), 8, seed=1))
+    via_dataloader = list(DatasetLoader(MapStyle(), 8, seed=1))
     assert all(torch.equal(a, b) for a, b in zip(via_dataloader, epoch0))
-    padded = [list(ResumableLoader(data, 4, seed=1, rank=r, world_size=2, drop_last=False)) for r in range(2)]
+    padded = [list(DatasetLoader(data, 4, seed=1, rank=r, world_size=2, drop_last=False)) for r in range(2)]
     assert len(padded[0]) == len(padded[1]) == 7 and all(len(b) == 4 for b in padded[1])
 
 
@@ -397,3 +397,35 @@ def test_fsdp_presets_build_accelerate_plugins():
     assert fsdp_plugin("offload").cpu_offload.__class__.__name__ == "CPUOffloadPolicy"
     with pytest.raises(ValueError, match="unknown FSDP preset"):
         fsdp_plugin("zero9")
+
+
+def test_trainer_resumes_a_shared_data_loader(tmp_path, digits_tiny):
+    """Projects read shards/LMDB/folders with shared.data.ResumableLoader; batches() checkpoints it per process."""
+    from shared.data import FolderSource, ResumableLoader
+
+    def run(run_dir, stop_at=None):
+        trainer = Trainer(TrainConfig(run_dir=str(run_dir), max_steps=8, ckpt_every=2, progress=False))
+        model = torch.nn.Linear(32 * 32 * 3, 10)
+        model, _ = trainer.add("model", model, torch.optim.SGD(model.parameters(), lr=0.1))
+        loader = ResumableLoader(FolderSource(digits_tiny / "train", extra_keys=("digit",)), batch_size=32, seed=3,
+                                 rank=trainer.rank, world_size=trainer.world_size)  # 160 images: 5 batches/epoch
+        seen = []
+        try:
+            for batch in trainer.batches(loader):
+                if trainer.global_step == stop_at:
+                    os.kill(os.getpid(), signal.SIGUSR2)
+                seen.append(batch["digit"].tolist())
+                loss = F.cross_entropy(model(batch["image"].float().flatten(1) / 255), batch["digit"])
+                trainer.backward(loss)
+                trainer.optimizer_step()
+        except Preempted:
+            return None, seen
+        trainer.finish()
+        return trainer, seen
+
+    ref, ref_seen = run(tmp_path / "ref")
+    _, before = run(tmp_path / "run", stop_at=3)
+    resumed, after = run(tmp_path / "run")
+    assert resumed.resumed_from.step == 4 and before + after == ref_seen and len(ref_seen) == 8
+    assert "train" in Checkpointer.load_rank_state(resumed.resumed_from, 0)["data"]
+    _assert_same(_weights(resumed), _weights(ref))

@@ -6,7 +6,7 @@ Pieces (usable alone or through `Trainer`):
     EMA                        parameter EMA with decay warm-up
     StepLogger                 metrics.jsonl/.csv, tqdm, optional wandb/tensorboard
     PreemptionHandler          SIGUSR2/SIGTERM -> save at the next step boundary -> exit REQUEUE_EXIT_CODE (75)
-    ResumableLoader            seeded, sharded, mid-epoch-resumable data order
+    DatasetLoader              seeded, sharded, mid-epoch-resumable order over tensors / map-style datasets
     seed_everything, capture_rng, restore_rng
     make_lr_schedule           constant | warmup | cosine | linear (registry: register_schedule)
     TextEmbeddingCache         on-disk cache of frozen text-encoder outputs
@@ -14,7 +14,7 @@ Pieces (usable alone or through `Trainer`):
 See shared/train/example.py for a complete step script.
 """
 from shared.train.checkpoint import CheckpointInfo, Checkpointer
-from shared.train.data import ResumableLoader
+from shared.train.data import DatasetLoader
 from shared.train.ema import EMA
 from shared.train.fsdp import FSDP_PRESETS, WRAP_CLASSES, fsdp_plugin, fsdp_plugin_kwargs
 from shared.train.log import StepLogger
@@ -25,8 +25,8 @@ from shared.train.text_cache import TextEmbeddingCache
 from shared.train.trainer import TrainConfig, Trainer, train_config
 
 __all__ = [
-    "CheckpointInfo", "Checkpointer", "EMA", "FSDP_PRESETS", "Preempted", "PreemptionHandler", "REQUEUE_EXIT_CODE",
-    "ResumableLoader", "SCHEDULES", "StepLogger", "TextEmbeddingCache", "TrainConfig", "Trainer", "WRAP_CLASSES",
+    "CheckpointInfo", "Checkpointer", "DatasetLoader", "EMA", "FSDP_PRESETS", "Preempted", "PreemptionHandler",
+    "REQUEUE_EXIT_CODE", "SCHEDULES", "StepLogger", "TextEmbeddingCache", "TrainConfig", "Trainer", "WRAP_CLASSES",
     "capture_rng", "fsdp_plugin", "fsdp_plugin_kwargs", "make_lr_schedule", "register_schedule", "restore_rng",
     "seed_everything", "train_config",
 ]

@@ -7,6 +7,7 @@ out), counted when a batch is yielded, so worker prefetching never makes a resum
 
 Datasets: a tensor, a tuple/list/dict of equally long tensors (indexed in one go: fast for small in-memory data),
 or any map-style `torch.utils.data.Dataset` (read through a `DataLoader`, so `num_workers` and `collate_fn` apply).
+For WebDataset shards, LMDB and image folders use `shared.data.ResumableLoader`; `Trainer.batches()` takes either.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _take(data: Any, idx: torch.Tensor) -> Any:
     return type(data)(t[idx] for t in data)
 
 
-class ResumableLoader:
+class DatasetLoader:
     """Iterate one epoch per `iter()`; `state_dict()`/`load_state_dict()` resume at the next unseen batch."""
 
     def __init__(self, dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool = True,
