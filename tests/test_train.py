@@ -210,12 +210,56 @@ def test_trainable_only_checkpoints_and_weights_export(tmp_path):
     trainer.finish()
 
 
+def test_fsdp_checkpoint_path_roundtrips_full_state_dicts(tmp_path):
+    """Under FSDP the Trainer saves/loads through torch's distributed-checkpoint state-dict API (full, gathered
+    state). accelerate runs FSDP only on GPUs; here the same calls run on a plain module, end to end."""
+    def run(run_dir, stop_at=None):
+        trainer = Trainer(TrainConfig(run_dir=str(run_dir), max_steps=6, ckpt_every=3, progress=False))
+        trainer._fsdp = lambda: True
+        model = MLP(16, 0.0)
+        model, _ = trainer.add("model", model, torch.optim.AdamW(model.parameters(), lr=1e-2))
+        for xb, yb in trainer.batches(trainer.loader(DATA[0], 16)):
+            trainer.backward(F.cross_entropy(model(xb), yb))
+            trainer.optimizer_step()
+            if trainer.global_step == stop_at:
+                break
+        trainer.close()
+        return trainer
+
+    ref = train(tmp_path / "ref", noise=0, dropout=0, max_steps=6, ckpt_every=3, batch_size=16, log_every=0)
+    run(tmp_path / "run", stop_at=4)  # dies after the step-3 checkpoint
+    resumed = run(tmp_path / "run")
+    assert resumed.resumed_from.step == 3
+    _assert_same(_weights(resumed), _weights(ref))
+    optim = Checkpointer.load_state(resumed.resumed_from)["optimizers"]["model"]
+    assert "net.0.weight" in optim["state"]  # keyed by parameter name, as FSDP full optimizer states are
+
+
+def test_checkpoint_fault_hook_pauses_mid_write(tmp_path, monkeypatch):
+    import threading
+    monkeypatch.setenv("SHARED_TRAIN_CKPT_FAULT", "pause@2:1.0")
+    ck = Checkpointer(tmp_path)
+    ck.save(1, tensors={"model.m": {"w": torch.ones(2)}})
+    writer = threading.Thread(target=ck.save, args=(2,), kwargs={"tensors": {"model.m": {"w": torch.zeros(2)}}})
+    writer.start()
+    tmp = tmp_path / ".ckpt-00000002.tmp"
+    for _ in range(200):
+        if (tmp / "model.m.safetensors").exists():
+            break
+        writer.join(0.01)
+    assert (tmp / "model.m.safetensors").exists() and not (tmp / "meta.json").exists()
+    assert ck.latest().step == 1  # what a resume would pick while the write hangs
+    writer.join()
+    assert ck.latest().step == 2 and not tmp.exists()
+
+
 def test_project_config_inherits_train_options(tmp_path):
     from shared.config import resolve
     from shared.train.example import PRESETS, Config
-    cfg = resolve(Config, {"scale": "tiny", "run_dir": str(tmp_path), "max_steps": 7, "progress": False}, PRESETS)
-    with Trainer(cfg) as trainer:
-        assert trainer.cfg.max_steps == 7 and trainer.cfg.ckpt_every == 10
+    cfg = resolve(Config, {"scale": "tiny", "run_dir": str(tmp_path), "max_steps": 7, "progress": False,
+                           "report_to": "tensorboard"}, PRESETS)
+    with pytest.warns(UserWarning, match="not installed"), Trainer(cfg) as trainer:  # optional trackers
+        assert trainer.cfg.max_steps == 7 and trainer.cfg.ckpt_every == 10 and not trainer.accelerator.trackers
     assert (tmp_path / "config.yaml").is_file()
 
 
