@@ -389,3 +389,86 @@ def test_every_sampler_converges_to_the_data_distribution(name):
         few = sample(gaussian_denoiser(name, "epsilon"), (512, 1, 4, 4), name, 8,
                      generator=torch.Generator().manual_seed(1), schedule={"clip_sample": False}, progress=False)
         assert abs(few.std().item() - GAUSS.std) > 0.1
+
+
+# --- the digits diffusion model and the comparison script, at tiny scale ---------------------------------
+
+@pytest.fixture(scope="module")
+def trained_tiny(digits_tiny, tmp_path_factory):
+    from shared.digits import train_diffusion
+
+    out = tmp_path_factory.mktemp("digits_diffusion")
+    metrics = train_diffusion.main({"scale": "tiny", "data_dir": str(digits_tiny), "out_dir": str(out),
+                                    "threads": 1})
+    return out, metrics
+
+
+def test_train_diffusion_checkpoints_exports_and_resumes_exactly(trained_tiny, digits_tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    from shared.digits import train_diffusion
+
+    out, metrics = trained_tiny
+    assert metrics["trained_steps"] == 4 and metrics["final_loss"] > 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000002.pt", "step_0000004.pt"]
+    pipe = DDPMPipeline.from_pretrained(out / "model")
+    assert pipe.unet.config.num_class_embeds == 81 and pipe.unet.config.sample_size == 32
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+
+    # a 6-step run, then a copy of it "killed" after step 4: resuming must reproduce the same weights
+    import shutil
+
+    cfg = {"scale": "tiny", "data_dir": str(digits_tiny), "threads": 1, "steps": 6}
+    straight = train_diffusion.main({**cfg, "out_dir": str(tmp_path / "straight")})
+    assert straight["resumed_from"] == 0
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "straight", resumed)
+    (resumed / "checkpoints" / "step_0000006.pt").unlink()
+    shutil.rmtree(resumed / "model")
+    again = train_diffusion.main({**cfg, "out_dir": str(resumed)})
+    assert (again["resumed_from"], again["trained_steps"]) == (4, 2)
+    assert train_diffusion.latest_checkpoint(resumed).name == "step_0000006.pt"
+    weights = "model/unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(resumed / weights), load_file(tmp_path / "straight" / weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    with pytest.raises(ValueError, match="trained with"):
+        train_diffusion.main({**cfg, "out_dir": str(resumed), "steps": 8, "channels": [8, 8]})
+
+
+def test_compare_writes_grid_and_one_table_row_per_sampler_and_steps(trained_tiny, digits_tiny, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    from shared.digits import features
+    from shared.samplers import compare
+
+    features_path = tmp_path / "features.safetensors"
+    features.save(features.DigitsNet(width=8, feature_dim=16), features_path)
+    out = tmp_path / "compare"
+    rows = compare.main({"scale": "tiny", "model_dir": str(trained_tiny[0] / "model"), "out_dir": str(out),
+                         "features": str(features_path), "reference_dir": str(digits_tiny / "test"),
+                         "samplers": ["ddim", "heun", "dpm++"], "steps": [2, 3], "labels": [], "per_label": 2,
+                         "prompts": ["a red handwritten seven", "a white handwritten zero"],
+                         "guidance_scale": 2.0, "grid_per_cell": 2, "save_images": True, "threads": 1})
+    # 80 px of names + 2 columns of 2 images of 32 px + 3 gaps; 16 px header + 3 rows of 32 px + 4 gaps
+    assert Image.open(out / "grid.png").size == (80 + 2 * 2 * 32 + 3 * 2, 16 + 3 * 32 + 4 * 2)
+    expected = [("ddim", 2), ("ddim", 3), ("heun", 2), ("heun", 3), ("dpm++", 2), ("dpm++", 3)]
+    assert [(r["sampler"], r["steps"]) for r in rows] == expected
+    assert [r["nfe"] for r in rows] == [2, 3, 3, 5, 2, 3]  # heun: 2 evaluations per step but the last
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["sampler"], int(r["steps"])) for r in table] == expected
+    assert all(int(r["images"]) == 4 and float(r["seconds_per_image"]) > 0 and np.isfinite(float(r["fd"]))
+               for r in table)
+    md = (out / "results.md").read_text().splitlines()
+    assert sum(line.startswith("| ddim |") or line.startswith("| heun |") or line.startswith("| dpm++ |")
+               for line in md) == 6
+    captions = sorted((out / "images" / "heun_3").glob("*.txt"))
+    assert [p.read_text().strip() for p in captions] == ["a red handwritten seven"] * 2 + \
+        ["a white handwritten zero"] * 2
+    with pytest.raises(ValueError, match="names no digit"):
+        compare.main({"scale": "tiny", "model_dir": str(trained_tiny[0] / "model"), "out_dir": str(out),
+                      "features": str(features_path), "reference_dir": str(digits_tiny / "test"),
+                      "labels": [], "prompts": ["a handwritten something"]})
