@@ -110,6 +110,9 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
     schedule: the model's training noise schedule (beta_schedule, num_train_timesteps, beta_start/end, ...,
         or a whole saved scheduler config).
     eta: DDIM's eta (ddim only; ddpm and euler_a are eta = 1 samplers and accept only that).
+    x_T: the starting noise at unit scale (multiplied by the scheduler's init_noise_sigma, as diffusers
+        pipelines do with `latents=`); default: drawn from `generator` on `device` (default: the generator's).
+    callback: called after every step with a `StepInfo` (trajectories, tests, previews).
     scheduler_overrides: more scheduler kwargs (timestep_spacing, use_karras_sigmas, thresholding, ...).
     Returns the final sample in model space (for pixel models, roughly -1..1).
     """
