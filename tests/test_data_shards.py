@@ -1,10 +1,14 @@
 """WebDataset shards: keys, filters, splitting over ranks x workers, resumption, and broken shards."""
+import gzip
+import io
 import json
+import tarfile
 from collections import Counter
 
 import pytest
 
 from shared.data import ResumableLoader, SampleFilter, ShardSource, write_shards
+from shared.data.tario import open_shard, read_members
 from shared.data.testing import (GARBAGE, corrupt_member_header, encode, member_data_end, photo, truncate_file,
                                  truncated, write_tar)
 
@@ -193,3 +197,44 @@ def test_caption_dropout_is_seeded_and_independent_of_workers(tmp_path):
     d0 = dropped(0)
     assert 15 <= len(d0) <= 45  # 30 expected of 100
     assert dropped(2) == d0 and dropped(0, seed=1) != d0
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_reader_agrees_with_tarfile(tmp_path, fmt):
+    """shared.data.tario against the standard library on long names, non-ASCII, links, folders, gzip."""
+    path = tmp_path / "t.tar"
+    long_dir = "d" * 90 + "/" + "e" * 60  # needs the ustar prefix field, or a long-name extension
+    entries = [("plain.txt", b"hello"), (f"{long_dir}/x.jpg", bytes(range(256)) * 7), ("empty.txt", b""),
+               ("exact.bin", b"\x01" * 1024)]
+    if fmt != tarfile.USTAR_FORMAT:
+        entries += [("caf\u00e9/" + "n" * 120 + ".json", b'{"a": 1}')]
+    with tarfile.open(path, "w", format=fmt) as tar:
+        d = tarfile.TarInfo("folder")
+        d.type = tarfile.DIRTYPE
+        tar.addfile(d)
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1.5  # a float mtime adds pax records in PAX format
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "plain.txt"
+        tar.addfile(link)
+    with tarfile.open(path) as tar:
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg()]
+    events = []
+    with open_shard(str(path)) as f:
+        assert list(read_members(f, str(path), lambda *e: events.append(e))) == expected
+    gz = tmp_path / "t.tar.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    with open_shard(str(gz)) as f:
+        assert list(read_members(f, str(gz), lambda *e: events.append(e))) == expected
+    assert events == [] and len(expected) == len(entries)
+
+
+def test_tar_reader_reports_a_truncated_header(tmp_path):
+    p = write_tar(tmp_path / "a.tar", [("a.txt", b"x" * 10), ("b.txt", b"y" * 10)])
+    truncate_file(p, 512 + 512 + 200)  # cut inside b.txt's header
+    events = []
+    with open_shard(str(p)) as f:
+        assert list(read_members(f, str(p), lambda *e: events.append(e))) == [("a.txt", b"x" * 10)]
+    assert [e[0] for e in events] == ["broken_member"] and "truncated header after a.txt" in events[0][2]

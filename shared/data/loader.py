@@ -68,6 +68,10 @@ def _permutation(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch), 0x5EED]).permutation(n)
 
 
+def _as_is(x):
+    return x
+
+
 def _item_key(item) -> str:
     """A stable identity for a raw item (independent of where the data folder is mounted)."""
     if isinstance(item, dict):
@@ -149,7 +153,8 @@ class _EpochStream(IterableDataset):
             # training RNG state is restored afterwards
             key = _item_key(item)
             state = None if in_worker else torch.random.get_rng_state()
-            torch.manual_seed(keyed_seed(self.seed, "augment", self.epoch, key) % (2 ** 63))
+            # the CPU generator only: torch.manual_seed also seeds every accelerator backend (~0.4 ms a call)
+            torch.default_generator.manual_seed(keyed_seed(self.seed, "augment", self.epoch, key) % (2 ** 63))
             try:
                 sample = self.source.decode(item)
             finally:
@@ -238,7 +243,8 @@ class ResumableLoader:
         kw = {}
         if self.num_workers > 0:
             kw = {"prefetch_factor": self.prefetch_factor or 2, "persistent_workers": False}
-        dl = DataLoader(self._stream(), batch_size=None, num_workers=self.num_workers,
+        # batches are built in the stream; _as_is skips DataLoader's per-item default_convert walk
+        dl = DataLoader(self._stream(), batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
                         pin_memory=self.pin_memory, **kw)
         for meta, batch in dl:
             self.positions[meta["worker"]] = meta["pos"]
