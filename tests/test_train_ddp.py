@@ -1,5 +1,6 @@
 """DDP on CPU (gloo, 2 processes via torchrun): a signal reaching one rank stops both at the same step boundary,
 both resume from that checkpoint, end with identical weights, and match one process with the same global batch.
+The same processes also check EMA over FSDP2-sharded parameters.
 
 This file is also the worker script: torchrun runs it with `<run_dir> <out_dir>`.
 """
@@ -40,6 +41,30 @@ def train(run_dir: str, per_process_batch: int, signal_rank: int | None = None):
     return trainer
 
 
+def ema_on_sharded_params(world: int) -> dict:
+    """EMA of FSDP2-sharded parameters (DTensors, sharded over the 2 gloo processes): average, gather, reload."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from shared.train import EMA
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 6)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
+    ema = EMA(model, decay=0.5, warmup="none")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    full = ema.tensors()  # collective
+    reloaded = EMA(model, decay=0.5, warmup="none")
+    reloaded.load_tensors(full)
+    return {"local_rows": ema.shadow[0].to_local().shape[0],
+            "averaged": all(torch.allclose(full[k], start[k] + 0.5) for k in full),
+            "reloaded": all(torch.equal(a.full_tensor(), b.full_tensor()) for a, b in zip(reloaded.shadow, ema.shadow))}
+
+
 def worker(run_dir: str, out_dir: str) -> None:
     from safetensors.torch import save_file
 
@@ -58,7 +83,8 @@ def worker(run_dir: str, out_dir: str) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out_dir}/rank{trainer.rank}.safetensors")
     with open(f"{out_dir}/rank{trainer.rank}.json", "w") as f:
         json.dump({"preempted_at": preempted_at, "resumed_from": trainer.resumed_from.step,
-                   "world_size": trainer.world_size, "distributed": trainer.accelerator.distributed_type.value}, f)
+                   "world_size": trainer.world_size, "distributed": trainer.accelerator.distributed_type.value,
+                   "sharded_ema": ema_on_sharded_params(world)}, f)
 
 
 def test_ddp_two_processes_agree_and_match_one_process(tmp_path):
@@ -78,6 +104,7 @@ def test_ddp_two_processes_agree_and_match_one_process(tmp_path):
     info = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(i["world_size"] == 2 and i["distributed"] == "MULTI_CPU" for i in info)
     assert [i["preempted_at"] for i in info] == [5, 5] and [i["resumed_from"] for i in info] == [5, 5]
+    assert all(i["sharded_ema"] == {"local_rows": 3, "averaged": True, "reloaded": True} for i in info)
     ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in range(2)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # both ranks, bit for bit
     saved = Checkpointer(run_dir / "checkpoints").latest()

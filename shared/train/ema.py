@@ -83,7 +83,9 @@ class EMA:
 
     # Tensors go to a safetensors file, counters to the weights-only state; see Trainer.save.
     def tensors(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.shadow))
+        """Full (unsharded) averages by parameter name. Under FSDP2 the shadows are sharded DTensors like the
+        parameters they follow, and gathering them is collective: call on every process."""
+        return {n: s.full_tensor() if hasattr(s, "full_tensor") else s for n, s in zip(self.names, self.shadow)}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         missing = [n for n in self.names if n not in tensors]
@@ -91,7 +93,11 @@ class EMA:
             raise KeyError(f"EMA checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
         with torch.no_grad():
             for n, s in zip(self.names, self.shadow):
-                s.copy_(tensors[n])
+                src = tensors[n].to(device=s.device, dtype=s.dtype)
+                if hasattr(s, "device_mesh"):  # a DTensor shadow keeps only this process's shard
+                    from torch.distributed.tensor import distribute_tensor
+                    src = distribute_tensor(src, s.device_mesh, s.placements)
+                s.copy_(src)
 
     def state_dict(self) -> dict:
         return {"num_updates": self.num_updates, "calls": self._calls, "decay": self.decay}

@@ -31,10 +31,13 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, GradScalerKwargs, broadcast_object_list, send_to_device
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
 from torch import nn
 
-from shared.io import write_json
-from shared.train.checkpoint import CheckpointInfo, Checkpointer
+from shared.config import save_resolved
+from shared.io import atomic_path, write_json
+from shared.train.checkpoint import CheckpointInfo, Checkpointer, cpu_tensors
 from shared.train.data import DatasetLoader
 from shared.train.ema import EMA
 from shared.train.fsdp import fsdp_plugin
@@ -173,25 +176,15 @@ class Trainer:
 
     # ---- setup -------------------------------------------------------------------------------------------
     def _save_config(self, cfg: Any) -> None:
-        try:
-            from omegaconf import DictConfig
-
-            from shared.config import save_resolved
-            if isinstance(cfg, DictConfig):
-                save_resolved(cfg, self.run_dir)
-                return
-        except ImportError:
-            pass
-        write_json(self.run_dir / "train_config.json", dataclasses.asdict(self.cfg))
+        if isinstance(cfg, DictConfig):  # a step script's resolved config: keep all of it, as YAML
+            save_resolved(cfg, self.run_dir)
+        else:
+            write_json(self.run_dir / "train_config.json", dataclasses.asdict(self.cfg))
 
     def _flat_config(self, cfg: Any) -> dict:
-        try:
-            from omegaconf import DictConfig, OmegaConf
-            if isinstance(cfg, DictConfig):
-                cfg = OmegaConf.to_container(cfg, resolve=True)
-        except ImportError:
-            pass
-        source = cfg if isinstance(cfg, Mapping) else dataclasses.asdict(self.cfg)
+        source = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        if not isinstance(source, Mapping):
+            source = dataclasses.asdict(self.cfg)
         return {k: v for k, v in source.items() if isinstance(v, (int, float, str, bool))}
 
     def add(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -391,9 +384,9 @@ class Trainer:
         stop = (self.world_size == 1 and self.preemption.flag) or (
             c.preempt_check_every > 0 and step % c.preempt_check_every == 0 and self.preemption.requested(self.device))
         milestone = f"step{step}" if c.milestone_every > 0 and step % c.milestone_every == 0 else None
-        if stop or milestone or (c.ckpt_every > 0 and step % c.ckpt_every == 0):
+        if (stop and step < c.max_steps) or milestone or (c.ckpt_every > 0 and step % c.ckpt_every == 0):
             self.save(milestone=milestone)
-        if stop:
+        if stop and step < c.max_steps:  # at the last step the run simply ends (and saves) as usual
             if self.is_main:
                 write_json(self.run_dir / "preempted.json",
                            {"step": step, "signal": self.preemption.signal_name, "exit_code": REQUEUE_EXIT_CODE,
@@ -508,10 +501,6 @@ class Trainer:
     def save_weights(self, path: str | Path, name: str, *, use_ema: bool = True) -> Path | None:
         """Export one model's weights (its EMA when it has one and `use_ema`) as a safetensors file, atomically,
         from the main process."""
-        from safetensors.torch import save_file
-
-        from shared.io import atomic_path
-        from shared.train.checkpoint import cpu_tensors
         u = self._units[name]
         sd = self.accelerator.get_state_dict(u.model)
         if use_ema and u.ema is not None:
