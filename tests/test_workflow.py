@@ -67,3 +67,14 @@ def test_smoke_runs_end_to_end(tmp_path):
     # a second run has nothing to do
     again = snakemake("--cores", "2", "smoke", "-n", "--directory", str(work), "--snakefile", str(REPO / "Snakefile"))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_slurm_profile_keeps_its_settings_when_user_adds_config():
+    """A `--config` on the command line must add to the profile's launcher/scale, not silently replace them."""
+    r = snakemake("--profile", "slurm", "-n", "-p", "smoke", "--config", "slurm_partition=gpu", "slurm_account=lab")
+    assert r.returncode == 0, r.stderr[-2000:]
+    launches = [line for line in r.stdout.splitlines() if "-m shared.launch" in line]
+    assert launches and all("--backend slurm" in line and "--partition gpu" in line and "--account lab" in line
+                            for line in launches)
+    r = snakemake("--profile", "slurm", "-n", "all")
+    assert "results/paper/" in r.stdout
