@@ -17,7 +17,7 @@ include: "workflow/rules/digits.smk"
 rule all:
     default_target: True
     input:
-        targets_for(config["scale"]),
+        targets_for(config["scale"], default_only=True),
 
 
 rule smoke:

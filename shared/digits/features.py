@@ -47,8 +47,13 @@ class DigitsNet(nn.Module):
         return x / 127.5 - 1.0
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, feature_dim) of images in 0..255."""
-        return F.relu(self.embed(self.body(self._prep(x))))
+        """Penultimate features (B, feature_dim) of images in 0..255, with norm sqrt(feature_dim).
+
+        The fixed norm keeps each coordinate O(1), as Inception's pool features are: KID's kernel
+        (x.y/d + 1)^3 then stays O(1) instead of ~1e5, and its estimate is not swamped by variance.
+        """
+        f = F.relu(self.embed(self.body(self._prep(x))))
+        return F.normalize(f, dim=1, eps=1e-6) * self.hparams["feature_dim"] ** 0.5
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)

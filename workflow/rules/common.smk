@@ -58,17 +58,22 @@ wildcard_constraints:
 
 
 # --- targets: each rule file registers what its experiments produce at a given scale ------------------
+# The default target must stay under ~15 minutes on 2 CPU cores at toy scale; a project's fuller toy
+# reproduction registers with in_default=False and gets its own target, but always joins `smoke` (tiny).
 _TARGETS = []
 
 
-def register_targets(fn):
-    """fn(scale) -> list of output files that the default/smoke targets should build."""
-    _TARGETS.append(fn)
-    return fn
+def register_targets(fn=None, *, in_default=True):
+    """Decorator: fn(scale) -> output files the `smoke` target (tiny) and, if in_default, `all` should build."""
+    def add(f):
+        _TARGETS.append((f, in_default))
+        return f
+
+    return add(fn) if fn is not None else add
 
 
-def targets_for(scale):
-    return [path for fn in _TARGETS for path in fn(scale)]
+def targets_for(scale, default_only=False):
+    return [path for fn, in_default in _TARGETS if in_default or not default_only for path in fn(scale)]
 
 
 # --- heavy steps go through shared.launch (local process, or a SLURM job) -----------------------------
