@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +88,7 @@ def worker(run_dir: str, out_dir: str) -> None:
                    "sharded_ema": ema_on_sharded_params(world)}, f)
 
 
+@pytest.mark.slow  # subprocess starts (torch import) dominate: ~30-60 s on 2 busy cores
 def test_ddp_two_processes_agree_and_match_one_process(tmp_path):
     from accelerate.state import AcceleratorState
     from safetensors.torch import load_file

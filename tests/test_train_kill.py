@@ -76,6 +76,7 @@ def reference(tmp_path_factory):
     return run_dir, metrics
 
 
+@pytest.mark.slow  # subprocess starts (torch import) dominate: ~30-60 s on 2 busy cores
 def test_killed_anywhere_and_restarted_ends_with_identical_weights(tmp_path, reference):
     ref_dir, ref_metrics = reference
     run = tmp_path / "run"
