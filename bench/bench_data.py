@@ -9,9 +9,10 @@ project's converters into shards and into LMDB (encoded: the same JPEG bytes), t
     lmdb      ResumableLoader(LMDBSource), same JPEG bytes from LMDB
     lmdb-raw  LMDB storing uint8 arrays (no decode at all), for scale
     folder    ResumableLoader(FolderSource) over the original files (methods=...,folder)
-against the bare decode loop (read each file, PIL open + convert RGB + numpy array). Each batch is paired with a
-PIL pass over as many images run right after it, so both see the same load from other jobs; the printed ratio is
-the median over pairs (goal: >= 0.8 for shards and LMDB). With num_workers=0 the CPU-time ratio is shown too.
+against the bare decode loop (read each file, PIL open + convert RGB + numpy array). Each batch (each epoch when
+num_workers > 0) is paired with a PIL pass over as many images run right after it, so both see the same load from
+other jobs; the printed ratio is the median over pairs (goal: >= 0.8 for shards and LMDB). With num_workers=0 the
+CPU-time ratio is shown too.
 """
 from __future__ import annotations
 
@@ -73,15 +74,26 @@ def pil_loop(paths: list[Path]) -> int:
     return n
 
 
-def paired(make_loader, paths: list[Path], epochs: int) -> dict:
-    """Time each batch of the loader, then a PIL loop over as many images; per-pair ratios, medians.
+def paired(make_loader, paths: list[Path], epochs: int, per_batch: bool) -> dict:
+    """Time the loader, then a PIL loop over as many images; ratios per pair, then their median.
 
-    Pairs ~50 ms apart see the same load from other jobs on the machine, which whole-epoch timings do not.
+    per_batch: pair every batch (~50 ms apart, so both see the same load from other jobs on the machine);
+    only valid in-process: workers would prefetch during the PIL pass. Otherwise pair whole epochs.
     """
     wall, cpu, n, t_loader, t_pil = [], [], 0, 0.0, 0.0
     j = 0
+
+    def pil_pass(k: int) -> tuple[float, float]:
+        nonlocal j
+        chunk = [paths[(j + i) % len(paths)] for i in range(k)]
+        j += k
+        t, c = time.perf_counter(), time.process_time()
+        pil_loop(chunk)
+        return time.perf_counter() - t, time.process_time() - c
+
     for _ in range(epochs):
         it = iter(make_loader())
+        et, ec, ek = time.perf_counter(), time.process_time(), 0
         while True:
             t, c = time.perf_counter(), time.process_time()
             batch = next(it, None)
@@ -89,14 +101,18 @@ def paired(make_loader, paths: list[Path], epochs: int) -> dict:
             if batch is None:
                 break
             k = len(batch["key"])
-            chunk = [paths[(j + i) % len(paths)] for i in range(k)]
-            j += k
-            t, c = time.perf_counter(), time.process_time()
-            pil_loop(chunk)
-            pt, pc = time.perf_counter() - t, time.process_time() - c
+            ek += k
+            if per_batch:
+                pt, pc = pil_pass(k)
+                wall.append(pt / dt)
+                cpu.append(pc / max(dc, 1e-9))
+                n, t_loader, t_pil = n + k, t_loader + dt, t_pil + pt
+        if not per_batch:
+            dt, dc = time.perf_counter() - et, time.process_time() - ec
+            pt, pc = pil_pass(ek)
             wall.append(pt / dt)
             cpu.append(pc / max(dc, 1e-9))
-            n, t_loader, t_pil = n + k, t_loader + dt, t_pil + pt
+            n, t_loader, t_pil = n + ek, t_loader + dt, t_pil + pt
     assert n == epochs * len(paths), f"{n} images loaded, expected {epochs * len(paths)}"
     return {"rate": n / t_loader, "pil_rate": n / t_pil, "ratio": float(np.median(wall)),
             "cpu_ratio": float(np.median(cpu))}
@@ -128,10 +144,12 @@ def main(cfg=None):
         if unknown:
             raise ValueError(f"methods: unknown {sorted(unknown)}; choose from {', '.join(loaders)}")
         pil_loop(paths)  # warm-up: page cache, allocator
-        results = {m: paired(loaders[m], paths, cfg.repeats) for m in methods}
-        show_cpu = cfg.num_workers == 0  # with workers the decoding happens in other processes
-        print(f"{cfg.repeats} epochs per loader; each batch is timed against a PIL loop over as many images right "
-              f"after it; ratio = median over batches of PIL time / loader time (num_workers={cfg.num_workers})")
+        in_process = cfg.num_workers == 0  # with workers, decoding happens in other processes, ahead of time
+        results = {m: paired(loaders[m], paths, cfg.repeats, per_batch=in_process) for m in methods}
+        show_cpu = in_process
+        unit, units = ("batch", "batches") if in_process else ("epoch", "epochs")
+        print(f"{cfg.repeats} epochs per loader; each {unit} is timed against a PIL loop over as many images right "
+              f"after it; ratio = median over {units} of PIL time / loader time (num_workers={cfg.num_workers})")
         print(f"{'method':<10} {'images/s':>9} {'PIL img/s':>10} {'wall ratio':>11}"
               + (f" {'cpu ratio':>10}" if show_cpu else ""))
         for m, r in results.items():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.data import (IncompleteDatabase, LMDBDataset, LMDBSource, LMDBWriter, ResumableLoader, ShardSource,
-                         read_manifest)
+from shared.data import (FolderSource, IncompleteDatabase, LMDBDataset, LMDBSource, LMDBWriter, ResumableLoader,
+                         ShardSource, open_source, read_manifest)
 from shared.data import digits_formats, folder_to_lmdb
 from shared.data.testing import GARBAGE, encode, photo
 
@@ -150,3 +150,7 @@ def test_digits_in_shards_and_lmdb_keep_labels(digits_tiny, tmp_path):
             got[src] = (d, c, cap)
     assert got == meta and b["image"].shape[1:] == (3, 32, 32)
     assert len(list((out / "shards" / "train").glob("*.tar"))) == 4  # tiny preset: 40 per shard
+    assert isinstance(open_source(out / "lmdb" / "train"), LMDBSource)
+    assert isinstance(open_source(out / "shards" / "train"), ShardSource)
+    assert isinstance(open_source(out / "shards" / "train" / "shard-{000000..000003}.tar"), ShardSource)
+    assert isinstance(open_source(digits_tiny / "train"), FolderSource)
