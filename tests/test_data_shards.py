@@ -238,3 +238,14 @@ def test_tar_reader_reports_a_truncated_header(tmp_path):
     with open_shard(str(p)) as f:
         assert list(read_members(f, str(p), lambda *e: events.append(e))) == [("a.txt", b"x" * 10)]
     assert [e[0] for e in events] == ["broken_member"] and "truncated header after a.txt" in events[0][2]
+
+
+def test_bad_metadata_is_a_counted_skip(tmp_path):
+    img = encode(photo(16, 16))
+    write_tar(tmp_path / "m.tar", [("a.jpg", img), ("a.json", b"{not json"), ("a.txt", b"caption a"),
+                                   ("b.jpg", img), ("b.json", b'{"width": "n/a", "height": 16}'), ("b.txt", b"cap b"),
+                                   ("c.jpg", img), ("c.json", b"[1, 2]"), ("c.txt", b"caption c"),
+                                   ("d.jpg", img), ("d.json", b'{"width": 16, "height": 16}'), ("d.txt", b"cap d")])
+    loader = ResumableLoader(ShardSource(tmp_path, filter=SampleFilter(min_size=8)), batch_size=4, max_skip_rate=1)
+    assert _keys(loader) == ["m/d"]
+    assert loader.skips.counts == {"bad_metadata": 3} and loader.skips.seen == 4

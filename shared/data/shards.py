@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -26,6 +26,7 @@ from webdataset.tariterators import group_by_keys
 from shared.data.decode import decode_image
 from shared.data.skips import BadSample, Filtered
 from shared.data.tario import open_shard, read_members
+from shared.io import write_json
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 INDEX_FILE = "index.json"
@@ -76,10 +77,6 @@ class SampleFilter:
             raise Filtered("caption_short")
         if self.max_caption_len and len(caption) > self.max_caption_len:
             raise Filtered("caption_long")
-
-    @property
-    def active(self) -> bool:
-        return any(v for k, v in asdict(self).items() if k not in ("nsfw_keys", "punsafe_key"))
 
 
 def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[str]:
@@ -182,7 +179,10 @@ class ShardSource:
                 raise BadSample("bad_metadata", name, str(e)) from None
             if not isinstance(meta, dict):
                 raise BadSample("bad_metadata", name, "JSON is not an object")
-            self.filter.check_meta(meta)
+            try:
+                self.filter.check_meta(meta)
+            except (TypeError, ValueError) as e:  # e.g. "width": "n/a"
+                raise BadSample("bad_metadata", name, f"{type(e).__name__}: {e}") from None
         if self.caption_field is None:
             data = raw.get(self.caption_member)
             caption = data.decode("utf-8", errors="replace").strip() if data is not None else None
@@ -235,7 +235,5 @@ def write_shards(samples: Iterable[dict], out_dir: str | Path, shard_size: int =
         first.unlink()
     index = {"format": "webdataset", "count": sum(counts.values()),
              "shards": [{"file": k, "count": v} for k, v in sorted(counts.items())]}
-    from shared.io import write_json
-
     write_json(out_dir / INDEX_FILE, index)
     return index
