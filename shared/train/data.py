@@ -36,7 +36,7 @@ def _take(data: Any, idx: torch.Tensor) -> Any:
         return data[idx]
     if isinstance(data, Mapping):
         return {k: v[idx] for k, v in data.items()}
-    return type(data)(t[idx] for t in data)
+    return type(data)([t[idx] for t in data])
 
 
 class DatasetLoader:
