@@ -436,6 +436,21 @@ def test_train_diffusion_checkpoints_exports_and_resumes_exactly(trained_tiny, d
         train_diffusion.main({**cfg, "out_dir": str(resumed), "steps": 8, "channels": [8, 8]})
 
 
+def test_exported_unet_computes_what_the_trained_model_computes():
+    from shared.config import resolve
+    from shared.digits import train_diffusion
+
+    cfg = resolve(train_diffusion.Config, {"scale": "tiny"}, train_diffusion.PRESETS)
+    model = train_diffusion.build_model(cfg).eval()
+    labels = torch.tensor([0, 17, 79, train_diffusion.NULL_LABEL])
+    assert train_diffusion.class_label(2, 1) == 17
+    x, t = torch.randn(4, 3, 32, 32), torch.tensor([5, 500, 900, 999])
+    with torch.no_grad():
+        trained = model["unet"](x, t, class_labels=model["labels"](labels)).sample
+        exported = train_diffusion.to_diffusers_unet(model, cfg)(x, t, class_labels=labels).sample
+    torch.testing.assert_close(exported, trained, rtol=1e-5, atol=1e-5)
+
+
 def test_compare_writes_grid_and_one_table_row_per_sampler_and_steps(trained_tiny, digits_tiny, tmp_path):
     import csv
 

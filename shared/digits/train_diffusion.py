@@ -1,8 +1,11 @@
 """Train a small class-conditional pixel-space diffusion UNet (diffusers UNet2DModel) on the toy digits.
 
 One class per (digit, colour) pair, label = digit * 8 + colour (80 classes), plus a null label (80) used for
-`p_uncond` of the batches so the model also supports classifier-free guidance. Epsilon prediction on a DDPM
-schedule; EMA weights are what gets exported.
+`p_uncond` of the batches so the model also supports classifier-free guidance. While training, a class's
+embedding is tied to digit part + colour part, so each image also teaches the other colours of its digit and
+the other digits of its colour (a few minutes of CPU training see each of the 80 pairs only ~100 times); the
+export is a plain UNet2DModel with an 81-row class embedding. Epsilon prediction on a DDPM schedule; the EMA
+weights are exported.
 
 Outputs in out_dir:
     checkpoints/step_NNNNNNN.pt   full training state every `checkpoint_every` steps (the last `keep` kept);
@@ -16,6 +19,7 @@ Outputs in out_dir:
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -25,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from torch import nn
 from tqdm.auto import tqdm
 
 from shared.config import cli, resolve, save_resolved
@@ -73,15 +78,47 @@ PRESETS = {
 }
 
 
-def build_unet(cfg) -> UNet2DModel:
+def build_unet(cfg, label_table: bool = True) -> UNet2DModel:
+    """The UNet; with label_table=False it takes class embeddings as vectors (training with LabelEmbedding)."""
     n = len(cfg.channels)
     down = ["DownBlock2D"] * n
     up = ["UpBlock2D"] * n
     if cfg.attention:
         down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+    labels = {"num_class_embeds": NUM_CLASSES + 1} if label_table else {"class_embed_type": "identity"}
     return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=tuple(cfg.channels),
                        layers_per_block=cfg.layers_per_block, down_block_types=tuple(down),
-                       up_block_types=tuple(up), norm_num_groups=cfg.norm_groups, num_class_embeds=NUM_CLASSES + 1)
+                       up_block_types=tuple(up), norm_num_groups=cfg.norm_groups, **labels)
+
+
+class LabelEmbedding(nn.Module):
+    """Embedding of label digit * 8 + colour = digit vector + colour vector; the null label has its own."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.digit = nn.Embedding(len(DIGIT_WORDS), dim)
+        self.colour = nn.Embedding(len(COLOUR_NAMES), dim)
+        self.null = nn.Parameter(torch.randn(dim))
+
+    def table(self) -> torch.Tensor:
+        pairs = self.digit.weight[:, None, :] + self.colour.weight[None, :, :]
+        return torch.cat([pairs.reshape(NUM_CLASSES, -1), self.null[None]])
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.table()[labels]
+
+
+def build_model(cfg) -> nn.ModuleDict:
+    unet = build_unet(cfg, label_table=False)
+    return nn.ModuleDict({"unet": unet, "labels": LabelEmbedding(unet.config.block_out_channels[0] * 4)})
+
+
+def to_diffusers_unet(model: nn.ModuleDict, cfg) -> UNet2DModel:
+    """The trained model as a standard class-conditional UNet2DModel (label table materialised)."""
+    unet = build_unet(cfg)
+    state = {**model["unet"].state_dict(), "class_embedding.weight": model["labels"].table().detach()}
+    unet.load_state_dict(state)
+    return unet
 
 
 def build_scheduler(cfg) -> DDPMScheduler:
@@ -92,7 +129,7 @@ def build_scheduler(cfg) -> DDPMScheduler:
 def _architecture(cfg) -> dict:
     return {"channels": list(cfg.channels), "layers_per_block": cfg.layers_per_block, "attention": cfg.attention,
             "norm_groups": cfg.norm_groups, "beta_schedule": cfg.beta_schedule,
-            "num_train_timesteps": cfg.num_train_timesteps}
+            "num_train_timesteps": cfg.num_train_timesteps, "labels": "digit + colour embedding"}
 
 
 def _lr_at(cfg, step: int) -> float:
@@ -119,9 +156,9 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _save_checkpoint(out: Path, step: int, unet, ema, opt, cfg) -> Path:
+def _save_checkpoint(out: Path, step: int, model, ema, opt, cfg) -> Path:
     path = out / "checkpoints" / f"step_{step:07d}.pt"
-    state = {"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
              "architecture": _architecture(cfg)}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -132,10 +169,10 @@ def _save_checkpoint(out: Path, step: int, unet, ema, opt, cfg) -> Path:
     return path
 
 
-def export_model(ema: UNet2DModel, cfg, model_dir: Path, step: int) -> None:
+def export_model(ema: nn.ModuleDict, cfg, model_dir: Path, step: int) -> None:
     """Write the diffusers folder atomically: a reader never sees a half-exported model."""
     with atomic_dir(model_dir) as tmp:
-        DDPMPipeline(unet=ema, scheduler=build_scheduler(cfg)).save_pretrained(tmp)
+        DDPMPipeline(unet=to_diffusers_unet(ema, cfg), scheduler=build_scheduler(cfg)).save_pretrained(tmp)
         write_json(tmp / "labels.json", {"encoding": "digit * num_colours + colour", "num_digits": len(DIGIT_WORDS),
                                          "colours": COLOUR_NAMES, "null_label": NULL_LABEL, "train_step": step})
 
@@ -150,11 +187,9 @@ def main(cfg=None):
     labels_all = class_label(torch.from_numpy(digits).long(), torch.from_numpy(colours).long())
 
     torch.manual_seed(cfg.seed)
-    unet = build_unet(cfg)
-    ema = build_unet(cfg)
-    ema.load_state_dict(unet.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    model = build_model(cfg)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     scheduler = build_scheduler(cfg)
 
     start = 0
@@ -164,14 +199,14 @@ def main(cfg=None):
         if state["architecture"] != _architecture(cfg):
             raise ValueError(f"{resume_from}: trained with {state['architecture']}, but the config asks for "
                              f"{_architecture(cfg)}; use another out_dir or matching settings")
-        unet.load_state_dict(state["unet"])
+        model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
         print(f"resuming from {resume_from} (step {start})")
 
     save_resolved(cfg, out)
-    unet.train()
+    model.train()
     losses: list[float] = []
     t0 = time.time()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="digits diffusion")
@@ -182,22 +217,22 @@ def main(cfg=None):
         labels[torch.rand(len(idx), generator=gen) < cfg.p_uncond] = NULL_LABEL
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, cfg.num_train_timesteps, (len(idx),), generator=gen)
-        pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=labels).sample
+        pred = model["unet"](scheduler.add_noise(x0, noise, t), t, class_labels=model["labels"](labels)).sample
         loss = F.mse_loss(pred, noise)
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA follows the weights closely
         with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            _save_checkpoint(out, done, unet, ema, opt, cfg)
+            _save_checkpoint(out, done, model, ema, opt, cfg)
             export_model(ema, cfg, out / "model", done)
     bar.close()
 
