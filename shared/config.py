@@ -173,7 +173,7 @@ def cli(main: Callable[[DictConfig], Any], schema: type, presets: Mapping[str, M
         return None
     try:
         cfg = resolve(schema, parse_argv(argv, schema), presets, source="command line")
-    except ConfigError as e:
+        return main(cfg)
+    except ConfigError as e:  # bad input (also found inside main): one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
-    return main(cfg)
