@@ -53,7 +53,8 @@ def _wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, since: floa
         now = _last_step(run_dir, since)
         if now >= step:
             return now
-        assert proc.poll() is None, f"run ended early (rc {proc.returncode}): {(run_dir.parent / 'run.log').read_text()}"
+        log = (run_dir.parent / f"{run_dir.name}.log").read_text
+        assert proc.poll() is None, f"run ended early (rc {proc.returncode}): {log()}"
         time.sleep(0.005)
     raise TimeoutError(f"step {step} not reached")
 

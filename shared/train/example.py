@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +32,14 @@ from shared.train.trainer import TrainConfig, Trainer
 class Config(TrainConfig):
     run_dir: str = "runs/toy/train_example"
     scale: str = "toy"
-    batch_size: int = 32  # per process; global batch = batch_size x processes x grad_accum
+    batch_size: int = field(default=32, metadata={"help": "per process (global = x processes x grad_accum)"})
     lr: float = 3e-3
     weight_decay: float = 1e-4
     hidden: int = 64
     dropout: float = 0.1
-    noise: float = 0.1  # std of the pixel noise added to training inputs (0 = none)
-    step_sleep: float = 0.0  # seconds to sleep per micro-batch, to make the run interruptible mid-way
-    threads: int = 0  # torch threads; 0 = torch's default
-
+    noise: float = field(default=0.1, metadata={"help": "std of pixel noise on training inputs (0 = none)"})
+    step_sleep: float = field(default=0.0, metadata={"help": "seconds per micro-batch, to interrupt mid-run"})
+    threads: int = field(default=0, metadata={"help": "torch threads; 0 = torch's default"})
 
 PRESETS = {
     "tiny": {"max_steps": 60, "ckpt_every": 10, "log_every": 5, "hidden": 32, "lr": 1e-2},

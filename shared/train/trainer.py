@@ -25,7 +25,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -51,32 +51,31 @@ from shared.train.seed import capture_rng, restore_rng, seed_everything
 @dataclass
 class TrainConfig:
     """Training-loop options. A project's Config can inherit from it (options stay top-level: `max_steps=100`)."""
-    run_dir: str = "runs/default"
-    max_steps: int = 1000  # optimizer steps
+    run_dir: str = field(default="runs/default", metadata={"help": "checkpoints, metrics, config; resumed from"})
+    max_steps: int = field(default=1000, metadata={"help": "optimizer steps (each = grad_accum micro-batches)"})
     seed: int = 0
-    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 uses dynamic loss scaling)
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (dynamic loss scaling)"})
     grad_accum: int = 1
-    max_grad_norm: float = 1.0  # 0 = no clipping
-    skip_nonfinite: bool = True  # skip updates whose gradient norm is inf/NaN (costs one device sync per step)
+    max_grad_norm: float = field(default=1.0, metadata={"help": "0 = no clipping"})
+    skip_nonfinite: bool = field(default=True, metadata={"help": "skip inf/NaN updates (one device sync/step)"})
     fp16_init_scale: float = 65536.0
     fp16_growth_interval: int = 2000
-    lr_schedule: str = "constant"  # constant | warmup | cosine | linear
+    lr_schedule: str = field(default="constant", metadata={"help": "constant | warmup | cosine | linear"})
     warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    ema_decay: float = 0.0  # 0 = no EMA
-    ema_warmup: str = "power"  # none | linear | power
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr / peak lr (cosine, linear)"})
+    ema_decay: float = field(default=0.0, metadata={"help": "0 = no EMA"})
+    ema_warmup: str = field(default="power", metadata={"help": "none | linear | power"})
     ema_every: int = 1
-    ckpt_every: int = 500  # 0 = only at the end and on preemption
+    ckpt_every: int = field(default=500, metadata={"help": "0 = only at the end and on preemption"})
     keep_last: int = 3
-    milestone_every: int = 0  # checkpoints at multiples of this are kept forever; 0 = none
+    milestone_every: int = field(default=0, metadata={"help": "keep these multiples forever; 0 = none"})
     log_every: int = 10
     log_csv: bool = False
     progress: bool = True
-    report_to: str = ""  # comma-separated accelerate trackers (wandb, tensorboard); used only when installed
+    report_to: str = field(default="", metadata={"help": "wandb,tensorboard: used when installed"})
     preempt_signals: str = "SIGUSR2,SIGTERM"
-    preempt_check_every: int = 1  # steps between (collective) checks of the preemption flag
-    fsdp: str = ""  # FSDP preset (shared.train.fsdp.FSDP_PRESETS); "" = DDP / single process
-
+    preempt_check_every: int = field(default=1, metadata={"help": "steps between (collective) flag checks"})
+    fsdp: str = field(default="", metadata={"help": "FSDP preset (fsdp.FSDP_PRESETS); '' = DDP / 1 process"})
 
 def train_config(cfg: Any = None) -> TrainConfig:
     """TrainConfig from any object or mapping that has (some of) its fields; other keys are ignored."""
@@ -100,7 +99,7 @@ class _Unit:
     optimizer: Any = None  # AcceleratedOptimizer
     scheduler: Any = None
     ema: EMA | None = None
-    params: list = dataclasses.field(default_factory=list)
+    params: list = field(default_factory=list)
     trainable_only: bool = False
     skipped: int = 0
 
