@@ -98,10 +98,19 @@ def test_ddp_two_processes_agree_and_match_one_process(tmp_path):
     run_dir, out = tmp_path / "ddp", tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           __file__, str(run_dir), str(out)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as f:  # a file, not a pipe: nobody reads while the in-process run below goes on
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", __file__, str(run_dir), str(out)], cwd=REPO, env=env, stdout=f,
+                                stderr=subprocess.STDOUT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # the 1-process run with the same global batch, while the 2 processes start up
+        single = train(str(tmp_path / "single"), GLOBAL_BATCH)
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)
+    assert proc.wait(timeout=300) == 0, log.read_text()[-6000:]
 
     info = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(i["world_size"] == 2 and i["distributed"] == "MULTI_CPU" for i in info)
@@ -112,13 +121,6 @@ def test_ddp_two_processes_agree_and_match_one_process(tmp_path):
     saved = Checkpointer(run_dir / "checkpoints").latest()
     assert saved.step == STEPS and {"rank00000.pt", "rank00001.pt"} <= set(saved.meta["files"])
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(str(tmp_path / "single"), GLOBAL_BATCH)
-    finally:
-        torch.set_num_threads(threads)
-        AcceleratorState._reset_state(True)
     unit = single.unit("model")
     expected = {**{f"model.{k}": v for k, v in unit.raw.state_dict().items()},
                 **{f"ema.{k}": v for k, v in unit.ema.tensors().items()}}
