@@ -218,8 +218,12 @@ class SDBackbone(Backbone):
     @classmethod
     def load(cls, path: str | Path, resolution: int = 0, **kw) -> "SDBackbone":
         from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
 
-        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32)
+        dlog.disable_progress_bar()  # loading bars would flood logs of every step script
+        tlog.disable_progress_bar()
+        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, resolution or None)
 
