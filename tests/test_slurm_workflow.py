@@ -139,4 +139,5 @@ def test_requeued_training_resumes_from_its_checkpoint(tmp_path, partition):
     assert steps == sorted(set(steps)) and steps[-1] == 60, "a resumed run repeats, reorders or loses steps"
     job_out = (tmp_path / "logs/slurm/requeue_drill" / job / f"{job}_0_log.out").read_text()
     assert "step stopped with its checkpoint saved (exit 75)" in job_out
+    assert re.search(r"resuming from .*ckpt-\d+ \(step \d+\)", job_out)
     assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] > 0.5

@@ -22,7 +22,7 @@ from typing import Iterable
 
 import torch
 
-REQUEUE_EXIT_CODE = 75
+from shared.launch import PREEMPTED_EXIT_CODE as REQUEUE_EXIT_CODE  # 75: one definition for launcher and loop
 DEFAULT_SIGNALS = ("SIGUSR2", "SIGTERM")
 
 

@@ -498,6 +498,7 @@ class Trainer:
         self.logger.truncate_after(self.global_step)
         if self.is_main:
             (self.run_dir / "preempted.json").unlink(missing_ok=True)
+            print(f"resuming from {info.path} (step {self.global_step})", flush=True)
         self.accelerator.wait_for_everyone()
         return self.global_step
 
