@@ -132,8 +132,9 @@ PRESETS: dict[tuple[str, str], PipelinePreset] = {
         "sd15", unet=_sd15_unet((32, 64), (2, 4), 32, 16), vae=_vae((32, 64), 32, 32),
         text_encoders=(_clip(32, 2, 4),), description="random tiny SD1.5-like (0.8M UNet), 32 px"),
     ("sdxl", "tiny"): PipelinePreset(
-        "sdxl", unet=_sdxl_unet((32, 64), (2, 4), 64, 16, 8, 32, (1, 2)), vae=_vae((32, 64), 32, 32),
-        text_encoders=(_clip(32, 2, 4, "gelu"), _clip(32, 2, 4, "gelu", projection=32)),
+        "sdxl", unet=_sdxl_unet((32, 64), (2, 4), 80, 16, 8, 32, (1, 2)), vae=_vae((32, 64), 32, 32),
+        # the two encoders need different widths: from_single_file tells them apart by their width
+        text_encoders=(_clip(32, 2, 4, "gelu"), _clip(48, 2, 4, "gelu", projection=32)),
         description="random tiny SDXL-like (text_time embedding, two text encoders), 32 px"),
     # toy: 32x32 digits -> 8x8x4 latents; the UNets see 8x8 and 4x4 feature maps.
     ("sd15", "toy"): PipelinePreset(
@@ -230,7 +231,7 @@ def arch_of(path: str | Path) -> str:
 def load_pipeline(path: str | Path, dtype: torch.dtype = torch.float32):
     """A saved SD1.5/SDXL pipeline folder, offline (never the hub)."""
     arch = arch_of(path)
-    return PIPELINE_CLASSES[arch].from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    return PIPELINE_CLASSES[arch].from_pretrained(str(path), dtype=dtype, local_files_only=True)
 
 
 def base_pipeline(arch: str, scale: str, seed: int = 0):
