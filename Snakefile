@@ -12,6 +12,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/digits.smk"
+include: "workflow/rules/samplers.smk"
 include: "workflow/rules/sd_flux_lab_tools.smk"
 
 
