@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/digits.smk"
 include: "workflow/rules/samplers.smk"
 include: "workflow/rules/sd_flux_lab_tools.smk"
+include: "workflow/rules/sd_flux_lab.smk"
 
 
 rule all:

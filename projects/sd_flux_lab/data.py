@@ -123,9 +123,8 @@ class LatentDataset(Dataset):
 
 @torch.no_grad()
 def cache_latents(images: BucketedImages, vae, path: str | Path, batch_size: int = 64) -> LatentDataset:
-    """Encode every image once (centre crops, no flips: caching fixes the augmentation) into `path`
-    (safetensors), reused while the images and the VAE are the same. Mixed buckets are stored padded per item
-    only when all share one bucket; with several buckets each latent keeps its own shape through a list."""
+    """Encode every image once into `path` (safetensors), reused while the images and the VAE are the same.
+    Caching fixes the augmentation (the crop/flip of epoch 0) and needs every image in one bucket."""
     if len(images.buckets) > 1 and len(set(images.item_bucket)) > 1:
         raise ValueError("cache_latents: latent caching with several aspect-ratio buckets in use is not "
                          "supported; use buckets=false or cache_latents=false")
@@ -149,7 +148,7 @@ def cache_latents(images: BucketedImages, vae, path: str | Path, batch_size: int
         means.append(dist.mean.float().cpu())
         stds.append(dist.std.float().cpu())
         sizes += [b["sizes"] for b in batch]
-    data = {"mean": torch.cat(means), "std": torch.cat(stds), "sizes": torch.stack(sizes),
+    data = {"mean": torch.cat(means).contiguous(), "std": torch.cat(stds).contiguous(), "sizes": torch.stack(sizes),
             "key": torch.tensor(list(key.encode()), dtype=torch.uint8)}
     with atomic_path(path) as tmp:
         save_file(data, str(tmp))

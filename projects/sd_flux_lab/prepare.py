@@ -1,6 +1,8 @@
 """Make the lab's folder-structured toy collection from the prepared digits (shared/digits/prepare.py).
 
     out_dir/{train,test}/_<colour>/a_<colour>_handwritten_<digit>/<id>.png
+    out_dir/reference/{subset,rest}/<id>.png + <id>.txt   the train images of / not of the subset colour, flat
+                                                           with captions: FD references for shared/evaluate.py
 
 Prompts come from the folder names by shared.data's rules: the `_<colour>` level is hidden, the next one gives
 "a blue handwritten seven" (the digits caption), so `train/` is the whole collection and `train/_blue/` the
@@ -68,6 +70,10 @@ def main(cfg=None):
                 _place(src_dir / r.file, dst)
                 if cfg.caption_files and i % cfg.cap_every == 0:
                     dst.with_suffix(".cap").write_text(f"# override\n{r.caption}\n")
+                if split == "train":
+                    ref = tmp / "reference" / ("subset" if COLOUR_NAMES[r.colour] == cfg.subset else "rest")
+                    _place(src_dir / r.file, ref / r.file)
+                    (ref / r.file).with_suffix(".txt").write_text(r.caption + "\n")
             listing = list_images(tmp / split)
             subset = list_images(tmp / split / f"_{cfg.subset}")
             counts[split] = {"images": len(listing.items), "subset": len(subset.items),

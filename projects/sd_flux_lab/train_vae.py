@@ -50,7 +50,7 @@ class Config(TrainConfig):
 
 PRESETS = {
     "tiny": {"max_steps": 4, "batch_size": 8, "ckpt_every": 2, "log_every": 1, "scale_images": 16, "threads": 1},
-    "toy": {"max_steps": 800, "lr_schedule": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.1, "ckpt_every": 200,
+    "toy": {"max_steps": 500, "lr_schedule": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.1, "ckpt_every": 200,
             "log_every": 50, "threads": 1},
     "paper": {"max_steps": 50000, "batch_size": 8, "resolution": 256, "lr": 4.5e-6, "kl_weight": 1e-6,
               "gan_weight": 0.5, "gan_start": 50001 // 2, "mixed_precision": "bf16", "ckpt_every": 1000},

@@ -1,0 +1,50 @@
+"""Download a paper-scale base pipeline (diffusers format) from the Hugging Face hub into a local folder.
+
+    python projects/sd_flux_lab/download.py arch=sd15 out_dir=downloads/sd15
+    python projects/sd_flux_lab/download.py arch=sdxl out_dir=downloads/sdxl_base
+
+Only the diffusers folders are fetched (no original-format single files, no .bin duplicates of .safetensors);
+the result is checked to be a complete pipeline of `arch` that loads offline. Needs network access and, for
+gated repositories, a token in the environment (HF_TOKEN). Everything else in the lab reads these folders
+offline (`local_files_only=True`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from projects.sd_flux_lab import models
+from shared.config import cli, resolve, save_resolved
+
+
+@dataclass
+class Config:
+    arch: str = "sd15"
+    repo: str = ""  # '' = models.HUB_REPOS[arch]
+    revision: str = "main"
+    out_dir: str = "downloads/sd15"
+    scale: str = "paper"
+
+
+PRESETS = {"tiny": {}, "toy": {}, "paper": {}}
+
+
+def main(cfg=None):
+    cfg = resolve(Config, cfg, PRESETS)
+    from huggingface_hub import snapshot_download
+
+    repo = cfg.repo or models.HUB_REPOS[cfg.arch]
+    allow = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.safetensors"]
+    path = snapshot_download(repo, revision=cfg.revision, local_dir=cfg.out_dir, allow_patterns=allow,
+                             ignore_patterns=["*.ckpt", "*.bin", "*/*.onnx*", "*.fp16.safetensors"])
+    arch = models.arch_of(path)
+    if arch != cfg.arch:
+        raise ValueError(f"{repo} is a {arch} pipeline, not {cfg.arch}")
+    models.load_pipeline(path)
+    save_resolved(cfg, Path(cfg.out_dir) / ".download")
+    print(f"{repo}@{cfg.revision} -> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    cli(main, Config, PRESETS, __doc__)

@@ -1,0 +1,224 @@
+# sd_flux_lab: base SD1.5/SDXL-architecture pipelines (what DMD2 distils) and a fine-tuning experiment.
+#
+#   tiny:  base pipelines are random tiny ones (built, not trained); every step runs for a few steps (smoke)
+#   toy:   VAE and both UNets trained from scratch on the digits captions, then the SD1.5 one fine-tuned on the
+#          blue digits only (a folder-structured subset); FD + prompt accuracy before/after, on blue and the rest
+#   paper: base pipelines are the downloaded hub pipelines (downloads/sd15, downloads/sdxl_base)
+#
+# CONTRACT (DMD2 consumes these): results/{scale}/sd_flux_lab/base_sd15/pipeline/ (StableDiffusionPipeline) and
+# results/{scale}/sd_flux_lab/base_sdxl/pipeline/ (StableDiffusionXLPipeline), from rules sd_flux_lab_base_sd15 /
+# sd_flux_lab_base_sdxl whose declared output is .../pipeline/model_index.json.
+
+SFL = "projects/sd_flux_lab"
+SFL_DOWNLOADS = {"sd15": "downloads/sd15", "sdxl": "downloads/sdxl_base"}
+
+
+wildcard_constraints:
+    sfl_arch="sd15|sdxl",
+    sfl_model="base_sd15|finetune_blue",
+    sfl_split="subset|rest",
+
+
+rule sd_flux_lab_download:
+    output:
+        "downloads/{name}/model_index.json",
+    wildcard_constraints:
+        name="sd15|sdxl_base",
+    conda:
+        conda_env("sd_flux_lab")
+    params:
+        arch=lambda w: "sdxl" if w.name == "sdxl_base" else "sd15",
+    shell:
+        step(SFL + "/download.py arch={params.arch} out_dir=downloads/{wildcards.name}")
+
+
+rule sd_flux_lab_prepare:
+    input:
+        "data/{scale}/digits",
+    output:
+        directory("data/{scale}/sd_flux_lab"),
+    conda:
+        conda_env("sd_flux_lab")
+    shell:
+        step(SFL + "/prepare.py scale={wildcards.scale} digits_dir={input} out_dir={output} subset=blue")
+
+
+rule sd_flux_lab_vae:
+    input:
+        "data/{scale}/sd_flux_lab",
+    output:
+        "results/{scale}/sd_flux_lab/vae/vae/config.json",
+    conda:
+        conda_env("sd_flux_lab")
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=8000, runtime=120),
+    shell:
+        launch(SFL + "/train_vae.py scale={wildcards.scale} data_dir={input}/train "
+               "run_dir=results/{wildcards.scale}/sd_flux_lab/vae")
+
+
+# from-scratch training of a base UNet (toy): the VAE above, the preset's frozen random text encoders
+rule sd_flux_lab_train_base:
+    input:
+        data="data/{scale}/sd_flux_lab",
+        vae="results/{scale}/sd_flux_lab/vae/vae/config.json",
+    output:
+        "results/{scale}/sd_flux_lab/train_base_{sfl_arch}/pipeline/model_index.json",
+    conda:
+        conda_env("sd_flux_lab")
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=8000, runtime=240),
+    shell:
+        launch(SFL + "/train_sd.py scale={wildcards.scale} base=preset arch={wildcards.sfl_arch} "
+               "vae=results/{wildcards.scale}/sd_flux_lab/vae/vae data_dir={input.data}/train "
+               "run_dir=results/{wildcards.scale}/sd_flux_lab/train_base_{wildcards.sfl_arch}")
+
+
+def _sfl_base_source(arch, scale):
+    if scale == "tiny":
+        return "build"
+    if scale == "paper":
+        return SFL_DOWNLOADS[arch]
+    return f"results/{scale}/sd_flux_lab/train_base_{arch}"
+
+
+def _sfl_base_input(arch, scale):
+    source = _sfl_base_source(arch, scale)
+    if source == "build":
+        return []
+    return [source + "/model_index.json" if scale == "paper" else source + "/pipeline/model_index.json"]
+
+
+rule sd_flux_lab_base_sd15:
+    input:
+        lambda w: _sfl_base_input("sd15", w.scale),
+    output:
+        "results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
+    conda:
+        conda_env("sd_flux_lab")
+    params:
+        source=lambda w: _sfl_base_source("sd15", w.scale),
+    shell:
+        step(SFL + "/base.py scale={wildcards.scale} arch=sd15 source={params.source} "
+             "out_dir=results/{wildcards.scale}/sd_flux_lab/base_sd15")
+
+
+rule sd_flux_lab_base_sdxl:
+    input:
+        lambda w: _sfl_base_input("sdxl", w.scale),
+    output:
+        "results/{scale}/sd_flux_lab/base_sdxl/pipeline/model_index.json",
+    conda:
+        conda_env("sd_flux_lab")
+    params:
+        source=lambda w: _sfl_base_source("sdxl", w.scale),
+    shell:
+        step(SFL + "/base.py scale={wildcards.scale} arch=sdxl source={params.source} "
+             "out_dir=results/{wildcards.scale}/sd_flux_lab/base_sdxl")
+
+
+# fine-tune the SD1.5 base on the blue digits only: data/<scale>/sd_flux_lab/train/_blue (prompts = folder names)
+rule sd_flux_lab_finetune:
+    input:
+        data="data/{scale}/sd_flux_lab",
+        base="results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
+    output:
+        "results/{scale}/sd_flux_lab/finetune_blue/pipeline/model_index.json",
+    conda:
+        conda_env("sd_flux_lab")
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=8000, runtime=120),
+    params:
+        steps=lambda w: {"tiny": 4, "toy": 400, "paper": 2000}[w.scale],
+    shell:
+        launch(SFL + "/train_sd.py scale={wildcards.scale} base=results/{wildcards.scale}/sd_flux_lab/base_sd15 "
+               "data_dir={input.data}/train/_blue max_steps={params.steps} lr=2e-4 warmup_steps=0 "
+               "validation_prompts='[a blue handwritten three,a red handwritten three]' "
+               "run_dir=results/{wildcards.scale}/sd_flux_lab/finetune_blue")
+
+
+rule sd_flux_lab_samples:
+    input:
+        data="data/{scale}/sd_flux_lab",
+        model="results/{scale}/sd_flux_lab/{sfl_model}/pipeline/model_index.json",
+    output:
+        directory("results/{scale}/sd_flux_lab/samples/{sfl_model}_{sfl_split}"),
+    conda:
+        conda_env("sd_flux_lab")
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=8000, runtime=60),
+    params:
+        prompts=lambda w: "train/_blue" if w.sfl_split == "subset" else "train exclude=blue",
+        per_prompt=lambda w: {"tiny": 2, "toy": 20, "paper": 50}[w.scale] // (1 if w.sfl_split == "subset" else 4),
+    shell:
+        launch(SFL + "/make_samples.py scale={wildcards.scale} pipeline=results/{wildcards.scale}/sd_flux_lab/"
+               "{wildcards.sfl_model} prompts_from={input.data}/{params.prompts} per_prompt={params.per_prompt} "
+               "save_images=true out_dir={output}")
+
+
+rule sd_flux_lab_evaluate:
+    input:
+        samples="results/{scale}/sd_flux_lab/samples/{sfl_model}_{sfl_split}",
+        data="data/{scale}/sd_flux_lab",
+        features="results/{scale}/digits_features/features.safetensors",
+    output:
+        "results/{scale}/metrics/sd_flux_lab/{sfl_model}_{sfl_split}.json",
+    conda:
+        conda_env("sd_flux_lab")
+    threads: config["local_threads"]
+    resources:
+        **heavy(mem_mb=4000, runtime=30),
+    params:
+        experiment=lambda w: {"base_sd15": "before (SD1.5 base)", "finetune_blue": "after (fine-tuned on blue)"}[
+            w.sfl_model],
+    shell:
+        launch("shared/evaluate.py scale={wildcards.scale} images={input.samples}/images "
+               "reference={input.data}/reference/{wildcards.sfl_split} extractor=digits:{input.features} "
+               "metrics=[fd,prompt_accuracy] experiment='{params.experiment}' checkpoint={wildcards.sfl_split} "
+               "sampler=ddim steps=25 out={output}")
+
+
+rule sd_flux_lab_table:
+    input:
+        before="results/{scale}/metrics/sd_flux_lab/base_sd15_{sfl_split}.json",
+        after="results/{scale}/metrics/sd_flux_lab/finetune_blue_{sfl_split}.json",
+    output:
+        md="results/{scale}/tables/sd_flux_lab_{sfl_split}.md",
+        csv="results/{scale}/tables/sd_flux_lab_{sfl_split}.csv",
+    conda:
+        conda_env("sd_flux_lab")
+    params:
+        title=lambda w: {"subset": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on blue prompts",
+                         "rest": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on the other colours"}[
+            w.sfl_split],
+    shell:
+        step("shared/tables.py scale={wildcards.scale} inputs=[{input.before},{input.after}] "
+             "title='{params.title}' out_md={output.md} out_csv={output.csv} "
+             "notes='[FD = Frechet distance of digits-CNN features to the train images of that split (lower is better),"
+             "prompt_accuracy = the digits CNN sees the digit and colour the prompt asked for (higher is better),"
+             "base = VAE + UNet trained from scratch on all toy digits; fine-tuned on data/<scale>/sd_flux_lab/train/_blue]'")
+
+
+def sd_flux_lab_outputs(scale):
+    return [f"results/{scale}/tables/sd_flux_lab_subset.md", f"results/{scale}/tables/sd_flux_lab_rest.md",
+            *[f"results/{scale}/sd_flux_lab/samples/{m}_{s}" for m in ("base_sd15", "finetune_blue")
+              for s in ("subset", "rest")],  # grid.png in each: before / after
+            f"results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
+            f"results/{scale}/sd_flux_lab/base_sdxl/pipeline/model_index.json"]
+
+
+@register_targets(in_default=False)
+def sd_flux_lab_targets(scale):
+    if scale == "tiny":  # smoke stays fast: the contract pipelines and one fine-tuning run, no sampling/eval
+        return [f"results/{scale}/sd_flux_lab/{m}/pipeline/model_index.json"
+                for m in ("base_sd15", "base_sdxl", "finetune_blue")]
+    return sd_flux_lab_outputs(scale)
+
+
+rule sd_flux_lab:
+    input:
+        sd_flux_lab_outputs(config["scale"]),
