@@ -82,6 +82,8 @@ def load_generator(run_or_file: str | Path, teacher: str = "", device: str = "cp
     a released weights file with `teacher` (+ info beside it or defaults): DMD2's SDXL UNet .bin/.safetensors
     loads into the teacher pipeline's UNet config."""
     path = Path(run_or_file)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such generator (a training run folder or a weights file)")
     info_path = path / "generator.json" if path.is_dir() else path.with_suffix(".json")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     weights = path / "generator.safetensors" if path.is_dir() else path

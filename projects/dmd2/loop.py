@@ -65,6 +65,12 @@ class DMD2Step:
         self.gan_gen_loss = gan_gen_loss if opts.gen_cls_loss_weight > 0 else None
         self.gan_disc_loss = gan_disc_loss if opts.guidance_cls_loss_weight > 0 else None
         self.timesteps = list(opts.denoising_step_list)
+        # Each step reseeds the global RNG (timesteps, noise) from this checkpointed stream: the data loader's own
+        # draws (a DataLoader iterator takes one per epoch) then cannot shift a resumed run's noise.
+        rank = trainer.rank if trainer is not None else 0
+        seed = opts.seed * 1_000_003 + 7919 * rank + 1
+        self.rng = trainer.generator("dmd2_step", seed, device="cpu") if trainer is not None else \
+            torch.Generator().manual_seed(seed)
 
     def is_generator_step(self, global_step: int) -> bool:
         return global_step % self.opts.dfake_gen_update_ratio == 0
@@ -94,6 +100,7 @@ class DMD2Step:
 
     def step(self, batch: Any, global_step: int) -> dict[str, torch.Tensor]:
         tr, bb = self.trainer, self.backbone
+        torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=self.rng)))
         x_real, cond, uncond = bb.batch(batch)
         noise = torch.randn_like(x_real)
         x_in, t = self.generator_input(noise, cond, x_real, global_step)
