@@ -83,6 +83,11 @@ def heavy(gpus=0, nodes=1, cpus_per_task=None, mem_mb=4000, runtime=60, nproc_pe
                 mem_mb=mem_mb, runtime=runtime, nproc_per_node=nproc_per_node)
 
 
+def step_threads(wildcards):
+    """Local threads of a heavy step: tiny-scale steps are mostly imports, so two of them share the cores."""
+    return 1 if wildcards.get("scale") == "tiny" else config["local_threads"]
+
+
 def launch(command):
     """Shell command running `command` (a step script and its key=value options) through shared.launch."""
     opts = [

@@ -18,7 +18,7 @@ rule train_digits_features:
     output:
         weights="results/{scale}/digits_features/features.safetensors",
         metrics="results/{scale}/digits_features/metrics.json",
-    threads: config["local_threads"]
+    threads: step_threads
     resources:
         **heavy(gpus=1, mem_mb=4000, runtime=30),
     shell:
@@ -34,7 +34,7 @@ rule evaluate_digits_real:
         conda_env("shared")
     output:
         "results/{scale}/metrics/digits/real_test_vs_train.json",
-    threads: config["local_threads"]
+    threads: step_threads
     resources:
         **heavy(mem_mb=4000, runtime=30),
     shell:

@@ -8,7 +8,7 @@ rule train_digits_diffusion:
         "results/{scale}/digits_diffusion/metrics.json",
     conda:
         conda_env("shared")
-    threads: config["local_threads"]
+    threads: step_threads
     resources:
         **heavy(gpus=1, mem_mb=4000, runtime=60),
     shell:
@@ -26,7 +26,7 @@ rule compare_samplers:
         table="results/{scale}/sampler_compare/results.md",
     conda:
         conda_env("shared")
-    threads: config["local_threads"]
+    threads: step_threads
     resources:
         **heavy(gpus=1, mem_mb=4000, runtime=60),
     shell:
