@@ -15,6 +15,7 @@ include: "workflow/rules/digits.smk"
 include: "workflow/rules/samplers.smk"
 include: "workflow/rules/sd_flux_lab_tools.smk"
 include: "workflow/rules/sd_flux_lab.smk"
+include: "workflow/rules/dmd2.smk"
 
 
 rule all:
