@@ -77,15 +77,20 @@ def targets_for(scale, default_only=False):
 
 
 # --- heavy steps go through shared.launch (local process, or a SLURM job) -----------------------------
-def heavy(gpus=0, nodes=1, cpus_per_task=None, mem_mb=4000, runtime=60, nproc_per_node=0):
-    """Resources of a heavy rule; shared.launch maps them onto sbatch when launcher=slurm."""
-    return dict(gpus=gpus, nodes=nodes, cpus_per_task=cpus_per_task or config["local_threads"],
-                mem_mb=mem_mb, runtime=runtime, nproc_per_node=nproc_per_node)
-
-
 def step_threads(wildcards):
     """Local threads of a heavy step: tiny-scale steps are mostly imports, so two of them share the cores."""
     return 1 if wildcards.get("scale") == "tiny" else config["local_threads"]
+
+
+def heavy(gpus=0, nodes=1, cpus_per_task=None, mem_mb=4000, runtime=60, nproc_per_node=0):
+    """Resources of a heavy rule; shared.launch maps them onto sbatch when launcher=slurm.
+
+    Without an explicit cpus_per_task, a tiny-scale step asks for 1 CPU (it is mostly imports) and others for
+    local_threads, so tiny jobs pack two to a small node.
+    """
+    cpus = cpus_per_task or (lambda wildcards: step_threads(wildcards))
+    return dict(gpus=gpus, nodes=nodes, cpus_per_task=cpus, mem_mb=mem_mb, runtime=runtime,
+                nproc_per_node=nproc_per_node)
 
 
 def launch(command):
