@@ -57,8 +57,7 @@ def main(cfg=None):
             pipe.save_pretrained(str(tmp))
             origin = f"built from preset {cfg.arch}/{cfg.scale} (random weights, seed {cfg.seed})"
         else:
-            src = Path(cfg.source)
-            src = src / "pipeline" if (src / "pipeline" / "model_index.json").is_file() else src
+            src = models.pipeline_folder(cfg.source)
             arch = models.arch_of(src)
             if arch != cfg.arch:
                 raise ValueError(f"source {src} holds a {arch} pipeline, but arch={cfg.arch}")

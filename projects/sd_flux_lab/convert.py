@@ -153,8 +153,7 @@ def main(cfg=None):
         raise ValueError("set pipeline=<diffusers folder> and out=<file.safetensors>")
     if not cfg.out.endswith(".safetensors"):
         raise ValueError(f"out={cfg.out}: only .safetensors is written (pickles are unsafe to share)")
-    folder = Path(cfg.pipeline)
-    folder = folder / "pipeline" if (folder / "pipeline" / "model_index.json").is_file() else folder
+    folder = models.pipeline_folder(cfg.pipeline)
     arch = models.arch_of(folder)
     pipe = models.load_pipeline(folder)
     sd = pipeline_to_original(pipe, arch)

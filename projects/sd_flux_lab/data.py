@@ -24,6 +24,11 @@ from shared.data.transforms import keyed_uniform
 from shared.io import atomic_path
 
 
+def list_flag(argv: Sequence[str]) -> list[str]:
+    """`--list` on a step's command line means `list=true` (a dry run listing images and prompts)."""
+    return ["list=true" if a == "--list" else a for a in argv]
+
+
 def make_buckets(size: int, multiple: int, max_ratio: float = 2.0) -> list[tuple[int, int]]:
     """(h, w) pairs of about size*size pixels, sides multiples of `multiple`, aspect ratios up to max_ratio."""
     out = set()

@@ -72,8 +72,7 @@ def main(cfg=None):
         torch.set_num_threads(cfg.threads)
     if not cfg.pipeline:
         raise ValueError("pipeline: set the pipeline folder (or train_sd run_dir) to sample")
-    folder = Path(cfg.pipeline)
-    folder = folder / "pipeline" if (folder / "pipeline" / "model_index.json").is_file() else folder
+    folder = models.pipeline_folder(cfg.pipeline)
     arch = models.arch_of(folder)
     pipe = models.load_pipeline(folder)
     prompts = prompts_of(cfg)

@@ -210,8 +210,14 @@ def build_pipeline(arch: str, scale: str, seed: int = 0, vae: AutoencoderKL | No
     return _assemble(arch, unet, vae.eval().requires_grad_(False), encoders, build_scheduler(arch))
 
 
+def pipeline_folder(path: str | Path) -> Path:
+    """A pipeline folder, or a folder holding one as pipeline/ (a train_sd.py run_dir, a base.py out_dir)."""
+    path = Path(path)
+    return path / "pipeline" if (path / "pipeline" / "model_index.json").is_file() else path
+
+
 def read_model_index(path: str | Path) -> dict:
-    index = Path(path) / "model_index.json"
+    index = pipeline_folder(path) / "model_index.json"
     if not index.is_file():
         raise FileNotFoundError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
     try:
@@ -230,7 +236,8 @@ def arch_of(path: str | Path) -> str:
 
 
 def load_pipeline(path: str | Path, dtype: torch.dtype = torch.float32):
-    """A saved SD1.5/SDXL pipeline folder, offline (never the hub)."""
+    """A saved SD1.5/SDXL pipeline folder (or a folder holding one as pipeline/), offline (never the hub)."""
+    path = pipeline_folder(path)
     arch = arch_of(path)
     return PIPELINE_CLASSES[arch].from_pretrained(str(path), dtype=dtype, local_files_only=True)
 

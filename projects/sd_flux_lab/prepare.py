@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from projects.sd_flux_lab.data import list_flag
 from shared.config import cli, resolve, save_resolved
 from shared.data import list_images
 from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS, read_split
@@ -86,4 +87,4 @@ def main(cfg=None):
 
 
 if __name__ == "__main__":
-    cli(main, Config, PRESETS, __doc__, argv=["list=true" if a == "--list" else a for a in sys.argv[1:]])
+    cli(main, Config, PRESETS, __doc__, argv=list_flag(sys.argv[1:]))

@@ -27,7 +27,7 @@ import torch
 
 from projects.sd_flux_lab import models
 from projects.sd_flux_lab.conditioning import CONDITIONING
-from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents
+from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents, list_flag
 from projects.sd_flux_lab.loss import diffusion_loss
 from projects.sd_flux_lab.sampling import generate, grid
 from shared.config import cli, resolve
@@ -84,12 +84,6 @@ PRESETS = {
 }
 
 
-def pipeline_dir(path: str | Path) -> Path:
-    """A pipeline folder, or a run_dir of this script (its pipeline/)."""
-    path = Path(path)
-    return path / "pipeline" if (path / "pipeline" / "model_index.json").is_file() else path
-
-
 def load_base(cfg):
     """(pipeline, arch, folder the configs come from or None)."""
     if cfg.base == "preset":
@@ -102,7 +96,7 @@ def load_base(cfg):
         if cfg.unet_single_file:
             raise ValueError("unet_single_file needs base=<pipeline folder> (the UNet config comes from it)")
         return pipe, cfg.arch, folder
-    folder = pipeline_dir(cfg.base)
+    folder = models.pipeline_folder(cfg.base)
     pipe, arch = models.load_pipeline(folder), models.arch_of(folder)
     if cfg.vae:
         from diffusers import AutoencoderKL
@@ -212,4 +206,4 @@ def main(cfg=None):
 
 
 if __name__ == "__main__":
-    cli(main, Config, PRESETS, __doc__, argv=["list=true" if a == "--list" else a for a in sys.argv[1:]])
+    cli(main, Config, PRESETS, __doc__, argv=list_flag(sys.argv[1:]))
