@@ -40,7 +40,9 @@ def decode_image(data: bytes, name: str, mode: str | None = "RGB") -> Image.Imag
             # palette/alpha images: composite nothing, just drop alpha; "P" with transparency needs RGBA first
             img = img.convert("RGBA").convert(mode) if img.mode == "P" and mode == "RGB" else img.convert(mode)
     except UnidentifiedImageError as e:
-        raise BadSample("not_an_image", name, str(e).split(" <")[0]) from None
+        # a file cut inside its header is not identified by some Pillow versions; its magic bytes still tell
+        reason = "truncated" if _is_truncation(e, data) else "not_an_image"
+        raise BadSample(reason, name, str(e).split(" <")[0]) from None
     except Image.DecompressionBombError as e:
         raise BadSample("too_large", name, str(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

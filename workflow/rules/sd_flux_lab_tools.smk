@@ -82,11 +82,13 @@ rule generate_paper:
 
 
 rule train_flux_paper:
+    """Fine-tune FLUX.2 (LoRA) on your own folder: put images (+ .cap/.txt captions) under data/paper/<name>/, then
+    `snakemake --profile slurm runs/paper/flux_ft/<name>/lora`."""
     input:
         pipeline="downloads/flux2",
-        data="data/paper/flux_finetune",
+        data="data/paper/{name}",
     output:
-        directory("runs/paper/flux_ft/lora"),
+        directory("runs/paper/flux_ft/{name}/lora"),
     conda:
         conda_env("sd_flux_lab")
     threads: 16
@@ -94,4 +96,4 @@ rule train_flux_paper:
         **heavy(gpus=1, cpus_per_task=16, mem_mb=200000, runtime=24 * 60),
     shell:
         launch("projects/sd_flux_lab/train_flux.py scale=paper pipeline={input.pipeline} data_dir={input.data} "
-               "run_dir=runs/paper/flux_ft lora=true")
+               "run_dir=runs/paper/flux_ft/{wildcards.name} lora=true")
