@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image, ImageDraw, ImageFont
