@@ -10,10 +10,8 @@ Outputs in out_dir:
     results.csv   split) and label accuracy from the digits classifier, one row per sampler x steps
     images/<sampler>_<steps>/*.png + .txt captions   (only with save_images=true; shared/evaluate.py reads them)
 
-    python -m shared.samplers.compare model_dir=results/toy/digits_diffusion/model \
-        samplers=[ddim,euler,dpm++,heun,unipc] steps=[5,10,25] out_dir=results/toy/sampler_compare
-    python shared/samplers/compare.py scale=tiny model_dir=/tmp/dd/model features=/tmp/f.safetensors \
-        reference_dir=/tmp/digits/test prompts='[a red handwritten seven]'
+    python -m shared.samplers.compare model_dir=results/toy/digits_diffusion/model steps=[5,10,25]
+    python shared/samplers/compare.py samplers=[ddpm,dpm++] prompts='[a red handwritten seven]' guidance_scale=2
 """
 from __future__ import annotations
 
@@ -64,10 +62,7 @@ class Config:
 
 
 PRESETS = {
-    "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2,
-             "out_dir": "results/tiny/sampler_compare", "model_dir": "results/tiny/digits_diffusion/model",
-             "features": "results/tiny/digits_features/features.safetensors",
-             "reference_dir": "data/tiny/digits/test"},
+    "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2},
     "toy": {},
     "paper": {"per_label": 10, "steps": [5, 10, 25, 50, 100],
               "samplers": ["ddpm", "ddim", "plms", "euler", "euler_a", "dpm++", "heun", "unipc"]},
