@@ -222,7 +222,7 @@ def run_slurm(command: Sequence[str], args: argparse.Namespace) -> int:
         _print_tail(job)
         return 1
     try:
-        job.result()
+        job.results()  # one result per task (several for multi-GPU and multi-node jobs)
     except Exception as e:  # the step's own error, relayed by submitit
         print(f"[launch] {args.name}: SLURM job {job.job_id} did not succeed: {_reason(e)}", file=sys.stderr)
         _print_tail(job)

@@ -141,3 +141,21 @@ def test_requeued_training_resumes_from_its_checkpoint(tmp_path, partition):
     assert "step stopped with its checkpoint saved (exit 75)" in job_out
     assert re.search(r"resuming from .*ckpt-\d+ \(step \d+\)", job_out)
     assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] > 0.5
+
+
+def test_several_tasks_get_torch_distributed_env(tmp_path, partition):
+    """One SLURM task per process, each with RANK/WORLD_SIZE/LOCAL_RANK and a shared MASTER_ADDR/PORT."""
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "keys = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_JOB_ID']\n"
+        "open(os.path.join(sys.argv[1], os.environ['RANK'] + '.json'), 'w').write("
+        "json.dumps({k: os.environ.get(k) for k in keys}))\n")
+    r = subprocess.run([PY, "-m", "shared.launch", "--backend", "slurm", "--name", "ranks", "--partition", partition,
+                        "--nproc-per-node", "2", "--cpus-per-task", "1", "--mem-mb", "500", "--runtime", "5", "--",
+                        PY, str(script), str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ranks = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
+    assert [x["RANK"] for x in ranks] == ["0", "1"] and [x["LOCAL_RANK"] for x in ranks] == ["0", "1"]
+    assert {x["WORLD_SIZE"] for x in ranks} == {"2"} and len({x["SLURM_JOB_ID"] for x in ranks}) == 1
+    assert ranks[0]["MASTER_ADDR"] == ranks[1]["MASTER_ADDR"] and ranks[0]["MASTER_PORT"] == ranks[1]["MASTER_PORT"]
