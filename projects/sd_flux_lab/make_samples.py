@@ -89,7 +89,7 @@ def main(cfg=None):
     out = Path(cfg.out_dir)
     with atomic_dir(out) as tmp:
         rows = min(cfg.grid_prompts, len(prompts))
-        grid(images[:rows * len(seeds)], min(len(seeds), 16)).save(tmp / "grid.png")
+        grid(images[:rows * len(seeds)], len(seeds)).save(tmp / "grid.png")  # one row per prompt
         (tmp / "grid_prompts.txt").write_text("\n".join(prompts[:rows]) + "\n")
         if cfg.save_images:
             (tmp / "images").mkdir()

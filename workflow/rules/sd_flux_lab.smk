@@ -200,7 +200,10 @@ rule sd_flux_lab_table:
              "title='{params.title}' out_md={output.md} out_csv={output.csv} "
              "notes='[FD = Frechet distance of digits-CNN features to the train images of that split (lower is better),"
              "prompt_accuracy = the digits CNN sees the digit and colour the prompt asked for (higher is better),"
-             "base = VAE + UNet trained from scratch on all toy digits; fine-tuned on data/<scale>/sd_flux_lab/train/_blue]'")
+             "base = VAE + UNet trained from scratch on all toy digits (1200 steps on CPU); fine-tuned 400 steps on "
+             "data/<scale>/sd_flux_lab/train/_blue,"
+             "how to read these toy numbers (and how weak the toy base's text conditioning is) = "
+             "projects/sd_flux_lab/README.md]'")
 
 
 def sd_flux_lab_outputs(scale):
