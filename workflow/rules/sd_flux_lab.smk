@@ -202,7 +202,7 @@ rule sd_flux_lab_table:
              "prompt_accuracy = the digits CNN sees the digit and colour the prompt asked for (higher is better),"
              "base = VAE + UNet trained from scratch on all toy digits (1200 steps on CPU); fine-tuned 400 steps on "
              "data/<scale>/sd_flux_lab/train/_blue,"
-             "how to read these toy numbers (and how weak the toy base's text conditioning is) = "
+             "how to read these toy numbers (and how weakly the toy base uses the text) = "
              "projects/sd_flux_lab/README.md]'")
 
 
