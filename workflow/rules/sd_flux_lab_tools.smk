@@ -65,7 +65,7 @@ def sd_flux_lab_tools_targets(scale):
 # ---- paper scale: released weights under downloads/ -------------------------------------------------------
 rule generate_paper:
     input:
-        pipeline="downloads/{model}",
+        pipeline="downloads/{model}/model_index.json",  # sd15/sdxl_base: rule sd_flux_lab_download; flux2: by hand
         prompts="data/paper/sd_flux_lab/prompts.txt",
     output:
         directory("results/paper/sd_flux_lab/generate/{model}"),
@@ -77,7 +77,7 @@ rule generate_paper:
     resources:
         **heavy(gpus=1, cpus_per_task=8, mem_mb=64000, runtime=120),
     shell:
-        launch("projects/sd_flux_lab/generate.py scale=paper pipeline={input.pipeline} "
+        launch("projects/sd_flux_lab/generate.py scale=paper pipeline=downloads/{wildcards.model} "
                "prompt_file={input.prompts} dtype=bf16 out_dir={output}")
 
 
@@ -85,7 +85,7 @@ rule train_flux_paper:
     """Fine-tune FLUX.2 (LoRA) on your own folder: put images (+ .cap/.txt captions) under data/paper/<name>/, then
     `snakemake --profile slurm runs/paper/flux_ft/<name>/lora`."""
     input:
-        pipeline="downloads/flux2",
+        pipeline="downloads/flux2/model_index.json",  # put the FLUX.2 diffusers folder there by hand
         data="data/paper/{name}",
     output:
         directory("runs/paper/flux_ft/{name}/lora"),
@@ -95,5 +95,5 @@ rule train_flux_paper:
     resources:
         **heavy(gpus=1, cpus_per_task=16, mem_mb=200000, runtime=24 * 60),
     shell:
-        launch("projects/sd_flux_lab/train_flux.py scale=paper pipeline={input.pipeline} data_dir={input.data} "
+        launch("projects/sd_flux_lab/train_flux.py scale=paper pipeline=downloads/flux2 data_dir={input.data} "
                "run_dir=runs/paper/flux_ft/{wildcards.name} lora=true")
