@@ -63,7 +63,9 @@ class Config:
 
 PRESETS = {
     "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2},
-    "toy": {},
+    # toy: ddpm and guidance 2 alongside the ODE samplers: at the toy training budget the ODE samplers stay noisy at
+    # few steps, and the table should show that next to what works
+    "toy": {"samplers": ["ddpm", "ddim", "euler", "dpm++", "heun", "unipc"], "guidance_scale": 2.0},
     "paper": {"per_label": 10, "steps": [5, 10, 25, 50, 100],
               "samplers": ["ddpm", "ddim", "plms", "euler", "euler_a", "dpm++", "heun", "unipc"]},
 }
