@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -14,6 +14,17 @@ from shared.config import ConfigError
 from shared.data.decode import decode_image, read_file
 from shared.data.folder import FolderItem
 from shared.data.skips import BadSample, SkipCounter
+
+
+@dataclass
+class ConverterOptions:
+    """Options every folder converter (folder_to_shards, folder_to_lmdb) takes."""
+    verify: bool = field(default=True,
+                         metadata={"help": "decode each image fully (catches truncation); false = header only"})
+    list_only: bool = field(default=False,
+                            metadata={"help": "dry-run: print each image with its prompt, and counts; write nothing"})
+    max_skip_rate: float = field(default=0.05,
+                                 metadata={"help": "fail (listing the files) if more than this share of images is bad"})
 
 _EXT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}  # kept as is; others become PNG
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from shared.config import ConfigError, cli, resolve, save_resolved
-from shared.data.convert import folder_records, ordered, require
+from shared.data.convert import ConverterOptions, folder_records, ordered, require
 from shared.data.folder import list_images
 from shared.data.lmdb_store import LMDBWriter
 from shared.data.skips import SkipCounter
@@ -29,7 +29,7 @@ MODES = ("encoded", "array")
 
 
 @dataclass
-class Config:
+class Config(ConverterOptions):
     src: str = field(default="", metadata={"help": "image folder"})
     out_dir: str = field(default="", metadata={"help": "the database folder"})
     scale: str = "toy"
@@ -38,12 +38,6 @@ class Config:
                       metadata={"help": "array mode: centre-crop + resize to size x size; 0 = keep (one size needed)"})
     shuffle: bool = field(default=False, metadata={"help": "shuffle write order (random access makes it irrelevant)"})
     seed: int = 0
-    verify: bool = field(default=True,
-                         metadata={"help": "decode each image fully (catches truncation); false = header only"})
-    list_only: bool = field(default=False,
-                            metadata={"help": "dry-run: print each image with its prompt, and counts; write nothing"})
-    max_skip_rate: float = field(default=0.05,
-                                 metadata={"help": "fail (listing the files) if more than this share of images is bad"})
 
 
 PRESETS = {"tiny": {}, "toy": {}, "paper": {}}

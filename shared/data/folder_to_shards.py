@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.config import cli, resolve, save_resolved
-from shared.data.convert import folder_records, ordered, require
+from shared.data.convert import ConverterOptions, folder_records, ordered, require
 from shared.data.folder import list_images
 from shared.data.shards import write_shards
 from shared.data.skips import SkipCounter
@@ -27,7 +27,7 @@ from shared.io import atomic_dir
 
 
 @dataclass
-class Config:
+class Config(ConverterOptions):
     src: str = field(default="", metadata={"help": "image folder"})
     out_dir: str = field(default="", metadata={"help": "folder for the shards"})
     scale: str = "toy"
@@ -35,12 +35,6 @@ class Config:
     shard_max_bytes: int = field(default=1_000_000_000, metadata={"help": "bytes per shard at most"})
     shuffle: bool = field(default=True, metadata={"help": "shuffle images (seeded) so a shard mixes folders"})
     seed: int = 0
-    verify: bool = field(default=True,
-                         metadata={"help": "decode each image fully (catches truncation); false = header only"})
-    list_only: bool = field(default=False,
-                            metadata={"help": "dry-run: print each image with its prompt, and counts; write nothing"})
-    max_skip_rate: float = field(default=0.05,
-                                 metadata={"help": "fail (listing the files) if more than this share of images is bad"})
 
 
 PRESETS = {"tiny": {"shard_size": 64}, "toy": {}, "paper": {"shard_size": 5000}}
