@@ -148,7 +148,8 @@ def test_sacct_lists_finished_job(tmp_path):
         time.sleep(0.5)
     else:
         pytest.fail(f"sacct does not list job {job.job_id} as COMPLETED: {out}")
-    assert job.state == "COMPLETED"
+    # job.state reads submitit's cached poll, which may predate the result file; ask sacct now
+    assert job.watcher.get_state(job.job_id, mode="force") == "COMPLETED"
 
 
 def test_cancelled_jobs_make_result_raise(tmp_path):
