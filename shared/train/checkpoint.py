@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from shared.io import _fsync_dir
+from shared.io import _fsync_dir, replace_dir
 
 FAULT_ENV = "SHARED_TRAIN_CKPT_FAULT"
 _NAME_RE = re.compile(r"^ckpt-(\d{8,})$")
@@ -100,7 +100,7 @@ class Checkpointer:
         self.rank, self.world_size = dist_info()
         if self.rank == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
-            for stale in list(self.dir.glob(".ckpt-*.tmp")) + list(self.dir.glob(".trash-*")):
+            for stale in [*self.dir.glob(".ckpt-*.tmp"), *self.dir.glob(".ckpt-*.old"), *self.dir.glob(".trash-*")]:
                 shutil.rmtree(stale, ignore_errors=True)  # left by a process killed mid-write or mid-prune
         barrier()
 
@@ -197,15 +197,7 @@ class Checkpointer:
             (tmp / "meta.json").write_text(json.dumps(record, indent=2) + "\n")
             _fsync_file(tmp / "meta.json")
             _fsync_dir(tmp)
-            if final.exists():  # the same step saved again (e.g. a milestone tag added): swap it out first
-                trash = self.dir / f".trash-{final.name}"
-                shutil.rmtree(trash, ignore_errors=True)
-                os.replace(final, trash)
-                os.replace(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-            _fsync_dir(self.dir)
+            replace_dir(tmp, final)  # the same step saved again (a milestone tag added) is swapped out
             self.prune()
         barrier()
         return final
