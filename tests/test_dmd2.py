@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from projects.dmd2.backbones import EDMBackbone
 from projects.dmd2.edm import EDM_CONFIGS, build_edm, count_parameters, load_state_dict_file
@@ -109,6 +110,30 @@ def test_dm_gradient_formula():
     want = (p_real - p_fake) / p_real.abs().mean(dim=(1, 2, 3), keepdim=True)
     assert torch.allclose(g, want)
     assert torch.allclose(g[1], want[1]) and not torch.allclose(g, p_real - p_fake)
+
+
+@pytest.mark.parametrize("channels,size", [(32, 8), (64, 4), (32, 2), (16, 1)])
+def test_gan_head_tells_samples_apart_and_learns(channels, size):
+    """Regression: a head that reduced the bottleneck to 1x1 before a GroupNorm with one channel per group gave
+    every sample the same logit, so the GAN term was silently a constant."""
+    from projects.dmd2.networks import GANHead
+
+    torch.manual_seed(0)
+    head = GANHead(channels, size)
+    # real and fake differ in layout and mean (per-sample norms would erase a plain offset)
+    pattern = torch.zeros(size, size)
+    pattern[0] = 2.0  # a bright top row: it has a mean and a layout
+    real = torch.randn(8, channels, size, size) * 0.5 + pattern
+    fake = torch.randn(8, channels, size, size) * 0.5 - pattern
+    logits = head(torch.cat([real, fake]))
+    assert logits.shape == (16,) and logits.std() > 1e-3
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = F.softplus(head(fake)).mean() + F.softplus(-head(real)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.2  # a constant logit cannot go below 2 log 2 = 1.386
 
 
 def test_dm_loss_zero_when_fake_equals_real_and_gradient_is_the_dm_direction(work):

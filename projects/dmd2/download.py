@@ -1,70 +1,93 @@
 """Paper-scale downloads for DMD2 (a light step: runs on the login node, needs the internet there).
 
-    python projects/dmd2/download.py item=sdxl_base out_dir=downloads/sdxl_base
+    python projects/dmd2/download.py item=dmd2_sdxl_4step out_dir=downloads/dmd2/dmd2_sdxl_4step
+    python projects/dmd2/download.py item=coco10k out_dir=downloads/dmd2/coco10k     # prompts.txt + images/
 
-Items (DOWNLOADS): Hugging Face repos/files and URLs. A published SHA-256 is checked where one exists; otherwise
-the expected size is recorded and checked (size_bytes, 0 = not known: the file is accepted and its SHA-256 written
-to download.json so later runs can pin it). Nothing here runs at toy or tiny scale.
+Items (DOWNLOADS) go through shared.download: SHA-256 recorded in download.json (no published digests were
+found for these files), atomic files, reruns skip what is there. The SDXL / SD1.5 pipelines come from
+sd_flux_lab's download rules (downloads/sdxl_base, downloads/sd15), so there is one copy of each.
+
+COCO evaluation sets are the ones DMD2's own evaluation uses: its caption list (captions_coco14_test.pkl, a
+pickled list of strings, read with an unpickler that can build nothing but lists and strings) and its reference
+images (coco10k.zip for SDXL, val2014.zip for SD1.5's COCO-30k). `prompts.txt` gets the first `num_prompts`
+captions, one per line; `images/` the reference images, flat. `mirror=` reads plain URLs from a staging folder.
 """
 from __future__ import annotations
 
-import hashlib
-import shutil
-import urllib.request
-from dataclasses import dataclass, field
+import io
+import os
+import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import cli, resolve
-from shared.io import write_json
+from shared.download import Download, fetch
+from shared.io import atomic_dir, write_text
 
-
-@dataclass(frozen=True)
-class Download:
-    description: str
-    repo: str = ""  # Hugging Face repo id
-    files: tuple[str, ...] = ()  # files of the repo ('' = whole snapshot)
-    allow: tuple[str, ...] = ()  # snapshot allow-patterns
-    url: str = ""
-    sha256: str = ""
-    size_bytes: int = 0
-
+_DMD2_DATA = "https://huggingface.co/tianweiy/DMD2/resolve/main/data"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 DOWNLOADS: dict[str, Download] = {
-    "sdxl_base": Download("SDXL base 1.0 pipeline (fp32 weights, diffusers layout)",
-                          repo="stabilityai/stable-diffusion-xl-base-1.0",
-                          allow=("model_index.json", "*/config.json", "*/*.json", "*/*.txt",
-                                 "*/diffusion_pytorch_model.safetensors", "*/model.safetensors")),
-    "sd15_base": Download("Stable Diffusion v1.5 pipeline (diffusers layout)",
-                          repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
-                          allow=("model_index.json", "*/config.json", "*/*.json", "*/*.txt",
-                                 "*/diffusion_pytorch_model.safetensors", "*/model.safetensors")),
     "dmd2_sdxl_4step": Download("DMD2's released SDXL 4-step UNet (diffusers UNet state dict, fp16)",
                                 repo="tianweiy/DMD2", files=("dmd2_sdxl_4step_unet_fp16.bin",)),
     "dmd2_sdxl_1step": Download("DMD2's released SDXL 1-step UNet (conditioning timestep 399)",
                                 repo="tianweiy/DMD2", files=("dmd2_sdxl_1step_unet_fp16.bin",)),
     "inception": Download("Inception-v3 FID weights as clean-fid uses them (TorchScript)",
-                          url="https://github.com/GaParmar/clean-fid/releases/download/v0.1.10/inception-2015-12-05.pt"),
+                          urls=("https://github.com/GaParmar/clean-fid/releases/download/v0.1.10/"
+                                "inception-2015-12-05.pt",)),
     "clip_vit_g14": Download("OpenCLIP ViT-g-14 (LAION-2B) in transformers format, for CLIP score",
                              repo="laion/CLIP-ViT-g-14-laion2B-s12B-b42K",
-                             allow=("*.json", "*.txt", "open_clip_config.json", "model.safetensors")),
+                             allow=("*.json", "*.txt", "model.safetensors")),
     "imagenet64_edm": Download("EDM ImageNet-64 reference statistics for FID (EDM's fid-refs)",
-                               url="https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/imagenet-64x64.npz"),
+                               urls=("https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/imagenet-64x64.npz",)),
+    "coco10k": Download("COCO-2014 captions + the 10k reference images of DMD2's SDXL evaluation",
+                        urls=(f"{_DMD2_DATA}/coco/captions_coco14_test.pkl", f"{_DMD2_DATA}/coco/coco10k.zip"),
+                        unpack=True),
+    "coco30k": Download("COCO-2014 captions + val2014 reference images of DMD2's SD1.5 (COCO-30k) evaluation",
+                        urls=(f"{_DMD2_DATA}/coco/captions_coco14_test.pkl", f"{_DMD2_DATA}/coco/val2014.zip"),
+                        unpack=True),
 }
+COCO_SETS = {"coco10k": ("coco10k", 10_000), "coco30k": ("val2014", 30_000)}  # archive, prompts
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+class _StringListUnpickler(pickle.Unpickler):
+    """Lists, tuples and strings need no class lookups; anything that asks for one is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a caption list holds only strings")
+
+
+def read_caption_pickle(path: str | Path) -> list[str]:
+    try:
+        captions = _StringListUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+    except (pickle.UnpicklingError, EOFError) as e:
+        raise ValueError(f"{path}: not a pickled list of caption strings ({e})") from None
+    if not isinstance(captions, (list, tuple)) or not all(isinstance(c, str) for c in captions):
+        raise ValueError(f"{path}: expected a list of strings, got {type(captions).__name__}")
+    return [" ".join(c.split()) for c in captions]  # one line each
+
+
+def make_coco_set(out: Path, archive_stem: str, num_prompts: int) -> None:
+    """prompts.txt (the first num_prompts captions) and images/ (the unpacked reference images, flat)."""
+    captions = read_caption_pickle(out / "captions_coco14_test.pkl")
+    if len(captions) < num_prompts:
+        raise ValueError(f"{out}/captions_coco14_test.pkl: {len(captions)} captions, need {num_prompts}")
+    sources = sorted(p for p in (out / archive_stem).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not sources:
+        raise ValueError(f"{out}/{archive_stem}.zip held no images ({', '.join(IMAGE_SUFFIXES)})")
+    with atomic_dir(out / "images") as tmp:
+        for p in sources:
+            os.link(p, tmp / p.name)  # a second name, not a second copy
+    write_text(out / "prompts.txt", "\n".join(captions[:num_prompts]) + "\n")
+    print(f"{out}: {num_prompts} prompts, {len(sources)} reference images")
 
 
 @dataclass
 class Config:
     scale: str = "paper"
-    item: str = "sdxl_base"
-    out_dir: str = "downloads/sdxl_base"
+    item: str = "coco10k"
+    out_dir: str = "downloads/dmd2/coco10k"
+    mirror: str = ""  # folder or URL prefix serving the plain-URL files (staged copies)
 
 
 PRESETS = {"tiny": {}, "toy": {}, "paper": {}}
@@ -74,34 +97,10 @@ def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.item not in DOWNLOADS:
         raise ValueError(f"item={cfg.item!r}; known: {', '.join(DOWNLOADS)}")
-    d, out = DOWNLOADS[cfg.item], Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fetched: list[Path] = []
-    if d.url:
-        target = out / d.url.rsplit("/", 1)[-1]
-        with urllib.request.urlopen(d.url, timeout=60) as r, open(target, "wb") as f:
-            shutil.copyfileobj(r, f)
-        fetched.append(target)
-    elif d.files:
-        from huggingface_hub import hf_hub_download
-
-        fetched += [Path(hf_hub_download(d.repo, f, local_dir=str(out))) for f in d.files]
-    else:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(d.repo, local_dir=str(out), allow_patterns=list(d.allow) or None)
-        fetched += [p for p in out.rglob("*") if p.is_file()]
-    record = {}
-    for p in fetched:
-        digest, size = _sha256(p), p.stat().st_size
-        if d.sha256 and len(fetched) == 1 and digest != d.sha256:
-            raise ValueError(f"{p}: sha256 {digest} != published {d.sha256}")
-        if d.size_bytes and len(fetched) == 1 and size != d.size_bytes:
-            raise ValueError(f"{p}: {size} bytes, expected {d.size_bytes}")
-        record[str(p.relative_to(out))] = {"sha256": digest, "bytes": size}
-    write_json(out / "download.json", {"item": cfg.item, "source": d.url or d.repo, "files": record,
-                                       "published_sha256": d.sha256 or None})
-    print(f"{cfg.item}: {len(record)} files in {out}")
+    out = Path(cfg.out_dir)
+    fetch(DOWNLOADS[cfg.item], out, mirror=cfg.mirror)
+    if cfg.item in COCO_SETS:
+        make_coco_set(out, *COCO_SETS[cfg.item])
     return out
 
 

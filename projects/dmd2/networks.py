@@ -20,14 +20,16 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.n
 
 
 class GANHead(nn.Module):
-    """Bottleneck (C, S, S) -> logit: 4x4 stride-2 convs with GroupNorm+SiLU halve S until it is 1, then 1x1."""
+    """Bottleneck (C, S, S) -> logit: 4x4 stride-2 convs with GroupNorm+SiLU halve S down to 2 (or 3), then a 1x1
+    conv to a logit map that is averaged. It never goes down to 1x1: GroupNorm of a 1x1 map with one channel per
+    group normalises single values to 0, and every sample would get the same logit."""
 
     def __init__(self, channels: int, size: int, width: int = 0):
         super().__init__()
         width = width or channels
         layers: list[nn.Module] = []
         c, s = channels, size
-        while s > 1:
+        while s >= 4:
             layers += [nn.Conv2d(c, width, 4, stride=2, padding=1), nn.GroupNorm(math.gcd(32, width), width), nn.SiLU()]
             c, s = width, s // 2
         layers.append(nn.Conv2d(c, 1, 1))

@@ -196,15 +196,30 @@ rule dmd2_table_toy:
 rule dmd2_download:
     output:
         "downloads/dmd2/{item}/download.json",
+    wildcard_constraints:
+        item="dmd2_sdxl_4step|dmd2_sdxl_1step|inception|clip_vit_g14|imagenet64_edm",
     conda:
         conda_env("dmd2")
     shell:
         step(f"{DMD2}/download.py scale=paper item={{wildcards.item}} out_dir=downloads/dmd2/{{wildcards.item}}")
 
 
+# DMD2's own COCO evaluation sets: its caption list and reference images (coco10k for SDXL, val2014 for SD1.5)
+rule dmd2_download_coco:
+    output:
+        prompts="downloads/dmd2/coco{n}k/prompts.txt",
+        images=directory("downloads/dmd2/coco{n}k/images"),
+    wildcard_constraints:
+        n="10|30",
+    conda:
+        conda_env("dmd2")
+    shell:
+        step(f"{DMD2}/download.py scale=paper item=coco{{wildcards.n}}k out_dir=downloads/dmd2/coco{{wildcards.n}}k")
+
+
 rule dmd2_paper_sample_sdxl:
     input:
-        base="downloads/dmd2/sdxl_base/download.json",
+        base=dmd2_teacher_pipeline("paper", "sdxl") + "/model_index.json",
         unet="downloads/dmd2/dmd2_sdxl_4step/download.json",
         prompts="downloads/dmd2/coco10k/prompts.txt",
     output:
@@ -213,19 +228,12 @@ rule dmd2_paper_sample_sdxl:
         **heavy(gpus=8, mem_mb=200000, runtime=240, nproc_per_node=8),
     conda:
         conda_env("dmd2")
+    params:
+        teacher=lambda w, input: os.path.dirname(input.base),
     shell:
         launch(f"{DMD2}/sample.py scale=paper checkpoint=downloads/dmd2/dmd2_sdxl_4step/dmd2_sdxl_4step_unet_fp16.bin "
-               f"teacher=downloads/dmd2/sdxl_base prompts={{input.prompts}} num_images=10000 num_step=4 "
+               f"teacher={{params.teacher}} prompts={{input.prompts}} num_images=10000 num_step=4 "
                f"out_dir=results/paper/dmd2/samples/dmd2_sdxl_4step")
-
-
-rule dmd2_paper_coco:
-    output:
-        prompts="downloads/dmd2/coco{n}k/prompts.txt",
-        images=directory("downloads/dmd2/coco{n}k/images"),
-    shell:
-        "echo 'COCO-{wildcards.n}k prompts + reference images are not automated yet: put the captions (one per line) "
-        "at {output.prompts} and the matching COCO val2014 images in {output.images}' >&2; exit 1"
 
 
 rule dmd2_paper_evaluate_sdxl:
