@@ -149,11 +149,40 @@ def test_train_sd_sdxl_from_preset_vpred_buckets(tmp_path):
     out = train_sd.main({"scale": "tiny", "base": "preset", "arch": "sdxl", "data_dir": str(root),
                          "run_dir": str(run), "progress": False, "buckets": True, "resolution": 32,
                          "batch_size": 2, "prediction_type": "v_prediction", "snr_gamma": 5.0, "crop": "random",
-                         "hflip": 0.5, "max_steps": 3})
+                         "hflip": 0.5, "max_steps": 3, "cache_latents": True})
     assert out["arch"] == "sdxl"
     pipe = models.load_pipeline(run / "pipeline")
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert isinstance(pipe, models.PIPELINE_CLASSES["sdxl"])
+
+
+def test_latent_cache_with_several_buckets(tmp_path):
+    from projects.sd_flux_lab.data import cache_latents
+
+    root = tmp_path / "pics"
+    rng = np.random.default_rng(1)
+    for i, (w, h) in enumerate([(48, 32), (32, 48), (40, 40), (48, 32), (32, 48)]):
+        (root / "thing").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "thing" / f"{i}.png")
+    images = BucketedImages(list_images(root), 32, buckets=True, multiple=8)
+    vae = models.build_pipeline("sd15", "tiny").vae
+    cached = cache_latents(images, vae, tmp_path / "latents.safetensors", batch_size=1)
+    assert len(set(images.item_bucket)) == 3
+    with torch.no_grad():
+        for i in range(len(images)):
+            want = vae.encode(images[i]["pixels"][None]).latent_dist
+            got = cached[i]
+            assert got["latent_mean"].shape == want.mean.shape[1:]  # each bucket keeps its own latent shape
+            assert torch.allclose(got["latent_mean"], want.mean[0], atol=1e-5)
+            assert torch.allclose(got["latent_std"], want.std[0], atol=1e-5)
+            assert got["bucket"] == images.item_bucket[i] and torch.equal(got["sizes"], images[i]["sizes"])
+
+    def no_encoding(*a, **k):
+        raise AssertionError("the cache should have been reused")
+
+    vae.encode = no_encoding
+    again = cache_latents(images, vae, tmp_path / "latents.safetensors")
+    assert torch.equal(again[4]["latent_mean"], cached[4]["latent_mean"])
 
 
 def test_buckets_and_batches(lab):
@@ -210,6 +239,47 @@ def test_train_vae_with_gan(lab, tmp_path):
     assert vae.config.scaling_factor == pytest.approx(m["scaling_factor"]) and m["scaling_factor"] > 0
     rows = [json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
     assert any("d_loss" in r for r in rows)
+
+
+def test_perceptual_distances(tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    from projects.sd_flux_lab.loss import build_perceptual
+    from shared.digits import features
+
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg16().features
+    save_file({f"features.{k}": v.contiguous() for k, v in vgg.state_dict().items()}, str(tmp_path / "vgg.safetensors"))
+    features.save(features.DigitsNet(), tmp_path / "digits.safetensors")
+    a = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    b = torch.rand(2, 3, 32, 32) * 2 - 1
+    for spec in (f"vgg16:{tmp_path / 'vgg.safetensors'}", f"digits:{tmp_path / 'digits.safetensors'}"):
+        dist = build_perceptual(spec)
+        assert float(dist(b, b)) == pytest.approx(0.0, abs=1e-10)
+        d = dist(a, b)
+        d.backward()
+        assert float(d.detach()) > 0 and a.grad.abs().sum() > 0 and not any(p.requires_grad for p in dist.parameters())
+        a.grad = None
+    save_file({"conv.weight": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a torchvision VGG16 state dict"):
+        build_perceptual(f"vgg16:{tmp_path / 'other.safetensors'}")
+    with pytest.raises(ValueError, match="expected '<name>:<weights path>'"):
+        build_perceptual("lpips")
+
+
+def test_train_vae_with_perceptual_term(lab, tmp_path):
+    from shared.digits import features
+
+    features.save(features.DigitsNet(), tmp_path / "digits.safetensors")
+    train_vae.main({"scale": "tiny", "data_dir": str(lab / "train" / "_blue"), "run_dir": str(tmp_path / "v"),
+                    "progress": False, "perceptual": f"digits:{tmp_path / 'digits.safetensors'}",
+                    "perceptual_weight": 0.5})
+    rows = [json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["perceptual"] > 0 for r in rows if "loss" in r)
+    with pytest.raises(ValueError, match="needs perceptual="):
+        train_vae.main({"scale": "tiny", "data_dir": str(lab / "train" / "_blue"), "run_dir": str(tmp_path / "w"),
+                        "perceptual_weight": 0.5})
 
 
 def test_train_transformer_resumes(lab, tmp_path):

@@ -110,29 +110,29 @@ class BucketedImages(Dataset):
 
 
 class LatentDataset(Dataset):
-    """Cached VAE posteriors; a sample draws latents = mean + std * noise at training time (loss side)."""
+    """Cached VAE posteriors, one (mean, std) tensor pair per aspect-ratio bucket (latent shapes differ between
+    buckets); a sample draws latents = mean + std * noise at training time (loss side)."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor], images: BucketedImages):
-        self.mean, self.std, self.sizes = tensors["mean"], tensors["std"], tensors["sizes"]
         self.images = images
         self.item_bucket, self.buckets = images.item_bucket, images.buckets
+        self.mean = {b: tensors[f"mean/{b}"] for b in set(self.item_bucket)}
+        self.std = {b: tensors[f"std/{b}"] for b in set(self.item_bucket)}
+        self.row, self.sizes = tensors["row"].tolist(), tensors["sizes"]
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        it = self.images.items[i]
-        return {"latent_mean": self.mean[i], "latent_std": self.std[i], "caption": it.prompt, "key": it.path,
-                "bucket": self.item_bucket[i], "sizes": self.sizes[i]}
+        it, b, r = self.images.items[i], self.item_bucket[i], self.row[i]
+        return {"latent_mean": self.mean[b][r], "latent_std": self.std[b][r], "caption": it.prompt, "key": it.path,
+                "bucket": b, "sizes": self.sizes[i]}
 
 
 @torch.no_grad()
 def cache_latents(images: BucketedImages, vae, path: str | Path, batch_size: int = 64) -> LatentDataset:
     """Encode every image once into `path` (safetensors), reused while the images and the VAE are the same.
-    Caching fixes the augmentation (the crop/flip of epoch 0) and needs every image in one bucket."""
-    if len(images.buckets) > 1 and len(set(images.item_bucket)) > 1:
-        raise ValueError("cache_latents: latent caching with several aspect-ratio buckets in use is not "
-                         "supported; use buckets=false or cache_latents=false")
+    Caching fixes the augmentation (the crop/flip of epoch 0). Images are encoded bucket by bucket."""
     path = Path(path)
     vae_id = hashlib.sha256(b"".join(p.detach().float().cpu().numpy().tobytes()[:4096]
                                      for p in list(vae.parameters())[:8])).hexdigest()[:12]
@@ -145,16 +145,25 @@ def cache_latents(images: BucketedImages, vae, path: str | Path, batch_size: int
         except Exception:  # a stale or broken cache is rebuilt
             pass
     device = next(vae.parameters()).device
-    means, stds, sizes = [], [], []
-    for lo in range(0, len(images), batch_size):
-        batch = [images[i] for i in range(lo, min(len(images), lo + batch_size))]
-        x = torch.stack([b["pixels"] for b in batch]).to(device, vae.dtype)
-        dist = vae.encode(x).latent_dist
-        means.append(dist.mean.float().cpu())
-        stds.append(dist.std.float().cpu())
-        sizes += [b["sizes"] for b in batch]
-    data = {"mean": torch.cat(means).contiguous(), "std": torch.cat(stds).contiguous(), "sizes": torch.stack(sizes),
-            "key": torch.tensor(list(key.encode()), dtype=torch.uint8)}
+    members: dict[int, list[int]] = {}
+    for i, b in enumerate(images.item_bucket):
+        members.setdefault(b, []).append(i)
+    data: dict[str, torch.Tensor] = {}
+    row = [0] * len(images)
+    sizes: list[torch.Tensor | None] = [None] * len(images)
+    for b, items in sorted(members.items()):
+        means, stds = [], []
+        for lo in range(0, len(items), batch_size):
+            chunk = items[lo:lo + batch_size]
+            batch = [images[i] for i in chunk]
+            dist = vae.encode(torch.stack([s["pixels"] for s in batch]).to(device, vae.dtype)).latent_dist
+            means.append(dist.mean.float().cpu())
+            stds.append(dist.std.float().cpu())
+            for j, (i, s) in enumerate(zip(chunk, batch)):
+                row[i], sizes[i] = lo + j, s["sizes"]
+        data[f"mean/{b}"], data[f"std/{b}"] = torch.cat(means).contiguous(), torch.cat(stds).contiguous()
+    data.update(row=torch.tensor(row), sizes=torch.stack(sizes),
+                key=torch.tensor(list(key.encode()), dtype=torch.uint8))
     with atomic_path(path) as tmp:
         save_file(data, str(tmp))
     return LatentDataset(data, images)

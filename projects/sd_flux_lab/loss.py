@@ -4,16 +4,19 @@ Diffusion (UNet on VAE latents, DDPM noise schedule):
     DIFFUSION_LOSSES["epsilon"|"v_prediction"](schedule, t_min, t_max, noise_offset, snr_gamma)
         loss(denoise, latents, generator) -> scalar; denoise(x_t, t) is the UNet with its conditioning bound.
 Flow matching (the toy FLUX analogue): FlowMatchingLoss(time_sampling="uniform"|"logit_normal", shift).
-Autoencoder: VAELoss(kl_weight, recon="l1"|"l2", perceptual=None|module, perceptual_weight) and
+Autoencoder: VAELoss(kl_weight, recon="l1"|"l2", perceptual=None|module, perceptual_weight),
+    build_perceptual("digits:<features.safetensors>" | "vgg16:<vgg16 state dict>") and
     HingeGANLoss (discriminator / generator terms of the optional adversarial part).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from safetensors.torch import load_file
 from torch import nn
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -127,10 +130,78 @@ class FlowMatchingLoss:
         return _per_sample_mse(denoise(x_s, s * 1000), noise - x0).mean()
 
 
-class VAELoss:
-    """Reconstruction + kl_weight * KL(q(z|x) || N(0, I)) [+ perceptual_weight * feature distance].
+class DigitsPerceptual(nn.Module):
+    """Toy perceptual distance: MSE between the frozen digits CNN's features (shared/digits) of two image
+    batches in [-1, 1]. The CNN was trained on this very domain, so its features are what "looks the same"
+    means for the toy digits."""
 
-    `perceptual`: a frozen module mapping images in [-1, 1] to features (e.g. the digits CNN at toy scale);
+    def __init__(self, path: str):
+        super().__init__()
+        from shared.digits import features
+
+        self.net = features.load(path).requires_grad_(False)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        f = lambda x: self.net.features((x.float() + 1) * 127.5)  # noqa: E731 - the net reads 0..255
+        return F.mse_loss(f(a), f(b))
+
+
+class VGGPerceptual(nn.Module):
+    """LPIPS-style distance with uniform layer weights: torchvision VGG16 features after relu1_2, relu2_2,
+    relu3_3, relu4_3 and relu5_3, unit-normalised over channels, squared difference averaged per layer and
+    summed. Weights from a local torchvision VGG16 state dict (.safetensors or .pth, read weights-only)."""
+
+    CUTS = (4, 9, 16, 23, 30)
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, path: str):
+        super().__init__()
+        import torchvision
+
+        vgg = torchvision.models.vgg16()
+        state = (load_file(path) if str(path).endswith(".safetensors")
+                 else torch.load(path, map_location="cpu", weights_only=True))
+        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        missing = [k for k in vgg.features.state_dict() if k not in features]
+        if missing:
+            raise ValueError(f"{path}: not a torchvision VGG16 state dict (no features.{missing[0]})")
+        vgg.features.load_state_dict(features)  # the classifier is not used: a features-only file will do
+        self.blocks = nn.ModuleList(vgg.features[a:b] for a, b in zip((0,) + self.CUTS[:-1], self.CUTS))
+        self.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([a, b]).float()
+        x = ((x + 1) / 2 - self.mean) / self.std
+        total = x.new_zeros(())
+        for block in self.blocks:
+            x = block(x)
+            fa, fb = F.normalize(x, dim=1, eps=1e-10).chunk(2)
+            total = total + (fa - fb).pow(2).sum(1).mean()
+        return total
+
+
+PERCEPTUAL = {"digits": DigitsPerceptual, "vgg16": VGGPerceptual}
+
+
+def build_perceptual(spec: str) -> nn.Module | None:
+    """'' -> None; '<name>:<weights path>' with name in PERCEPTUAL."""
+    if not spec:
+        return None
+    name, sep, path = spec.partition(":")
+    if not sep or name not in PERCEPTUAL or not path:
+        raise ValueError(f"perceptual={spec!r}: expected '<name>:<weights path>' with name one of "
+                         f"{', '.join(PERCEPTUAL)} (e.g. digits:results/toy/digits_features/features.safetensors)")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"perceptual={spec!r}: {path} does not exist")
+    return PERCEPTUAL[name](path)
+
+
+class VAELoss:
+    """Reconstruction + kl_weight * KL(q(z|x) || N(0, I)) [+ perceptual_weight * perceptual(recon, x)].
+
+    `perceptual`: a frozen module giving a distance between two image batches in [-1, 1] (PERCEPTUAL);
     None disables the term. Returns (total, parts) with every part detached for logging."""
 
     RECON = {"l1": F.l1_loss, "l2": F.mse_loss}
@@ -148,7 +219,7 @@ class VAELoss:
         total = rec + self.kl_weight * kl
         parts = {"recon": rec.detach(), "kl": kl.detach()}
         if self.perceptual is not None and self.perceptual_weight > 0:
-            p = F.mse_loss(self.perceptual(recon.float()), self.perceptual(x.float()))
+            p = self.perceptual(recon, x)
             total = total + self.perceptual_weight * p
             parts["perceptual"] = p.detach()
         return total, parts

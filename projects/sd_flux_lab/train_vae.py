@@ -1,4 +1,9 @@
-"""Train an AutoencoderKL (the latent space of the toy SD models): reconstruction + KL, optional hinge-GAN term.
+"""Train an AutoencoderKL (the latent space of the toy SD models): reconstruction + KL, optional perceptual and
+hinge-GAN terms.
+
+`perceptual=`: '' (off), `digits:<features.safetensors>` (the toy digits CNN: the toy preset uses it) or
+`vgg16:<torchvision VGG16 state dict>` (LPIPS-style, uniform layer weights; paper scale), weighted by
+`perceptual_weight`.
 
 Starts from the models.py preset VAE config for `arch`/`scale` (`init=preset`) or from an AutoencoderKL folder
 (`init=<folder>`). At the end the latent scale (1 / std of the latents over `scale_images` training images, the
@@ -21,7 +26,7 @@ from torch import nn
 
 from projects.sd_flux_lab import models
 from projects.sd_flux_lab.data import BucketBatches, BucketedImages
-from projects.sd_flux_lab.loss import HingeGANLoss, VAELoss
+from projects.sd_flux_lab.loss import HingeGANLoss, VAELoss, build_perceptual
 from projects.sd_flux_lab.sampling import grid
 from shared.config import cli, resolve
 from shared.data import list_images
@@ -41,6 +46,8 @@ class Config(TrainConfig):
     lr: float = 1e-3
     kl_weight: float = 1e-4
     recon: str = "l1"  # l1 | l2
+    perceptual: str = ""  # '' | digits:<features.safetensors> | vgg16:<state dict> (loss.PERCEPTUAL)
+    perceptual_weight: float = 0.0
     gan_weight: float = 0.0  # 0 = no discriminator
     gan_start: int = 0  # steps of reconstruction-only training before the GAN term
     disc_lr: float = 1e-4
@@ -105,7 +112,12 @@ def main(cfg=None):
     if gan is not None:
         disc = PatchDiscriminator()
         disc, _ = trainer.add("disc", disc, torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9)))
-    loss_fn = VAELoss(cfg.kl_weight, cfg.recon)
+    perceptual = build_perceptual(cfg.perceptual)
+    if perceptual is not None:
+        perceptual = perceptual.to(dev)
+    elif cfg.perceptual_weight > 0:
+        raise ValueError(f"perceptual_weight={cfg.perceptual_weight} needs perceptual=<name>:<weights path>")
+    loss_fn = VAELoss(cfg.kl_weight, cfg.recon, perceptual, cfg.perceptual_weight)
     loader = trainer.register("train", BucketBatches(images, cfg.batch_size, cfg.seed, trainer.rank,
                                                      trainer.world_size))
     gen = trainer.generator("posterior", cfg.seed * 1000 + trainer.rank, device=dev)
