@@ -311,9 +311,11 @@ def test_evaluate_and_demo(work, tiny_run, tmp_path, monkeypatch):
                  "num_images": 24})  # more images than the toy features' 16 dimensions
     out = tmp_path / "eval.json"
     evaluate.main({"scale": "tiny", "images": str(tmp_path / "s"), "reference": str(work / "digits/train"),
-                   "extractor": f"digits:{feats}/features.safetensors", "experiment": "teacher", "steps": 2,
+                   "extractor": f"digits:{feats}/features.safetensors", "experiment": "teacher",
                    "out": str(out), "resolution": 16, "patch_fid": True, "patch_size": 8})
-    names = {m["metric"] for m in json.loads(out.read_text())["metrics"]}
+    result = json.loads(out.read_text())
+    assert (result["sampler"], result["steps"]) == (sample.Config.sampler, 1)  # read from samples.json
+    names = {m["metric"] for m in result["metrics"]}
     assert "fd" in names and any(n.startswith("prompt_accuracy") for n in names), names
     assert json.loads((tmp_path / "eval_patch.json").read_text())["resolution"] == "8x8"
     png = demo.main({"scale": "tiny", "checkpoint": str(tiny_run), "prompt": ["a red handwritten seven"], "num_step": 2,

@@ -52,14 +52,18 @@ def wait_for(predicate, timeout, what):
 
 
 def test_smoke_through_the_slurm_profile(tmp_path, partition):
-    """`snakemake --profile slurm smoke` from the repository root, outputs in a scratch directory."""
-    r = subprocess.run([PY, "-m", "snakemake", "--profile", "slurm", "smoke", "--directory", str(tmp_path),
-                        "--config", f"slurm_partition={partition}"], cwd=REPO, capture_output=True, text=True,
-                       timeout=900)
+    """`snakemake --profile slurm smoke eval_sdxl --config scale=tiny` from the repository root (the users'
+    headline command at tiny scale, plus every project's tiny chain), outputs in a scratch directory."""
+    r = subprocess.run([PY, "-m", "snakemake", "--profile", "slurm", "smoke", "eval_sdxl", "--directory",
+                        str(tmp_path), "--config", "scale=tiny", f"slurm_partition={partition}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=1200)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     jobs = dict(job_ids(out))
-    assert {"train_digits_features", "evaluate_digits_real"} <= set(jobs), out[-3000:]
+    assert {"train_digits_features", "evaluate_digits_real", "dmd2_train", "dmd2_sample_generator"} <= set(jobs), \
+        out[-3000:]
+    table = (tmp_path / "results/tiny/tables/dmd2_sdxl.md").read_text()
+    assert "toy_sdxl_4step" in table and "19.32" in table  # the distilled 4-step row beside the paper's FID
     for rule, job in jobs.items():
         assert sacct_states(job)[-1] == "COMPLETED", (rule, sacct_states(job))
     # the rule that asks for a GPU got one of the fake gres devices

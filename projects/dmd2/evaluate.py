@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from shared.config import cli, resolve
-from shared.io import atomic_dir
+from shared.io import atomic_dir, read_json
 
 
 @dataclass
@@ -33,8 +33,8 @@ class Config:
     patch_size: int = 299
     experiment: str = ""
     checkpoint: str = "none"
-    sampler: str = "dmd2"
-    steps: int = 1
+    sampler: str = ""  # '' = from the folder's samples.json (sample.py): "dmd2" for a generator, else the sampler
+    steps: int = 0  # 0 = from samples.json: the generator's number of timesteps, or the teacher's steps
     out: str = ""
     batch_size: int = 64
     device: str = "cpu"
@@ -80,10 +80,24 @@ def center_patches(folder: Path, size: int) -> Path:
     return _transformed(folder, f"patch{size}", crop)
 
 
+def sampling_of(images: Path) -> tuple[str, int]:
+    """(sampler, steps) as sample.py recorded them in <images>/samples.json."""
+    record = images / "samples.json"
+    if not record.is_file():
+        raise FileNotFoundError(f"{record}: not written by sample.py; pass sampler= and steps= explicitly")
+    info = read_json(record)
+    if info.get("mode") == "generator":
+        return "dmd2", len(info["timesteps"])
+    return info["sampler"], int(info["steps"])
+
+
 def main(cfg=None):
     from shared import evaluate as shared_eval
 
     cfg = resolve(Config, cfg, PRESETS)
+    if not cfg.sampler or not cfg.steps:
+        sampler, steps = sampling_of(Path(cfg.images))
+        cfg.sampler, cfg.steps = cfg.sampler or sampler, cfg.steps or steps
     images, reference = Path(cfg.images), Path(cfg.reference)
     if cfg.resolution:
         images = resized(images, cfg.resolution)

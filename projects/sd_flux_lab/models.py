@@ -175,10 +175,16 @@ def build_unet(config: dict, seed: int = 0) -> UNet2DConditionModel:
     return UNet2DConditionModel(**config)
 
 
-def build_text_encoder(config: dict, seed: int = 0):
+def build_text_encoder(config: dict, seed: int = 0, token_std: float = 1.0):
+    """A random, frozen CLIP text model. CLIP's own init (std 0.02 for token and position embeddings alike) makes
+    a random encoder's outputs mostly positional: "a red three" and "a blue seven" come out 96 % cosine-similar and
+    a toy UNet barely learns to use them. Token embeddings of std `token_std` keep each word's identity dominant
+    in the residual stream, as a trained encoder's would be."""
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(**config)
     model = CLIPTextModelWithProjection(cfg) if "projection_dim" in config else CLIPTextModel(cfg)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, token_std)
     return model.eval().requires_grad_(False)
 
 

@@ -295,7 +295,5 @@ rule eval_imagenet64:
 def dmd2_all(scale):
     if scale != "tiny":
         return []  # toy/paper DMD2 runs are long: their own targets (eval_*), never the default one
-    wanted = ["imagenet64"]
-    if "sd_flux_lab_base_sd15" in dir(rules) and "sd_flux_lab_base_sdxl" in dir(rules):
-        wanted += ["sdxl", "sd15"]  # the SD teachers exist only once sd_flux_lab's rules are in the workflow
-    return [p for w in wanted for p in dmd2_targets(scale, w)]
+    # the SD teachers come from sd_flux_lab's rules, which the Snakefile includes before this file
+    return [p for w in ("imagenet64", "sdxl", "sd15") for p in dmd2_targets(scale, w)]
