@@ -245,6 +245,9 @@ def test_one_step_of_every_loss_term(pipes, recipe):
     logs, trainer = _one_step_losses(pipes, f"all_{recipe}", recipe)
     for key in ("loss_dm", "loss_g_gan", "loss_fake", "loss_d", "d_real", "d_fake"):
         assert key in logs and torch.isfinite(logs[key]), (key, logs)
+    groups = trainer.unit("fake").optimizer.param_groups  # the toy recipes train the fresh GAN head faster
+    assert [g["lr"] for g in groups] == [5e-5, 5e-4] and len(groups[1]["params"]) == len(list(
+        trainer.unit("fake").raw.head.parameters()))
     if recipe.startswith("digits"):  # generator, fake and real start as one network and no guidance is applied
         assert logs["loss_dm"].item() == 0.0
     else:  # classifier-free guidance on the real denoiser only: a nonzero DM gradient from the first step

@@ -65,6 +65,7 @@ class Config(TrainConfig):
     diffusion_gan: bool = False
     diffusion_gan_max_timestep: int = 1000
     gan_head_width: int = 0  # 0 = bottleneck channels
+    gan_head_lr: float = 0.0  # 0 = guidance_lr (as DMD2); a fresh head needs more than a few hundred tiny steps
     lora_rank: int = 0  # > 0: the generator is a LoRA on the frozen teacher copy
     lora_alpha: float = 8.0
     lora_dropout: float = 0.0
@@ -123,7 +124,10 @@ def build(cfg, trainer: Trainer | None = None):
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     opt_g = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], lr=cfg.generator_lr,
                               betas=betas, weight_decay=cfg.weight_decay)
-    opt_f = torch.optim.AdamW(fake.parameters(), lr=cfg.guidance_lr, betas=betas, weight_decay=cfg.weight_decay)
+    groups = [{"params": fake.unet.parameters()}]
+    if head is not None:
+        groups.append({"params": head.parameters(), "lr": cfg.gan_head_lr or cfg.guidance_lr})
+    opt_f = torch.optim.AdamW(groups, lr=cfg.guidance_lr, betas=betas, weight_decay=cfg.weight_decay)
     if trainer is not None:
         generator, _ = trainer.add("generator", generator, opt_g, trainable_only=cfg.lora_rank > 0,
                                    schedule_steps=max(1, cfg.max_steps // cfg.dfake_gen_update_ratio))
