@@ -321,6 +321,16 @@ def test_evaluate_and_demo(work, tiny_run, tmp_path, monkeypatch):
     names = {m["metric"] for m in result["metrics"]}
     assert "fd" in names and any(n.startswith("prompt_accuracy") for n in names), names
     assert json.loads((tmp_path / "eval_patch.json").read_text())["resolution"] == "8x8"
+    from projects.dmd2 import compare
+    from PIL import Image
+    grid = compare.main({"scale": "tiny", "folders": [str(tmp_path / "s")] * 2, "labels": ["a", "b"],
+                         "out": str(tmp_path / "grid.png")})
+    with Image.open(grid) as im, Image.open(tmp_path / "s" / "000003.png") as last:
+        assert im.size == (compare.LABEL_WIDTH + 4 * 32, 2 * 32)
+        tile = im.crop((compare.LABEL_WIDTH + 3 * 32, 32, compare.LABEL_WIDTH + 4 * 32, 64))
+        assert tile.tobytes() == last.convert("RGB").resize((32, 32), Image.NEAREST).tobytes()
+    with pytest.raises(FileNotFoundError, match="fewer samples"):
+        compare.main({"scale": "tiny", "folders": [str(tmp_path / "s")], "n": 100, "out": str(tmp_path / "g2.png")})
     png = demo.main({"scale": "tiny", "checkpoint": str(tiny_run), "prompt": ["a red handwritten seven"], "num_step": 2,
                      "out": str(tmp_path / "demo.png")})
     assert png.is_file()

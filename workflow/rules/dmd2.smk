@@ -192,6 +192,31 @@ rule dmd2_table_toy:
              f"title='DMD2 {{wildcards.which}} analogue' paper='{{params.paper}}' out_md={{output.md}} out_csv={{output.csv}}")
 
 
+def _dmd2_label(name):
+    """teacher_sdxl_dpm++_25_g4.0 -> 'teacher dpm++ 25-step cfg 4.0'; a recipe name gets a 'DMD2' prefix."""
+    if not name.startswith("teacher_"):
+        return f"DMD2 {name}"
+    sampler, steps, guidance = name.split("_", 2)[2].rsplit("_", 2)
+    return f"teacher {sampler} {steps}-step cfg {guidance[1:]}"
+
+
+rule dmd2_grid_toy:
+    input:
+        lambda w: [f"results/{w.scale}/dmd2/samples/{r}/samples.json" for r in _dmd2_rows(w.scale, w.which)],
+    output:
+        "results/{scale}/dmd2/grids/{which}.png",
+    wildcard_constraints:
+        scale="tiny|toy", which="imagenet64|sdxl|sd15",
+    conda:
+        conda_env("dmd2")
+    params:
+        folders=lambda w, input: "[" + ",".join(os.path.dirname(p) for p in input) + "]",
+        labels=lambda w: "[" + ",".join(_dmd2_label(r) for r in _dmd2_rows(w.scale, w.which)) + "]",
+    shell:
+        step(f"{DMD2}/compare.py scale={{wildcards.scale}} folders='{{params.folders}}' labels='{{params.labels}}' "
+             f"out={{output}}")
+
+
 # paper scale -----------------------------------------------------------------------------------------------------
 rule dmd2_download:
     output:
@@ -273,7 +298,7 @@ def dmd2_targets(scale, which):
         if which == "sdxl":
             return ["results/paper/tables/dmd2_sdxl.md"]
         return []  # eval_sd15 / eval_imagenet64 at paper scale: not wired yet (see projects/dmd2/README.md)
-    return [f"results/{scale}/tables/dmd2_{which}.md"]
+    return [f"results/{scale}/tables/dmd2_{which}.md", f"results/{scale}/dmd2/grids/{which}.png"]
 
 
 rule eval_sdxl:
