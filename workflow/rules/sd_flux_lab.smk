@@ -134,8 +134,9 @@ rule sd_flux_lab_finetune:
     params:
         steps=lambda w: {"tiny": 4, "toy": 400, "paper": 2000}[w.scale],
     shell:
+        # lr 5e-5: at 2e-4 the 400 steps on blue alone drifted the toy base (blue FD up, other colours turned blue)
         launch(SFL + "/train_sd.py scale={wildcards.scale} base=results/{wildcards.scale}/sd_flux_lab/base_sd15 "
-               "data_dir={input.data}/train/_blue max_steps={params.steps} lr=2e-4 warmup_steps=0 "
+               "data_dir={input.data}/train/_blue max_steps={params.steps} lr=5e-5 warmup_steps=0 "
                "validation_prompts='[a blue handwritten three,a red handwritten three]' "
                "run_dir=results/{wildcards.scale}/sd_flux_lab/finetune_blue")
 
