@@ -473,3 +473,28 @@ def test_trainer_resumes_a_shared_data_loader(tmp_path, digits_tiny):
     assert resumed.resumed_from.step == 4 and before + after == ref_seen and len(ref_seen) == 8
     assert "train" in Checkpointer.load_rank_state(resumed.resumed_from, 0)["data"]
     _assert_same(_weights(resumed), _weights(ref))
+
+
+def test_resuming_with_changed_settings_warns(tmp_path, capsys):
+    """A run_dir resumes whatever it holds; a changed lr (not max_steps) is named in a warning."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    def run(lr, max_steps):
+        cfg = OmegaConf.create({**dataclasses.asdict(TrainConfig(run_dir=str(tmp_path / "r"), max_steps=max_steps,
+                                                                 ckpt_every=1, progress=False)), "lr": lr})
+        trainer = Trainer(cfg)
+        model = torch.nn.Linear(2, 1)
+        model, _ = trainer.add("model", model, torch.optim.SGD(model.parameters(), lr=lr))
+        for (xb,) in trainer.batches(trainer.loader((torch.randn(8, 2),), 4)):
+            trainer.backward(model(xb).pow(2).mean())
+            trainer.optimizer_step()
+        trainer.finish()
+
+    run(1e-3, 2)
+    run(1e-3, 3)  # more steps only: no warning
+    assert "warning: resuming" not in capsys.readouterr().err
+    run(5e-4, 4)
+    err = capsys.readouterr().err
+    assert "warning: resuming" in err and "lr: 0.001 -> 0.0005" in err and "max_steps" not in err

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -126,6 +127,8 @@ class Trainer:
         """`cfg`: a TrainConfig or any config with its fields (a project Config, a DictConfig, a dict).
         `accelerator_kwargs` go to `Accelerator` (e.g. kwargs_handlers, dataloader_config)."""
         self.cfg = c = train_config(cfg)
+        self._given_config = cfg
+        self._previous_config: dict = {}
         if c.grad_accum < 1 or c.max_steps < 0:
             raise ValueError(f"need grad_accum >= 1 and max_steps >= 0 (got {c.grad_accum}, {c.max_steps})")
         self.run_dir = Path(c.run_dir)
@@ -155,6 +158,7 @@ class Trainer:
         seed_everything(c.seed)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._previous_config = self._read_saved_config()
             self._save_config(cfg)
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep_last=c.keep_last)
         self.logger = StepLogger(self.run_dir, every=c.log_every, total_steps=c.max_steps, csv=c.log_csv,
@@ -176,6 +180,29 @@ class Trainer:
         self._closed = False
 
     # ---- setup -------------------------------------------------------------------------------------------
+    # options that may change between a run and its resumption without changing what is trained
+    RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "ckpt_every", "keep_last", "milestone_every", "log_every",
+                                   "log_csv", "progress", "report_to", "preempt_signals", "preempt_check_every",
+                                   "threads", "sample_every", "num_workers", "run_dir"})
+
+    def _read_saved_config(self) -> dict:
+        path = self.run_dir / "config.yaml"
+        try:
+            return dict(OmegaConf.to_container(OmegaConf.load(path))) if path.is_file() else {}
+        except Exception:  # an unreadable old config only costs the warning below
+            return {}
+
+    def _warn_changed_config(self, cfg: Any) -> None:
+        """A run_dir resumes whatever it holds: say which settings differ from the run it was started with."""
+        old, new = self._previous_config, self._flat_config(cfg) if cfg is not None else {}
+        changed = sorted(k for k in old.keys() & new.keys()
+                         if k not in self.RESUMABLE_CHANGES and str(old[k]) != str(new[k]))
+        if changed:
+            diff = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
+            print(f"warning: resuming {self.run_dir} with settings that differ from its start ({diff}); the "
+                  f"checkpoint's weights and optimizer state are kept. Use a new run_dir to start afresh.",
+                  file=sys.stderr, flush=True)
+
     def _save_config(self, cfg: Any) -> None:
         if isinstance(cfg, DictConfig):  # a step script's resolved config: keep all of it, as YAML
             save_resolved(cfg, self.run_dir)
@@ -499,6 +526,7 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "preempted.json").unlink(missing_ok=True)
             print(f"resuming from {info.path} (step {self.global_step})", flush=True)
+            self._warn_changed_config(self._given_config)
         self.accelerator.wait_for_everyone()
         return self.global_step
 
