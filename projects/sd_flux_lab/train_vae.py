@@ -103,8 +103,13 @@ def main(cfg=None):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     images = BucketedImages(list_images(cfg.data_dir), cfg.resolution, seed=cfg.seed)
+    perceptual = build_perceptual(cfg.perceptual)  # bad options fail before the Trainer takes signals and files
+    if perceptual is None and cfg.perceptual_weight > 0:
+        raise ValueError(f"perceptual_weight={cfg.perceptual_weight} needs perceptual=<name>:<weights path>")
     trainer = Trainer(cfg)
     dev = trainer.device
+    if perceptual is not None:
+        perceptual = perceptual.to(dev)
     vae = build_vae(cfg).train()
     vae, _ = trainer.add("vae", vae, torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9)))
     raw = trainer.unit("vae").raw
@@ -112,11 +117,6 @@ def main(cfg=None):
     if gan is not None:
         disc = PatchDiscriminator()
         disc, _ = trainer.add("disc", disc, torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9)))
-    perceptual = build_perceptual(cfg.perceptual)
-    if perceptual is not None:
-        perceptual = perceptual.to(dev)
-    elif cfg.perceptual_weight > 0:
-        raise ValueError(f"perceptual_weight={cfg.perceptual_weight} needs perceptual=<name>:<weights path>")
     loss_fn = VAELoss(cfg.kl_weight, cfg.recon, perceptual, cfg.perceptual_weight)
     loader = trainer.register("train", BucketBatches(images, cfg.batch_size, cfg.seed, trainer.rank,
                                                      trainer.world_size))
