@@ -112,3 +112,24 @@ def test_sd_flux_lab_download_checks_the_snapshot(tmp_path, monkeypatch):
     assert "unet/diffusion_pytorch_model.safetensors" in files and "model_index.json" in files
     with pytest.raises(ValueError, match="is a sd15 pipeline, not sdxl"):
         download.main({"arch": "sdxl", "out_dir": str(tmp_path / "sd15")})
+
+
+def test_released_generator_download_writes_what_sample_py_needs(tmp_path):
+    """DMD2's released SD1.5 UNet (a state dict) lands with a <file>.json beside it: backbone and step list."""
+    import torch
+
+    from projects.dmd2 import download
+    from projects.dmd2.generation import load_generator
+    from projects.sd_flux_lab import models
+
+    pipe = models.build_pipeline("sd15", "tiny")
+    pipe.save_pretrained(tmp_path / "sd15")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    torch.save(pipe.unet.state_dict(), staging / "pytorch_model.bin")
+    out = tmp_path / "dmd2_sd15_1step"
+    download.main({"item": "dmd2_sd15_1step", "out_dir": str(out), "mirror": str(staging)})
+    assert read_json(out / "pytorch_model.json")["denoising_step_list"] == [999]
+    net, info, backbone = load_generator(out / "pytorch_model.bin", teacher=str(tmp_path / "sd15"))
+    assert info["backbone"] == "sd" and all(torch.equal(v, pipe.unet.state_dict()[k])
+                                            for k, v in net.state_dict().items())

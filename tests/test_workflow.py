@@ -78,3 +78,16 @@ def test_slurm_profile_keeps_its_settings_when_user_adds_config():
                             for line in launches)
     r = snakemake("--profile", "slurm", "-n", "all")
     assert "results/paper/" in r.stdout
+
+
+def test_paper_eval_sd15_chain_starts_from_the_downloads():
+    """At paper scale eval_sd15 samples DMD2's released SD1.5 1-step UNet on COCO-30k prompts and evaluates at
+    256 px against the COCO-30k reference images, beside the paper's FID 8.35."""
+    r = snakemake("-n", "-p", "eval_sd15", "--config", "scale=paper")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    for needed in ("downloads/dmd2/coco30k/prompts.txt", "downloads/dmd2/dmd2_sd15_1step/download.json",
+                   "downloads/sd15/model_index.json", "results/paper/tables/dmd2_sd15.md",
+                   "num_images=30000 num_step=1 conditioning_timestep=999", "resolution=256",
+                   "{dmd2_sd15_1step: {fid: 8.35}}"):
+        assert needed in out, needed

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from shared.config import cli, resolve
 from shared.download import Download, fetch
-from shared.io import atomic_dir, write_text
+from shared.io import atomic_dir, write_json, write_text
 
 _DMD2_DATA = "https://huggingface.co/tianweiy/DMD2/resolve/main/data"
+_DMD2_MODELS = "https://huggingface.co/tianweiy/DMD2/resolve/main/model"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 DOWNLOADS: dict[str, Download] = {
@@ -32,6 +33,10 @@ DOWNLOADS: dict[str, Download] = {
                                 repo="tianweiy/DMD2", files=("dmd2_sdxl_4step_unet_fp16.bin",)),
     "dmd2_sdxl_1step": Download("DMD2's released SDXL 1-step UNet (conditioning timestep 399)",
                                 repo="tianweiy/DMD2", files=("dmd2_sdxl_1step_unet_fp16.bin",)),
+    "dmd2_sd15_1step": Download("DMD2's released SD1.5 1-step UNet (FID 8.35 checkpoint; diffusers UNet state dict)",
+                                urls=(f"{_DMD2_MODELS}/sdv1.5/laion6.25_sd_baseline_8node_guidance1.75_lr5e-7_seed10_"
+                                      "dfake10_diffusion1000_gan1e-3_resume_fid8.35_checkpoint_model_041000/"
+                                      "pytorch_model.bin",)),
     "inception": Download("Inception-v3 FID weights as clean-fid uses them (TorchScript)",
                           urls=("https://github.com/GaParmar/clean-fid/releases/download/v0.1.10/"
                                 "inception-2015-12-05.pt",)),
@@ -46,6 +51,12 @@ DOWNLOADS: dict[str, Download] = {
     "coco30k": Download("COCO-2014 captions + val2014 reference images of DMD2's SD1.5 (COCO-30k) evaluation",
                         urls=(f"{_DMD2_DATA}/coco/captions_coco14_test.pkl", f"{_DMD2_DATA}/coco/val2014.zip"),
                         unpack=True),
+}
+# what sample.py needs to know about a released generator file (written beside it as <file>.json)
+GENERATOR_INFO = {
+    "dmd2_sdxl_4step": {"backbone": "sd", "denoising_step_list": [999, 749, 499, 249]},
+    "dmd2_sdxl_1step": {"backbone": "sd", "denoising_step_list": [399]},
+    "dmd2_sd15_1step": {"backbone": "sd", "denoising_step_list": [999]},
 }
 COCO_SETS = {"coco10k": ("coco10k", 10_000), "coco30k": ("val2014", 30_000)}  # archive, prompts
 
@@ -98,7 +109,10 @@ def main(cfg=None):
     if cfg.item not in DOWNLOADS:
         raise ValueError(f"item={cfg.item!r}; known: {', '.join(DOWNLOADS)}")
     out = Path(cfg.out_dir)
-    fetch(DOWNLOADS[cfg.item], out, mirror=cfg.mirror)
+    record = fetch(DOWNLOADS[cfg.item], out, mirror=cfg.mirror)
+    if cfg.item in GENERATOR_INFO:
+        for name in record:
+            write_json((out / name).with_suffix(".json"), {**GENERATOR_INFO[cfg.item], "source": cfg.item})
     if cfg.item in COCO_SETS:
         make_coco_set(out, *COCO_SETS[cfg.item])
     return out

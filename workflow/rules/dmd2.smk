@@ -222,7 +222,7 @@ rule dmd2_download:
     output:
         "downloads/dmd2/{item}/download.json",
     wildcard_constraints:
-        item="dmd2_sdxl_4step|dmd2_sdxl_1step|inception|clip_vit_g14|imagenet64_edm",
+        item="dmd2_sdxl_4step|dmd2_sdxl_1step|dmd2_sd15_1step|inception|clip_vit_g14|imagenet64_edm",
     conda:
         conda_env("dmd2")
     shell:
@@ -242,62 +242,87 @@ rule dmd2_download_coco:
         step(f"{DMD2}/download.py scale=paper item=coco{{wildcards.n}}k out_dir=downloads/dmd2/coco{{wildcards.n}}k")
 
 
-rule dmd2_paper_sample_sdxl:
+# The released DMD2 generators at paper scale: teacher pipeline (sd_flux_lab's download), evaluation protocol
+DMD2_PAPER_SD = {
+    "sdxl": dict(name="dmd2_sdxl_4step", weights="dmd2_sdxl_4step_unet_fp16.bin", coco=10, steps=4, timestep=999,
+                 resolution=512, title="DMD2 SDXL 4-step, COCO-10k, 512 px"),
+    "sd15": dict(name="dmd2_sd15_1step", weights="pytorch_model.bin", coco=30, steps=1, timestep=999,
+                 resolution=256, title="DMD2 SD1.5 1-step, COCO-30k, 256 px"),
+}
+
+
+rule dmd2_paper_sample_sd:
     input:
-        base=dmd2_teacher_pipeline("paper", "sdxl") + "/model_index.json",
-        unet="downloads/dmd2/dmd2_sdxl_4step/download.json",
-        prompts="downloads/dmd2/coco10k/prompts.txt",
+        base=lambda w: dmd2_teacher_pipeline("paper", w.arch) + "/model_index.json",
+        unet=lambda w: f"downloads/dmd2/{DMD2_PAPER_SD[w.arch]['name']}/download.json",
+        prompts=lambda w: f"downloads/dmd2/coco{DMD2_PAPER_SD[w.arch]['coco']}k/prompts.txt",
     output:
-        "results/paper/dmd2/samples/dmd2_sdxl_4step/samples.json",
+        "results/paper/dmd2/samples/released_{arch}/samples.json",
+    wildcard_constraints:
+        arch="sdxl|sd15",
     resources:
         **heavy(gpus=8, mem_mb=200000, runtime=240, nproc_per_node=8),
     conda:
         conda_env("dmd2")
     params:
         teacher=lambda w, input: os.path.dirname(input.base),
+        weights=lambda w: f"downloads/dmd2/{DMD2_PAPER_SD[w.arch]['name']}/{DMD2_PAPER_SD[w.arch]['weights']}",
+        n=lambda w: DMD2_PAPER_SD[w.arch]["coco"] * 1000,
+        steps=lambda w: DMD2_PAPER_SD[w.arch]["steps"],
+        timestep=lambda w: DMD2_PAPER_SD[w.arch]["timestep"],
     shell:
-        launch(f"{DMD2}/sample.py scale=paper checkpoint=downloads/dmd2/dmd2_sdxl_4step/dmd2_sdxl_4step_unet_fp16.bin "
-               f"teacher={{params.teacher}} prompts={{input.prompts}} num_images=10000 num_step=4 "
-               f"out_dir=results/paper/dmd2/samples/dmd2_sdxl_4step")
+        launch(f"{DMD2}/sample.py scale=paper checkpoint={{params.weights}} teacher={{params.teacher}} "
+               f"prompts={{input.prompts}} num_images={{params.n}} num_step={{params.steps}} "
+               f"conditioning_timestep={{params.timestep}} out_dir=results/paper/dmd2/samples/released_{{wildcards.arch}}")
 
 
-rule dmd2_paper_evaluate_sdxl:
+rule dmd2_paper_evaluate_sd:
     input:
-        samples="results/paper/dmd2/samples/dmd2_sdxl_4step/samples.json",
-        reference="downloads/dmd2/coco10k/images",
+        samples="results/paper/dmd2/samples/released_{arch}/samples.json",
+        reference=lambda w: f"downloads/dmd2/coco{DMD2_PAPER_SD[w.arch]['coco']}k/images",
         inception="downloads/dmd2/inception/download.json",
         clip="downloads/dmd2/clip_vit_g14/download.json",
     output:
-        "results/paper/dmd2/eval/dmd2_sdxl_4step.json",
+        "results/paper/dmd2/eval/released_{arch}.json",
+    wildcard_constraints:
+        arch="sdxl|sd15",
     resources:
         **heavy(gpus=1, mem_mb=64000, runtime=240),
     conda:
         conda_env("dmd2")
+    params:
+        resolution=lambda w: DMD2_PAPER_SD[w.arch]["resolution"],
+        name=lambda w: DMD2_PAPER_SD[w.arch]["name"],
     shell:
-        launch(f"{DMD2}/evaluate.py scale=paper images=results/paper/dmd2/samples/dmd2_sdxl_4step reference={{input.reference}} "
-               f"resolution=512 metrics=[fid,clip_score] extractor=inception:downloads/dmd2/inception/inception-2015-12-05.pt "
-               f"clip=downloads/dmd2/clip_vit_g14 clip_prefix='A photo depicts ' experiment=dmd2_sdxl_4step "
-               f"checkpoint=released sampler=dmd2 steps=4 device=cuda out={{output}}")
+        launch(f"{DMD2}/evaluate.py scale=paper images=results/paper/dmd2/samples/released_{{wildcards.arch}} "
+               f"reference={{input.reference}} resolution={{params.resolution}} metrics=[fid,clip_score] "
+               f"extractor=inception:downloads/dmd2/inception/inception-2015-12-05.pt clip=downloads/dmd2/clip_vit_g14 "
+               f"clip_prefix='A photo depicts ' experiment={{params.name}} checkpoint=released device=cuda out={{output}}")
 
 
-rule dmd2_paper_table_sdxl:
+rule dmd2_paper_table_sd:
     input:
-        "results/paper/dmd2/eval/dmd2_sdxl_4step.json",
+        "results/paper/dmd2/eval/released_{arch}.json",
     output:
-        md="results/paper/tables/dmd2_sdxl.md",
-        csv="results/paper/tables/dmd2_sdxl.csv",
+        md="results/paper/tables/dmd2_{arch}.md",
+        csv="results/paper/tables/dmd2_{arch}.csv",
+    wildcard_constraints:
+        arch="sdxl|sd15",
     conda:
         conda_env("dmd2")
+    params:
+        title=lambda w: DMD2_PAPER_SD[w.arch]["title"],
+        paper=lambda w: "{" + DMD2_PAPER_SD[w.arch]["name"] + ": {fid: " + str(DMD2_PAPER[w.arch]) + "}}",
     shell:
-        step(f"shared/tables.py scale=paper inputs=[{{input}}] title='DMD2 SDXL 4-step, COCO-10k, 512 px' "
-             f"paper='{{{{dmd2_sdxl_4step: {{{{fid: {DMD2_PAPER['sdxl']}}}}}}}}}' out_md={{output.md}} out_csv={{output.csv}}")
+        step("shared/tables.py scale=paper inputs=[{input}] title='{params.title}' paper='{params.paper}' "
+             "out_md={output.md} out_csv={output.csv}")
 
 
 def dmd2_targets(scale, which):
     if scale == "paper":
-        if which == "sdxl":
-            return ["results/paper/tables/dmd2_sdxl.md"]
-        return []  # eval_sd15 / eval_imagenet64 at paper scale: not wired yet (see projects/dmd2/README.md)
+        if which in DMD2_PAPER_SD:
+            return [f"results/paper/tables/dmd2_{which}.md"]
+        return []  # eval_imagenet64 at paper scale: not wired yet (see projects/dmd2/README.md)
     return [f"results/{scale}/tables/dmd2_{which}.md", f"results/{scale}/dmd2/grids/{which}.png"]
 
 
