@@ -329,6 +329,25 @@ def test_inception_extractor_matches_cleanfid(fake_inception, small_folder):
         build_extractor("resnet:x")
 
 
+def test_inception_inside_extractor_feeds_images_as_they_are(fake_inception, small_folder):
+    """StyleGAN/EDM protocol: the images go into the network unresized (it resizes inside its graph)."""
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    from shared.metrics.extractors import build_extractor, inception_inside_id
+    from shared.metrics.images import list_images, read_image
+
+    ext = build_extractor(f"inception_inside:{fake_inception}")
+    assert ext.id == inception_inside_id(fake_inception) and ext.id.endswith(":inside")
+    images = [read_image(f) for f in list_images(small_folder)[:4]]
+    x = ext.batch_tensor(images)
+    assert x.shape[-2:] == images[0].shape[:2]  # no resize outside the network
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = InceptionV3W(str(fake_inception), download=False, resize_inside=True).eval()
+    want = model(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float())
+    np.testing.assert_allclose(ext.outputs(x)["features"].numpy(), want.detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_inception_score_and_too_few_samples_through_evaluate(fake_inception, small_folder, tmp_path):
     r = _eval(tmp_path, images=str(small_folder), extractor=f"inception:{fake_inception}",
               metrics=["inception_score"], is_splits=2)

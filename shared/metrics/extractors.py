@@ -13,6 +13,8 @@ numbers from different extractors are never compared.
   (PIL bicubic to 299x299 in float). Nothing is downloaded. Its class logits for the Inception Score are the
   1008-way `output` layer applied without its bias ("logits_unbiased"), as in the original IS code,
   StyleGAN's metrics and torchmetrics' default.
+- inception_inside: the same network fed the images as they are, resized inside its TorchScript graph: the
+  StyleGAN / EDM protocol, under which EDM's published ImageNet-64 reference statistics were computed.
 """
 from __future__ import annotations
 
@@ -89,6 +91,16 @@ class InceptionExtractor(Extractor):
         return out
 
 
+class InceptionInsideExtractor(InceptionExtractor):
+    """The same Inception-v3 with the resize done inside the network (its TorchScript graph) on the images as
+    they are: the protocol of StyleGAN / EDM's FID and of their published reference statistics (EDM's
+    fid-refs for ImageNet-64)."""
+    name = "inception_inside"
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -104,7 +116,7 @@ def load_digits(path: str, device: str | torch.device = "cpu") -> DigitsExtracto
     return DigitsExtractor(model, model.extractor_id, model.hparams["feature_dim"], device)
 
 
-def load_inception(path: str, device: str | torch.device = "cpu") -> InceptionExtractor:
+def load_inception(path: str, device: str | torch.device = "cpu", resize_inside: bool = False) -> InceptionExtractor:
     from cleanfid.inception_torchscript import InceptionV3W
 
     p = Path(path)
@@ -116,13 +128,22 @@ def load_inception(path: str, device: str | torch.device = "cpu") -> InceptionEx
             f"fetch it with the paper-scale download rule - nothing is downloaded here")
     with warnings.catch_warnings():  # torch.jit.load is deprecated in torch 2.14; clean-fid still uses it
         warnings.simplefilter("ignore", FutureWarning)
-        model = InceptionV3W(str(p.parent), download=False, resize_inside=False).eval().to(device)
+        model = InceptionV3W(str(p.parent), download=False, resize_inside=resize_inside).eval().to(device)
+    if resize_inside:
+        return InceptionInsideExtractor(model, inception_inside_id(p), 2048, device)
     return InceptionExtractor(model, f"inception-v3-cleanfid:{_file_digest(p)}:clean", 2048, device)
+
+
+def inception_inside_id(path: str | Path) -> str:
+    """The extractor id of `inception_inside:<path>` (also what imported StyleGAN/EDM statistics are labelled)."""
+    p = Path(path)
+    return f"inception-v3-cleanfid:{_file_digest(p / INCEPTION_FILE if p.is_dir() else p)}:inside"
 
 
 EXTRACTORS: dict[str, Callable[[str, str | torch.device], Extractor]] = {
     "digits": load_digits,
     "inception": load_inception,
+    "inception_inside": lambda path, device="cpu": load_inception(path, device, resize_inside=True),
 }
 
 
