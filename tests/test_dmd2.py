@@ -334,3 +334,24 @@ def test_evaluate_and_demo(work, tiny_run, tmp_path, monkeypatch):
     png = demo.main({"scale": "tiny", "checkpoint": str(tiny_run), "prompt": ["a red handwritten seven"], "num_step": 2,
                      "out": str(tmp_path / "demo.png")})
     assert png.is_file()
+
+
+def test_released_edm_generator_file_samples_with_itself_as_architecture(tmp_path):
+    """The paper ImageNet-64 rule samples DMD2's released generator (a .bin state dict with a .json beside it)
+    with teacher= the same file: a 1-step EDM generator needs the architecture, not the teacher's weights."""
+    from safetensors.torch import load_file
+
+    from projects.dmd2 import sample
+
+    folder = save_tiny_edm(tmp_path / "edm", seed=3)
+    weights = tmp_path / "released" / "pytorch_model.bin"
+    weights.parent.mkdir()
+    torch.save(load_file(str(folder / "model.safetensors")), weights)
+    weights.with_suffix(".json").write_text(json.dumps(
+        {"backbone": "edm", "teacher_config": "tiny", "denoising_step_list": [999]}))
+    (tmp_path / "classes.txt").write_text("0\n7\n")
+    out = tmp_path / "s"
+    sample.main({"scale": "tiny", "checkpoint": str(weights), "teacher": str(weights),
+                 "prompts": str(tmp_path / "classes.txt"), "num_images": 2, "out_dir": str(out)})
+    assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png"]
+    assert json.loads((out / "samples.json").read_text())["timesteps"] == [999]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from shared.download import Download, fetch
@@ -133,3 +135,47 @@ def test_released_generator_download_writes_what_sample_py_needs(tmp_path):
     net, info, backbone = load_generator(out / "pytorch_model.bin", teacher=str(tmp_path / "sd15"))
     assert info["backbone"] == "sd" and all(torch.equal(v, pipe.unet.state_dict()[k])
                                             for k, v in net.state_dict().items())
+
+
+class _InceptionShaped(torch.nn.Module):
+    """What clean-fid's loader looks for in inception-2015-12-05.pt (`layers`, `output`); weights irrelevant."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.Identity()
+        self.output = torch.nn.Linear(2, 2)
+
+    def forward(self, img, return_features: bool = False):
+        return img
+
+
+def test_edm_imagenet_refs_import_under_the_inside_extractor(tmp_path):
+    """EDM's fid-refs (mu, sigma only) become shared.metrics statistics labelled with the extractor that
+    reproduces their protocol, so evaluate.py compares like with like (and refuses the 'clean' extractor)."""
+    import numpy as np
+    import torch
+
+    from projects.dmd2 import download
+    from shared.metrics.extractors import build_extractor
+    from shared.metrics.stats import ReferenceStats
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    rng = np.random.default_rng(0)
+    mu, a = rng.normal(size=8), rng.normal(size=(8, 8))
+    np.savez(staging / "imagenet-64x64.npz", mu=mu, sigma=a @ a.T)
+    inception = tmp_path / "inception"
+    inception.mkdir()
+    with warnings.catch_warnings():  # clean-fid's Inception is TorchScript; scripting is deprecated in torch 2.14
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(_InceptionShaped()).save(str(inception / "inception-2015-12-05.pt"))
+    out = tmp_path / "refs"
+    download.main({"item": "imagenet64_edm", "out_dir": str(out), "mirror": str(staging),
+                   "inception": str(inception)})
+    stats = ReferenceStats.load(out / "reference_stats.npz")
+    np.testing.assert_allclose(stats.mu, mu)
+    assert stats.count == 1_281_167 and stats.resolution == "64x64"
+    assert stats.extractor_id == build_extractor(f"inception_inside:{inception}").id
+    assert stats.extractor_id != build_extractor(f"inception:{inception}").id
+    prompts = (out / "eval_prompts.txt").read_text().split()
+    assert len(prompts) == 50_000 and prompts[:2] == ["0", "1"] and prompts.count("999") == 50

@@ -37,6 +37,9 @@ DOWNLOADS: dict[str, Download] = {
                                 urls=(f"{_DMD2_MODELS}/sdv1.5/laion6.25_sd_baseline_8node_guidance1.75_lr5e-7_seed10_"
                                       "dfake10_diffusion1000_gan1e-3_resume_fid8.35_checkpoint_model_041000/"
                                       "pytorch_model.bin",)),
+    "dmd2_imagenet64": Download("DMD2's released ImageNet-64 1-step generator (FID 1.28 checkpoint; EDMPrecond keys)",
+                                urls=(f"{_DMD2_MODELS}/imagenet/imagenet_gan_classifier_genloss3e-3_diffusion1000_lr5e-7_"
+                                      "resume_fid1.28_checkpoint_model_548000/pytorch_model.bin",)),
     "inception": Download("Inception-v3 FID weights as clean-fid uses them (TorchScript)",
                           urls=("https://github.com/GaParmar/clean-fid/releases/download/v0.1.10/"
                                 "inception-2015-12-05.pt",)),
@@ -57,7 +60,9 @@ GENERATOR_INFO = {
     "dmd2_sdxl_4step": {"backbone": "sd", "denoising_step_list": [999, 749, 499, 249]},
     "dmd2_sdxl_1step": {"backbone": "sd", "denoising_step_list": [399]},
     "dmd2_sd15_1step": {"backbone": "sd", "denoising_step_list": [999]},
+    "dmd2_imagenet64": {"backbone": "edm", "teacher_config": "imagenet64", "denoising_step_list": [999]},
 }
+IMAGENET_CLASSES, IMAGENET_PER_CLASS = 1000, 50  # the 50k class-conditional samples FID is computed on
 COCO_SETS = {"coco10k": ("coco10k", 10_000), "coco30k": ("val2014", 30_000)}  # archive, prompts
 
 
@@ -93,12 +98,33 @@ def make_coco_set(out: Path, archive_stem: str, num_prompts: int) -> None:
     print(f"{out}: {num_prompts} prompts, {len(sources)} reference images")
 
 
+def import_edm_refs(out: Path, inception: str) -> Path:
+    """EDM's ImageNet-64 reference statistics (mu, sigma over the 1,281,167 training images, StyleGAN's Inception
+    with the resize inside the network) as shared.metrics statistics labelled with that extractor, plus the
+    class prompts of the 50k evaluation samples (50 per class)."""
+    import numpy as np
+
+    from shared.metrics.extractors import inception_inside_id
+    from shared.metrics.stats import ReferenceStats
+
+    with np.load(out / "imagenet-64x64.npz", allow_pickle=False) as z:
+        if {"mu", "sigma"} - set(z.files):
+            raise ValueError(f"{out}/imagenet-64x64.npz: expected EDM's fid-refs (mu, sigma), got {z.files}")
+        mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+    stats = ReferenceStats(mu, sigma, 1_281_167, inception_inside_id(inception), "64x64",
+                           "imagenet64-train-edm-refs:1281167", "nvlabs edm fid-refs/imagenet-64x64.npz")
+    write_text(out / "eval_prompts.txt",
+               "\n".join(str(i % IMAGENET_CLASSES) for i in range(IMAGENET_CLASSES * IMAGENET_PER_CLASS)) + "\n")
+    return stats.save(out / "reference_stats.npz")
+
+
 @dataclass
 class Config:
     scale: str = "paper"
     item: str = "coco10k"
     out_dir: str = "downloads/dmd2/coco10k"
     mirror: str = ""  # folder or URL prefix serving the plain-URL files (staged copies)
+    inception: str = "downloads/dmd2/inception"  # imagenet64_edm: the extractor its statistics are labelled with
 
 
 PRESETS = {"tiny": {}, "toy": {}, "paper": {}}
@@ -113,6 +139,8 @@ def main(cfg=None):
     if cfg.item in GENERATOR_INFO:
         for name in record:
             write_json((out / name).with_suffix(".json"), {**GENERATOR_INFO[cfg.item], "source": cfg.item})
+    if cfg.item == "imagenet64_edm":
+        import_edm_refs(out, cfg.inception)
     if cfg.item in COCO_SETS:
         make_coco_set(out, *COCO_SETS[cfg.item])
     return out

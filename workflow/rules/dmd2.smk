@@ -222,7 +222,7 @@ rule dmd2_download:
     output:
         "downloads/dmd2/{item}/download.json",
     wildcard_constraints:
-        item="dmd2_sdxl_4step|dmd2_sdxl_1step|dmd2_sd15_1step|inception|clip_vit_g14|imagenet64_edm",
+        item="dmd2_sdxl_4step|dmd2_sdxl_1step|dmd2_sd15_1step|dmd2_imagenet64|inception|clip_vit_g14",
     conda:
         conda_env("dmd2")
     shell:
@@ -318,11 +318,73 @@ rule dmd2_paper_table_sd:
              "out_md={output.md} out_csv={output.csv}")
 
 
+# ImageNet-64: EDM's published reference statistics, under the extractor they were computed with
+rule dmd2_download_edm_refs:
+    input:
+        "downloads/dmd2/inception/download.json",
+    output:
+        stats="downloads/dmd2/imagenet64_edm/reference_stats.npz",
+        prompts="downloads/dmd2/imagenet64_edm/eval_prompts.txt",
+    conda:
+        conda_env("dmd2")
+    shell:
+        step(f"{DMD2}/download.py scale=paper item=imagenet64_edm out_dir=downloads/dmd2/imagenet64_edm "
+             f"inception=downloads/dmd2/inception")
+
+
+rule dmd2_paper_sample_imagenet64:
+    input:
+        gen="downloads/dmd2/dmd2_imagenet64/download.json",
+        prompts="downloads/dmd2/imagenet64_edm/eval_prompts.txt",
+    output:
+        "results/paper/dmd2/samples/released_imagenet64/samples.json",
+    resources:
+        **heavy(gpus=8, mem_mb=64000, runtime=120, nproc_per_node=8),
+    conda:
+        conda_env("dmd2")
+    params:
+        weights="downloads/dmd2/dmd2_imagenet64/pytorch_model.bin",
+    shell:
+        # the released file is also the architecture (teacher=): a 1-step EDM generator needs no teacher weights
+        launch(f"{DMD2}/sample.py scale=paper checkpoint={{params.weights}} teacher={{params.weights}} "
+               f"prompts={{input.prompts}} num_images=50000 out_dir=results/paper/dmd2/samples/released_imagenet64")
+
+
+rule dmd2_paper_evaluate_imagenet64:
+    input:
+        samples="results/paper/dmd2/samples/released_imagenet64/samples.json",
+        stats="downloads/dmd2/imagenet64_edm/reference_stats.npz",
+    output:
+        "results/paper/dmd2/eval/released_imagenet64.json",
+    resources:
+        **heavy(gpus=1, mem_mb=32000, runtime=120),
+    conda:
+        conda_env("dmd2")
+    shell:
+        launch(f"{DMD2}/evaluate.py scale=paper images=results/paper/dmd2/samples/released_imagenet64 "
+               f"reference={{input.stats}} metrics=[fid] "
+               f"extractor=inception_inside:downloads/dmd2/inception/inception-2015-12-05.pt "
+               f"experiment=dmd2_imagenet64 checkpoint=released device=cuda out={{output}}")
+
+
+rule dmd2_paper_table_imagenet64:
+    input:
+        "results/paper/dmd2/eval/released_imagenet64.json",
+    output:
+        md="results/paper/tables/dmd2_imagenet64.md",
+        csv="results/paper/tables/dmd2_imagenet64.csv",
+    conda:
+        conda_env("dmd2")
+    params:
+        paper="{dmd2_imagenet64: {fid: " + str(DMD2_PAPER["imagenet64"]) + "}}",
+    shell:
+        step("shared/tables.py scale=paper inputs=[{input}] title='DMD2 ImageNet-64 1-step, 50k samples, EDM refs' "
+             "paper='{params.paper}' out_md={output.md} out_csv={output.csv}")
+
+
 def dmd2_targets(scale, which):
     if scale == "paper":
-        if which in DMD2_PAPER_SD:
-            return [f"results/paper/tables/dmd2_{which}.md"]
-        return []  # eval_imagenet64 at paper scale: not wired yet (see projects/dmd2/README.md)
+        return [f"results/paper/tables/dmd2_{which}.md"]
     return [f"results/{scale}/tables/dmd2_{which}.md", f"results/{scale}/dmd2/grids/{which}.png"]
 
 
