@@ -8,12 +8,15 @@ A Download is a Hugging Face repo (a snapshot filtered by allow/ignore patterns,
 digest is recorded in `<out_dir>/download.json` so later runs can pin it. Files land atomically (a half
 downloaded file never carries the final name) and a rerun skips files download.json already vouches for.
 `mirror=` serves plain URLs from a staging folder or another server (air-gapped clusters copy the files there
-first; Hugging Face downloads follow HF_ENDPOINT instead). Zip archives are unpacked into out_dir/<archive name without .zip>/ when `unpack=True`.
+first; Hugging Face downloads follow HF_ENDPOINT instead). With `unpack=True`, zip archives are extracted into
+out_dir/<archive name without .zip>/. Files the steps write themselves under dot-folders (.download/) are not
+recorded as downloaded.
 """
 from __future__ import annotations
 
 import hashlib
 import shutil
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -57,17 +60,25 @@ def _mirrored(url: str, mirror: str) -> str:
 
 
 def _fetch_url(url: str, target: Path) -> None:
-    with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                f.write(chunk)
-                bar.update(len(chunk))
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        raise RuntimeError(f"{url}: download to {target} failed ({e}); nothing was written under that name. "
+                           f"Without internet here, stage the file in a folder and pass mirror=<folder>") from None
 
 
 def _unpack(archive: Path, out: Path) -> Path:
     """Extract `archive` into out/<archive stem>/ (replaced as a whole, never half-written)."""
-    with zipfile.ZipFile(archive) as z:
+    try:
+        z = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{archive}: not a readable zip archive ({e}); delete it and run the download again") from None
+    with z:
         for name in z.namelist():  # refuse members that would land outside the folder
             if Path(name).is_absolute() or ".." in Path(name).parts:
                 raise ValueError(f"{archive}: member {name!r} points outside the folder")
@@ -89,14 +100,16 @@ def fetch(item: Download, out_dir: str | Path, mirror: str = "") -> dict[str, di
     if item.repo and item.files:
         from huggingface_hub import hf_hub_download
 
-        fetched += [Path(hf_hub_download(item.repo, f, revision=item.revision, local_dir=str(out))) for f in item.files]
+        fetched += [Path(hf_hub_download(item.repo, f, revision=item.revision, local_dir=str(out)))
+                    for f in item.files]
     elif item.repo:
         from huggingface_hub import snapshot_download
 
-        snapshot_download(item.repo, revision=item.revision, local_dir=str(out), allow_patterns=list(item.allow) or None,
-                          ignore_patterns=list(item.ignore) or None)
+        snapshot_download(item.repo, revision=item.revision, local_dir=str(out),
+                          allow_patterns=list(item.allow) or None, ignore_patterns=list(item.ignore) or None)
+        # hub files only: not our record, not hidden folders (.cache of the hub, .download of our steps)
         fetched += [p for p in sorted(out.rglob("*")) if p.is_file() and p.name != RECORD
-                    and ".cache" not in p.relative_to(out).parts]
+                    and not any(part.startswith(".") for part in p.relative_to(out).parts)]
     if not fetched:
         raise ValueError(f"download {item.description!r} names no repo and no urls")
 

@@ -112,6 +112,8 @@ def test_sd_flux_lab_download_checks_the_snapshot(tmp_path, monkeypatch):
     assert calls[0][0] == models.HUB_REPOS["sd15"] and "*.bin" in calls[0][3]
     files = read_json(out / "download.json")["files"]
     assert "unet/diffusion_pytorch_model.safetensors" in files and "model_index.json" in files
+    download.main({"arch": "sd15", "out_dir": str(tmp_path / "sd15")})  # a rerun: our own .download/ not recorded
+    assert not any(k.startswith(".") for k in read_json(out / "download.json")["files"])
     with pytest.raises(ValueError, match="is a sd15 pipeline, not sdxl"):
         download.main({"arch": "sdxl", "out_dir": str(tmp_path / "sd15")})
 
@@ -179,3 +181,16 @@ def test_edm_imagenet_refs_import_under_the_inside_extractor(tmp_path):
     assert stats.extractor_id != build_extractor(f"inception:{inception}").id
     prompts = (out / "eval_prompts.txt").read_text().split()
     assert len(prompts) == 50_000 and prompts[:2] == ["0", "1"] and prompts.count("999") == 50
+
+
+def test_unreachable_file_and_broken_zip_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    item = Download("weights", urls=("https://example.org/files/weights.pt",))
+    with pytest.raises(RuntimeError, match=r"weights.pt: download to .*weights.pt failed .*mirror=<folder>"):
+        fetch(item, tmp_path / "out", mirror=str(empty))
+    assert not (tmp_path / "out" / "weights.pt").exists()
+
+    (empty / "data.zip").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="data.zip: not a readable zip archive"):
+        fetch(Download("d", urls=("https://example.org/data.zip",), unpack=True), tmp_path / "out", mirror=str(empty))
