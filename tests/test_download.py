@@ -172,6 +172,9 @@ def test_edm_imagenet_refs_import_under_the_inside_extractor(tmp_path):
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(_InceptionShaped()).save(str(inception / "inception-2015-12-05.pt"))
     out = tmp_path / "refs"
+    with pytest.raises(FileNotFoundError, match="fetch item=inception first"):
+        download.main({"item": "imagenet64_edm", "out_dir": str(out), "mirror": str(staging),
+                       "inception": str(tmp_path / "missing")})
     download.main({"item": "imagenet64_edm", "out_dir": str(out), "mirror": str(staging),
                    "inception": str(inception)})
     stats = ReferenceStats.load(out / "reference_stats.npz")

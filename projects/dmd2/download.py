@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.config import cli, resolve
@@ -121,10 +121,11 @@ def import_edm_refs(out: Path, inception: str) -> Path:
 @dataclass
 class Config:
     scale: str = "paper"
-    item: str = "coco10k"
+    item: str = field(default="coco10k", metadata={"help": "one of " + ", ".join(DOWNLOADS)})
     out_dir: str = "downloads/dmd2/coco10k"
-    mirror: str = ""  # folder or URL prefix serving the plain-URL files (staged copies)
-    inception: str = "downloads/dmd2/inception"  # imagenet64_edm: the extractor its statistics are labelled with
+    mirror: str = field(default="", metadata={"help": "folder or URL prefix serving the plain-URL files (staged)"})
+    inception: str = field(default="downloads/dmd2/inception",
+                           metadata={"help": "imagenet64_edm: the Inception its statistics are labelled with"})
 
 
 PRESETS = {"tiny": {}, "toy": {}, "paper": {}}
@@ -135,6 +136,13 @@ def main(cfg=None):
     if cfg.item not in DOWNLOADS:
         raise ValueError(f"item={cfg.item!r}; known: {', '.join(DOWNLOADS)}")
     out = Path(cfg.out_dir)
+    if cfg.item == "imagenet64_edm":
+        from shared.metrics.extractors import INCEPTION_FILE
+
+        weights = Path(cfg.inception) / INCEPTION_FILE if Path(cfg.inception).is_dir() else Path(cfg.inception)
+        if not weights.is_file():
+            raise FileNotFoundError(f"inception={cfg.inception}: no {INCEPTION_FILE} there; the statistics are "
+                                    f"labelled with its digest, so fetch item=inception first")
     record = fetch(DOWNLOADS[cfg.item], out, mirror=cfg.mirror)
     if cfg.item in GENERATOR_INFO:
         for name in record:
