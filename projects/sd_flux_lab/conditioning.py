@@ -19,14 +19,16 @@ import torch
 class SD15Conditioning:
     def __init__(self, pipe, device: torch.device | str = "cpu"):
         self.pipe, self.device = pipe, torch.device(device)
-        self._memo: dict[str, torch.Tensor] = {}  # frozen encoder: one forward per distinct prompt
+        # frozen encoder: one forward per distinct prompt, each prompt alone. A prompt's embedding must not depend
+        # on which other prompts shared its forward (batched matmuls differ in the last bit with the batch), or a
+        # resumed run, whose memo starts empty, drifts away from an uninterrupted one.
+        self._memo: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def _embed(self, captions: Sequence[str]) -> torch.Tensor:
         todo = sorted({c for c in captions if c not in self._memo})
-        if todo:
-            emb = self.pipe.encode_prompt(list(todo), self.device, 1, False)[0]
-            self._memo.update(zip(todo, emb))
+        for c in todo:
+            self._memo[c] = self.pipe.encode_prompt([c], self.device, 1, False)[0][0]
         return torch.stack([self._memo[c] for c in captions])
 
     def __call__(self, captions: Sequence[str], drop: torch.Tensor | None = None, sizes=None) -> dict:
@@ -41,10 +43,10 @@ class SDXLConditioning(SD15Conditioning):
     @torch.no_grad()
     def _embed(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         todo = sorted({c for c in captions if c not in self._memo})
-        if todo:
-            out = self.pipe.encode_prompt(list(todo), device=self.device, num_images_per_prompt=1,
+        for c in todo:  # one prompt per forward: see SD15Conditioning
+            out = self.pipe.encode_prompt([c], device=self.device, num_images_per_prompt=1,
                                           do_classifier_free_guidance=False)
-            self._memo.update({c: (out[0][i], out[2][i]) for i, c in enumerate(todo)})
+            self._memo[c] = (out[0][0], out[2][0])
         return (torch.stack([self._memo[c][0] for c in captions]), torch.stack([self._memo[c][1] for c in captions]))
 
     def time_ids(self, n: int, sizes: torch.Tensor | None) -> torch.Tensor:

@@ -109,12 +109,13 @@ class TextEncoder:
 
     @torch.no_grad()
     def __call__(self, prompts) -> dict:
-        todo = sorted({p for p in prompts if p not in self._memo})
-        if todo:
-            ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
+        # one prompt per forward: a batched forward differs in the last bit with its batch-mates, so a memo filled
+        # in another order (a resumed run) would drift from an uninterrupted run
+        for p in sorted({p for p in prompts if p not in self._memo}):
+            ids = self.tokenizer([p], padding="max_length", max_length=self.tokenizer.model_max_length,
                                  truncation=True, return_tensors="pt").input_ids.to(self.device)
             out = self.encoder(ids)
-            self._memo.update({p: (out.last_hidden_state[i], out.pooler_output[i]) for i, p in enumerate(todo)})
+            self._memo[p] = (out.last_hidden_state[0], out.pooler_output[0])
         return {"encoder_hidden_states": torch.stack([self._memo[p][0] for p in prompts]),
                 "pooled_projections": torch.stack([self._memo[p][1] for p in prompts])}
 
