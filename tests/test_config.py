@@ -76,3 +76,132 @@ def test_save_resolved_writes_config_and_provenance(tmp_path, monkeypatch):
 def test_string_options_keep_text_as_typed():
     cfg = resolve(Cfg, parse_argv(["name=Ablation: no GAN, 4 steps", "sizes=[3, 4]"], Cfg), PRESETS)
     assert cfg.name == "Ablation: no GAN, 4 steps" and list(cfg.sizes) == [3, 4]
+
+
+# ---- GNU-style options, other tools' option names, checks, presets by recipe, file modes --------------------
+from shared.config import Alias, Presets, Refused, option  # noqa: E402
+
+
+@dataclass
+class Gnu:
+    scale: str = "toy"
+    epochs: int = option(10, min=0)
+    batch_size: int = option(4, min=1, help="per process")
+    guidance_scale: float = 3.0
+    mixed_precision: str = option("no", choices=("no", "bf16", "fp16"))
+    half: bool = False
+    name: str = "run"
+    prompts: list = field(default_factory=list)
+    data_dir: str = ""
+
+
+def test_gnu_options_equal_key_value():
+    plain = resolve(Gnu, parse_argv(["epochs=3", "guidance_scale=2.5", "half=true", "name=a b: c"], Gnu))
+    for argv in (["--epochs", "3", "--guidance-scale", "2.5", "--half", "--name", "a b: c"],
+                 ["--epochs=3", "--guidance_scale=2.5", "--half", "true", "--name=a b: c"]):
+        assert resolve(Gnu, parse_argv(argv, Gnu)) == plain
+    assert resolve(Gnu, parse_argv(["--half", "--no-half"], Gnu)).half is False
+    assert resolve(Gnu, parse_argv(["--half", "False"], Gnu)).half is False  # argparse-style `--flag False`
+    assert list(resolve(Gnu, parse_argv(["--prompts", "a cat"], Gnu)).prompts) == ["a cat"]  # one item
+    assert resolve(Gnu, parse_argv(["--guidance-scale", "-1"], Gnu)).guidance_scale == -1.0  # negative value
+
+
+def test_gnu_option_errors_name_the_option():
+    with pytest.raises(ConfigError, match=r"unknown option '--epoch'\. Did you mean: --epochs"):
+        parse_argv(["--epoch", "3"], Gnu)
+    with pytest.raises(ConfigError, match=r"unknown option '--guidance'.*--guidance-scale"):
+        parse_argv(["--guidance", "3"], Gnu)
+    with pytest.raises(ConfigError, match="--epochs needs a value"):
+        parse_argv(["--epochs"], Gnu)
+    with pytest.raises(ConfigError, match="'epochs'"):  # the same type check as epochs=abc
+        resolve(Gnu, parse_argv(["--epochs", "abc"], Gnu))
+
+
+def test_aliases_refused_and_positional(tmp_path):
+    aliases = {"epoch": "epochs", "batch": "batch_size", "images": "data_dir",
+               "pred_eps": Alias("name", convert=lambda v: {"name": "eps" if v == "true" else "x"}, flag=True),
+               "detector_url": Refused("the Inception network is read from a local file: extractor=<file>")}
+    cfg = resolve(Gnu, parse_argv(["photos", "--epoch", "2", "--batch=8", "--pred_eps"], Gnu, aliases,
+                                  positional=["data_dir"]))
+    assert (cfg.data_dir, cfg.epochs, cfg.batch_size, cfg.name) == ("photos", 2, 8, "eps")
+    with pytest.raises(ConfigError, match="--detector_url has no meaning here: the Inception network"):
+        parse_argv(["--detector_url", "http://x"], Gnu, aliases)
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs: 4\n")
+    assert resolve(Gnu, parse_argv([str(f), "photos"], Gnu, positional=["data_dir"])).epochs == 4  # file, then dir
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("epochs: 3\nbogus: 1\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: unknown key 'bogus'"):
+        parse_argv([str(f)], Gnu)
+    f.write_text("epochs: many\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: bad value for 'epochs'"):
+        parse_argv([str(f)], Gnu)
+
+
+def test_choices_and_ranges_checked_at_resolve():
+    with pytest.raises(ConfigError, match=r"command line: bad value for 'mixed_precision': 'fp8'; allowed: no, bf16, "
+                                          r"fp16"):
+        resolve(Gnu, parse_argv(["mixed_precision=fp8"], Gnu), source="command line")
+    with pytest.raises(ConfigError, match=r"'batch_size': -1; must be >= 1"):
+        resolve(Gnu, {"batch_size": -1})
+    assert resolve(Gnu, {"batch_size": 1, "mixed_precision": "bf16"}).batch_size == 1
+
+
+def test_train_config_checks_before_any_model_loads():
+    from shared.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="'mixed_precision': 'fp8'; allowed: no, bf16, fp16"):
+        resolve(TrainConfig, {"mixed_precision": "fp8"})
+    with pytest.raises(ConfigError, match="'grad_accum': 0; must be >= 1"):
+        resolve(TrainConfig, {"grad_accum": 0})
+
+
+def test_cli_help_shows_both_spellings_and_aliases(capsys):
+    cli(lambda c: None, Gnu, None, argv=["--help"], aliases={"epoch": "epochs", "x": Refused("use y")})
+    out = capsys.readouterr().out
+    assert "options (key=value):" in out and "guidance_scale=" in out and "--guidance-scale" in out
+    assert "--half/--no-half" in out and "one of no | bf16 | fp16" in out
+    assert "--epoch" in out and "-> epochs" in out and "not used here: use y" in out
+
+
+def test_presets_by_scale_and_recipe():
+    @dataclass
+    class R:
+        scale: str = "toy"
+        recipe: str = "a"
+        lr: float = 1.0
+        steps: int = 1
+        fsdp: str = ""
+
+    class Recipe:  # what projects/dmd2/recipes.Recipe looks like
+        def __init__(self, settings, scales=None, description=""):
+            self.settings, self.scales, self.description = settings, scales or {}, description
+
+    presets = Presets({"tiny": {"steps": 2}, "toy": {"steps": 3}, "paper": {"steps": 4, "lr": 0.5}}, key="recipe",
+                      variants={"a": Recipe({"lr": 0.1}), "b": Recipe({"lr": 0.2}, {"paper": {"fsdp": "full_shard"}})})
+    assert (resolve(R, None, presets).lr, resolve(R, None, presets).steps) == (0.1, 3)
+    cfg = resolve(R, parse_argv(["recipe=b", "scale=paper"], R), presets)
+    assert (cfg.lr, cfg.steps, cfg.fsdp) == (0.2, 4, "full_shard")  # recipe over scale, recipe's scale over recipe
+    assert resolve(R, {"recipe": "b", "scale": "paper", "lr": 9.0}, presets).lr == 9.0
+    with pytest.raises(ConfigError, match=r"bad value for 'recipe': 'c'; allowed: a, b"):
+        resolve(R, {"recipe": "c"}, presets)
+    assert presets.flat("b")["paper"] == {"steps": 4, "lr": 0.2, "fsdp": "full_shard"}
+
+
+def test_results_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        cfg = resolve(Cfg, {"scale": "tiny"}, PRESETS)
+        save_resolved(cfg, tmp_path / "a")
+        os.umask(0o077)
+        save_resolved(cfg, tmp_path / "b")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("*/*")}
+    assert modes == {"a/config.yaml": 0o644, "a/run.json": 0o644, "b/config.yaml": 0o600, "b/run.json": 0o600}

@@ -16,15 +16,13 @@ when ema_decay > 0, LoRA merged, original key names), generator.json (how to sam
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedDataParallelKwargs
-from omegaconf import OmegaConf
 
-from shared.config import cli, parse_argv, resolve
+from shared.config import Presets, cli, resolve
 from shared.data import LMDBDataset
 from shared.io import atomic_path, write_json
 from shared.train.trainer import TrainConfig, Trainer
@@ -33,7 +31,7 @@ from projects.dmd2.loop import DMD2Step, StepOptions
 from projects.dmd2.losses import (DistributionMatchingLoss, FakeDenoisingLoss, GANDiscriminatorLoss,
                                   GANGeneratorLoss, GANNoise)
 from projects.dmd2.networks import FakeScore, GANHead, add_lora, export_state_dict
-from projects.dmd2.recipes import presets_for
+from projects.dmd2.recipes import RECIPES, SCALE_PRESETS
 
 
 @dataclass
@@ -75,23 +73,9 @@ class Config(TrainConfig):
     threads: int = 0  # torch CPU threads; 0 = torch default
 
 
-def _recipe_of(cfg) -> str:
-    if cfg is not None and "recipe" in cfg:
-        return str(cfg["recipe"])
-    return Config.recipe
-
-
-def _cli_presets(argv: list[str]) -> dict:
-    """Scale presets with the recipe named on the command line (or in a YAML file) layered on, so `--help` and
-    the resolved config show the recipe's values; a bad argument is left for `cli` to report."""
-    try:
-        chosen = parse_argv([a for a in argv if a.startswith("recipe=") or a.endswith((".yaml", ".yml"))], Config)
-        return presets_for(_recipe_of(chosen))
-    except Exception:
-        return presets_for(Config.recipe)
-
-
-PRESETS = _cli_presets(sys.argv[1:]) if __name__ == "__main__" else presets_for(Config.recipe)
+# presets by scale and by recipe (recipes.py): shared.config picks the recipe named on the command line, in a YAML
+# file or in main's cfg, so --help and the saved config.yaml show the recipe's values
+PRESETS = Presets(SCALE_PRESETS, key="recipe", variants=RECIPES)
 
 
 def _trainer(cfg) -> Trainer:
@@ -100,9 +84,8 @@ def _trainer(cfg) -> Trainer:
         return Trainer(cfg, kwargs_handlers=handlers)
     from shared.train.fsdp import fsdp_plugin
 
-    # the Trainer's own fsdp hook wraps nothing; a UNet needs its block classes wrapped
-    plain = OmegaConf.merge(cfg, {"fsdp": ""})
-    return Trainer(plain, kwargs_handlers=handlers, fsdp_plugin=fsdp_plugin(cfg.fsdp, wrap=cfg.fsdp_wrap))
+    # the preset alone wraps nothing; a UNet needs its block classes wrapped (cfg.fsdp still says the preset)
+    return Trainer(cfg, kwargs_handlers=handlers, fsdp_plugin=fsdp_plugin(cfg.fsdp, wrap=cfg.fsdp_wrap))
 
 
 def build(cfg, trainer: Trainer | None = None):
@@ -158,7 +141,7 @@ def save_grid(backbone, generator, timesteps, path: Path, n: int, seed: int = 0)
 
 
 def main(cfg=None):
-    cfg = resolve(Config, cfg, presets_for(_recipe_of(cfg)))
+    cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if not cfg.teacher or not cfg.data:

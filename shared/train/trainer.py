@@ -42,7 +42,7 @@ from shared.io import atomic_path, write_json
 from shared.train.checkpoint import CheckpointInfo, Checkpointer, cpu_tensors
 from shared.train.data import DatasetLoader
 from shared.train.ema import EMA
-from shared.train.fsdp import fsdp_plugin
+from shared.train.fsdp import FSDP_PRESETS, fsdp_plugin
 from shared.train.log import StepLogger
 from shared.train.preempt import REQUEUE_EXIT_CODE, Preempted, PreemptionHandler
 from shared.train.schedules import make_lr_schedule
@@ -53,30 +53,34 @@ from shared.train.seed import capture_rng, restore_rng, seed_everything
 class TrainConfig:
     """Training-loop options. A project's Config can inherit from it (options stay top-level: `max_steps=100`)."""
     run_dir: str = field(default="runs/default", metadata={"help": "checkpoints, metrics, config; resumed from"})
-    max_steps: int = field(default=1000, metadata={"help": "optimizer steps (each = grad_accum micro-batches)"})
+    max_steps: int = field(default=1000, metadata={"help": "optimizer steps (each = grad_accum micro-batches)",
+                                                   "min": 0})
     seed: int = 0
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (dynamic loss scaling)"})
-    grad_accum: int = 1
-    max_grad_norm: float = field(default=1.0, metadata={"help": "0 = no clipping"})
+    mixed_precision: str = field(default="no", metadata={"help": "fp16: dynamic loss scaling",
+                                                        "choices": ("no", "bf16", "fp16")})
+    grad_accum: int = field(default=1, metadata={"min": 1})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "0 = no clipping", "min": 0})
     skip_nonfinite: bool = field(default=True, metadata={"help": "skip inf/NaN updates (one device sync/step)"})
     fp16_init_scale: float = 65536.0
     fp16_growth_interval: int = 2000
     lr_schedule: str = field(default="constant", metadata={"help": "constant | warmup | cosine | linear"})
-    warmup_steps: int = 0
-    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr / peak lr (cosine, linear)"})
-    ema_decay: float = field(default=0.0, metadata={"help": "0 = no EMA"})
-    ema_warmup: str = field(default="power", metadata={"help": "none | linear | power"})
-    ema_every: int = 1
-    ckpt_every: int = field(default=500, metadata={"help": "0 = only at the end and on preemption"})
-    keep_last: int = 3
+    warmup_steps: int = field(default=0, metadata={"min": 0})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr / peak lr (cosine, linear)", "min": 0,
+                                                       "max": 1})
+    ema_decay: float = field(default=0.0, metadata={"help": "0 = no EMA", "min": 0, "max": 1})
+    ema_warmup: str = field(default="power", metadata={"choices": ("none", "linear", "power")})
+    ema_every: int = field(default=1, metadata={"min": 1})
+    ckpt_every: int = field(default=500, metadata={"help": "0 = only at the end and on preemption", "min": 0})
+    keep_last: int = field(default=3, metadata={"min": 1})
     milestone_every: int = field(default=0, metadata={"help": "keep these multiples forever; 0 = none"})
-    log_every: int = 10
+    log_every: int = field(default=10, metadata={"min": 0})
     log_csv: bool = False
     progress: bool = True
     report_to: str = field(default="", metadata={"help": "wandb,tensorboard: used when installed"})
     preempt_signals: str = "SIGUSR2,SIGTERM"
     preempt_check_every: int = field(default=1, metadata={"help": "steps between (collective) flag checks"})
-    fsdp: str = field(default="", metadata={"help": "FSDP preset (fsdp.FSDP_PRESETS); '' = DDP / 1 process"})
+    fsdp: str = field(default="", metadata={"help": "FSDP preset; '' = DDP / 1 process",
+                                            "choices": ("", *FSDP_PRESETS)})
 
 def train_config(cfg: Any = None) -> TrainConfig:
     """TrainConfig from any object or mapping that has (some of) its fields; other keys are ignored."""
@@ -143,7 +147,9 @@ class Trainer:
         self.accelerator = acc = Accelerator(
             mixed_precision=c.mixed_precision, gradient_accumulation_steps=c.grad_accum,
             log_with=trackers or None, project_dir=str(self.run_dir), kwargs_handlers=handlers,
-            fsdp_plugin=fsdp_plugin(c.fsdp) if c.fsdp else None, **accelerator_kwargs)
+            # a caller's own plugin (e.g. with a wrap policy) wins over the preset's; cfg.fsdp still names the preset
+            fsdp_plugin=accelerator_kwargs.pop("fsdp_plugin", None) or (fsdp_plugin(c.fsdp) if c.fsdp else None),
+            **accelerator_kwargs)
         if acc.mixed_precision == "fp16" and acc.device.type == "cpu" and acc.scaler is None:
             # accelerate 1.15 silently drops fp16 on CPU (no autocast, no scaler). torch has both on CPU, so turn
             # them on: then the fp16 path (loss scaling, overflow skipping) is the same one a GPU run takes.

@@ -32,7 +32,7 @@ def _validate_config(cfg, schema_path):
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
     problems = []
-    for err in jsonschema.Draft7Validator(schema).iter_errors(cfg):
+    for err in jsonschema.validators.validator_for(schema)(schema).iter_errors(cfg):  # the draft $schema names
         key = ".".join(str(p) for p in err.absolute_path)
         if err.validator == "additionalProperties":
             unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
