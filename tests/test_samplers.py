@@ -84,15 +84,17 @@ def call_unet(unet):
 
 @torch.no_grad()
 def reference_loop(scheduler, model, shape, steps, seed, channels=None, **step_kwargs):
-    """The loop every diffusers pipeline runs, written out plainly."""
+    """The loop every diffusers pipeline runs, written out plainly; a flow model on a multistep VP solver's flow
+    sigmas is fed 1000 * sigma of the step (the solver's own timesteps are floor(1000 sigma))."""
     generator = torch.Generator().manual_seed(seed)
     scheduler.set_timesteps(steps)
     x = randn_tensor(shape, generator=generator) * getattr(scheduler, "init_noise_sigma", 1.0)
     if "generator" in inspect.signature(scheduler.step).parameters:
         step_kwargs["generator"] = generator
-    for t in scheduler.timesteps:
+    flow_sigmas = scheduler.config.get("use_flow_sigmas", False)
+    for i, t in enumerate(scheduler.timesteps):
         model_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-        out = model(model_in, t).sample
+        out = model(model_in, 1000 * scheduler.sigmas[i] if flow_sigmas else t).sample
         if channels is not None:
             out = out[:, :channels]
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample

@@ -168,7 +168,7 @@ def scheduler_for(pipe, kind: str, sampler: str, mode: str):
 
     if not sampler:
         return pipe.scheduler
-    schedule = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
+    schedule = dict(pipe.scheduler.config)  # whole: make_scheduler drops its `_use_default_values` as from_config does
     if kind == "flux2":
         params = inspect.signature(get_preset(sampler).scheduler.set_timesteps).parameters
         if "mu" not in params:  # Flux2Pipeline shifts its sigmas by a resolution-dependent mu

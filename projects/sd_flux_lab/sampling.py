@@ -16,7 +16,9 @@ from shared.samplers import sample
 
 
 def schedule_of(scheduler) -> dict:
-    return {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    """The scheduler's whole config, `_use_default_values` included: shared.samplers needs it to tell the keys
+    the saved file set from the source class's defaults (as diffusers' from_config does)."""
+    return dict(scheduler.config)
 
 
 @torch.no_grad()

@@ -5,6 +5,10 @@
                generator=torch.Generator().manual_seed(0), cond={"class_labels": labels},
                uncond={"class_labels": null_labels}, guidance_scale=3.0)
 
+Guidance (`guidance=`): "auto" (default) is GLIDE-style eps-only CFG with `learned_variance=True` and plain CFG
+otherwise; "cfg" on a learned-variance model is refused (it would extrapolate the variance); see sampling.py.
+A saved scheduler config (`schedule=dict(pipe.scheduler.config)`) is read as diffusers' from_config reads it.
+
 Samplers are registry presets (`SAMPLERS`: name -> diffusers scheduler class + default kwargs); the update
 rules are diffusers'. `python -m shared.samplers.compare` compares samplers x steps on a trained model.
 """

@@ -106,6 +106,14 @@ def _init_params(cls: type) -> set[str]:
             if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
+def _schedule_settings(schedule: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DEFAULT_SCHEDULE under `schedule`, less what a loaded config only has as its class's defaults."""
+    schedule = dict(schedule or {})
+    filled = set(schedule.pop("_use_default_values", None) or ())
+    merged = {**DEFAULT_SCHEDULE, **schedule}
+    return {k: v for k, v in merged.items() if k not in filled and not k.startswith("_")}
+
+
 def get_preset(name: str) -> SamplerPreset:
     try:
         return SAMPLERS[name]
@@ -121,6 +129,11 @@ def make_scheduler(name: str, *, prediction_type: str = "epsilon", learned_varia
     scheduler_config.json; keys this scheduler does not take are ignored) < prediction/variance settings
     < `overrides` (scheduler kwargs such as timestep_spacing, use_karras_sigmas, thresholding; an
     override this scheduler does not take is an error).
+
+    A loaded config (`pipe.scheduler.config`, passed whole) is read as diffusers' `Cls.from_config` reads it:
+    the keys it lists in `_use_default_values` were never in the file (the source class filled in its own
+    defaults), so they are dropped and this scheduler's own defaults apply. SD1.5's PNDM JSON, for instance, names
+    no timestep_spacing: PNDM's "leading" must not become Euler's or DPM-Solver's (whose default is "linspace").
     """
     preset = get_preset(name)
     if prediction_type not in preset.predictions:
@@ -132,7 +145,7 @@ def make_scheduler(name: str, *, prediction_type: str = "epsilon", learned_varia
         raise ValueError(f"sampler {name!r} ({preset.scheduler.__name__}) has no option(s) {', '.join(unknown)}; "
                          f"it takes {', '.join(sorted(accepted))}")
     config = dict(preset.defaults)
-    config.update({k: v for k, v in {**DEFAULT_SCHEDULE, **(schedule or {})}.items() if k in accepted})
+    config.update({k: v for k, v in _schedule_settings(schedule).items() if k in accepted})
     config.update(preset.predictions[prediction_type])
     if learned_variance and preset.learned_variance:
         config.update(preset.learned_variance)

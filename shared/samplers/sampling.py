@@ -2,7 +2,20 @@
 
 The denoiser is any callable `denoiser(x, t, **cond)` returning the model output (a tensor, a diffusers output
 with `.sample`, or a tuple whose first item is it). `t` is the scheduler's timestep repeated over the batch,
-already in the model's convention (discrete/continuous DDPM step, EDM c_noise, or 1000 * sigma for flows).
+already in the model's convention (discrete/continuous DDPM step, EDM c_noise, or 1000 * sigma for flows: the
+multistep solvers run on flow sigmas keep integer timesteps, floor(1000 sigma), so the model gets the exact
+num_train_timesteps * sigma of the step instead, the noise level the solver steps with).
+
+Classifier-free guidance forms (`guidance=`), for `sample` and `guided_output`:
+    "auto"   (default) "glide" for a learned-variance model, "cfg" otherwise. In `sample` the model is a
+             learned-variance one when `learned_variance=True`; in `guided_output` when it returns more channels
+             than x has.
+    "cfg"    out = u + s (c - u) over every output channel. `sample` refuses it with learned_variance=True: it
+             would extrapolate the variance channels too (not what GLIDE/ADM models were sampled with).
+    "glide"  the same on the first C channels (eps); the variance channels come from the conditional half
+             (GLIDE's and guided-diffusion's CFG). For a GLIDE model:
+                 sample(model, (B, 3, 64, 64), "ddpm", 100, generator=g, cond=..., uncond=...,
+                        guidance_scale=3.0, learned_variance=True, schedule={"beta_schedule": "squaredcos_cap_v2"})
 """
 from __future__ import annotations
 
@@ -17,7 +30,7 @@ from tqdm.auto import tqdm
 from shared.samplers.registry import SAMPLERS, get_preset, make_scheduler
 
 Denoiser = Callable[..., Any]
-GUIDANCE_FORMS = ("cfg", "glide")
+GUIDANCE_FORMS = ("auto", "cfg", "glide")
 
 
 @dataclass
@@ -67,16 +80,18 @@ def doubled_cond(cond: Mapping[str, Any], uncond: Mapping[str, Any]) -> dict[str
 
 
 def guided_output(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Mapping[str, Any],
-                  uncond: Mapping[str, Any] | None, guidance_scale: float, guidance: str = "cfg") -> torch.Tensor:
-    """Model output at (x, t), classifier-free guided when `uncond` is given.
-
-    cfg:   out = u + s (c - u) over every output channel, from one forward of the doubled batch.
-    glide: the same on the first C channels (eps); the rest (learned variance) come from the conditional half.
-    """
+                  uncond: Mapping[str, Any] | None, guidance_scale: float, guidance: str = "auto") -> torch.Tensor:
+    """Model output at (x, t), classifier-free guided when `uncond` is given, from one forward of the doubled
+    batch. Forms (see the module docstring): "auto" = "glide" when the output has more channels than x (a learned
+    variance), else "cfg"; "cfg" guides every output channel; "glide" only the first C."""
+    if guidance not in GUIDANCE_FORMS:
+        raise ValueError(f"unknown guidance form {guidance!r}; use one of {', '.join(GUIDANCE_FORMS)}")
     if uncond is None:
         return _as_tensor(denoiser(x, t, **cond))
     both = _as_tensor(denoiser(torch.cat([x, x]), torch.cat([t, t]), **doubled_cond(cond, uncond)))
     out_uncond, out_cond = both.chunk(2)
+    if guidance == "auto":
+        guidance = "glide" if both.shape[1] > x.shape[1] else "cfg"
     if guidance == "cfg":
         return out_uncond + guidance_scale * (out_cond - out_uncond)
     if guidance == "glide":
@@ -90,7 +105,7 @@ def guided_output(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Ma
 def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", steps: int = 50, *,
            generator: torch.Generator | None,
            cond: Mapping[str, Any] | None = None, uncond: Mapping[str, Any] | None = None,
-           guidance_scale: float = 1.0, guidance: str = "cfg",
+           guidance_scale: float = 1.0, guidance: str = "auto",
            guidance_interval: tuple[float, float] = (0.0, 1.0),
            prediction_type: str = "epsilon", learned_variance: bool = False,
            schedule: Mapping[str, Any] | None = None, eta: float | None = None,
@@ -101,7 +116,8 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
 
     cond / uncond: keyword arguments for the denoiser (text embeddings, class labels, low-res images...),
         passed through untouched. With `uncond` and guidance_scale != 1 each step runs one forward over the
-        doubled batch [uncond; cond] and applies classifier-free guidance of form `guidance` ("cfg" or "glide").
+        doubled batch [uncond; cond] and applies classifier-free guidance of form `guidance`: "auto" (default:
+        "glide" with learned_variance, else "cfg"), "cfg" (refused with learned_variance) or "glide".
     guidance_interval: (start, end) as fractions of the step sequence (0 = first, noisiest step); guidance is
         applied only inside it, elsewhere the conditional model alone is evaluated.
     prediction_type: what the model outputs: "epsilon", "v_prediction", "sample" or "flow" (noise - x0).
@@ -119,6 +135,12 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
     preset = get_preset(sampler)
     if guidance not in GUIDANCE_FORMS:
         raise ValueError(f"unknown guidance form {guidance!r}; use one of {', '.join(GUIDANCE_FORMS)}")
+    if guidance == "auto":
+        guidance = "glide" if learned_variance else "cfg"
+    elif guidance == "cfg" and learned_variance:
+        raise ValueError("guidance='cfg' with learned_variance=True would extrapolate the variance channels as "
+                         "well; use guidance='glide' (what 'auto' picks), which guides eps only and takes the "
+                         "variance from the conditional half")
     if guidance_scale != 1.0 and uncond is None:
         raise ValueError("guidance_scale != 1 needs `uncond` (the unconditional denoiser kwargs)")
     if eta is not None and not preset.takes_eta and eta != preset.fixed_eta:
@@ -155,10 +177,16 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
     expected_channels = 2 * channels if learned_variance else channels
 
     timesteps = scheduler.timesteps
+    # flow sigmas on a multistep VP solver (dpm++, unipc): integer timesteps, exact sigmas (one per step)
+    flow_sigmas = prediction_type == "flow" and not timesteps.is_floating_point()
+    if flow_sigmas and len(scheduler.sigmas) != len(timesteps) + 1:
+        raise RuntimeError(f"{sampler}: expected one sigma per timestep (+ the final one) with flow sigmas")
+    n_train = scheduler.config.get("num_train_timesteps", 1000)
     lo, hi = guidance_interval
     for i, t in enumerate(tqdm(timesteps, desc=f"{sampler} x{steps}", disable=not progress, leave=False)):
         model_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-        t_batch = t.reshape(()).expand(x.shape[0])
+        t_model = scheduler.sigmas[i].to(device) * n_train if flow_sigmas else t
+        t_batch = t_model.reshape(()).expand(x.shape[0])
         guided = use_uncond is not None and lo <= i / len(timesteps) < hi
         out = guided_output(denoiser, model_in, t_batch, cond, use_uncond if guided else None,
                             guidance_scale, guidance)
