@@ -98,6 +98,16 @@ def _extract(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tens
     return out.view(-1, *([1] * (like.dim() - 1))).expand_as(like)
 
 
+def randn(shape: Sequence[int], generator: torch.Generator | Sequence[torch.Generator] | None,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """Standard normal noise; with a list of generators, row i comes from generator i (per-sample seeds)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device) for g in generator])
+    return torch.randn(tuple(shape), generator=generator, device=device)
+
+
 def _mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=list(range(1, x.dim())))
 
@@ -170,23 +180,26 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def p_sample_loop(self, model_fn: ModelFn, shape: Sequence[int], *, noise: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                      generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                      device: torch.device | str | None = None,
                       model_kwargs: Mapping[str, Any] | None = None, clip_denoised: bool = True,
                       progress: bool = False, callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Ancestral sampling with the learned variance over this (respaced) diffusion's steps.
 
         `model_fn(x, t_model, **model_kwargs)` gets the original timesteps. Noise for step i is drawn from
-        `generator` after the starting noise, in order, so a seed fixes the whole trajectory."""
+        `generator` after the starting noise, in order, so a seed fixes the whole trajectory; a list of generators
+        (one per sample) makes each sample's trajectory independent of the batch it is in."""
         from tqdm.auto import tqdm
 
+        first = generator[0] if isinstance(generator, (list, tuple)) else generator
         device = torch.device(device) if device is not None else (
-            noise.device if noise is not None else (generator.device if generator is not None else torch.device("cpu")))
-        x = noise.to(device) if noise is not None else torch.randn(tuple(shape), generator=generator, device=device)
+            noise.device if noise is not None else (first.device if first is not None else torch.device("cpu")))
+        x = noise.to(device) if noise is not None else randn(shape, generator, device)
         kw = dict(model_kwargs or {})
         for i in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, leave=False, desc="glide ddpm"):
             t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
             out = self.p_mean_variance(model_fn(x, self.model_timesteps(t), **kw).float(), x, t, clip_denoised)
-            z = torch.randn(x.shape, generator=generator, device=device)
+            z = randn(x.shape, generator, device)
             x = out["mean"] + (float(i > 0) * torch.exp(0.5 * out["log_variance"])) * z
             if callback is not None:
                 callback(i, x)

@@ -1,0 +1,140 @@
+"""Sampling GLIDE models: classifier-free guidance on eps, the upsampler path, every sampler by name.
+
+    x64 = generate(base, opts, tok, ["a red handwritten seven"], seeds=[0], sampler="plms", steps="100",
+                   guidance_scale=3.0)                                     # (B, 3, 64, 64) in [-1, 1]
+    x256 = upsample(up, up_opts, tok, prompts, x64, seeds=[0])            # fast27, x_T * 0.997, 8-bit low-res
+
+Samplers (SAMPLERS): "glide" is GLIDE's own respaced ancestral DDPM with the learned variance (diffusion.py; takes
+GLIDE respacing strings: "100", "fast27", "ddim50", "27"); the others are diffusers schedulers through
+shared.samplers: "plms" (default for the base, as glide-finetune), "ddim" (eta), "euler", "euler_a" (eta 1),
+"dpm++" (order 1 or 2 via dpm_order), "ddpm" (diffusers' DDPM reading the learned_range variance). For those,
+`steps` is a count (a respacing string counts as its number of steps).
+
+Guidance is GLIDE's: one forward over [uncond; cond], eps = eps_u + s (eps_c - eps_u) on the first 3 channels
+only; the variance channels are the conditional half's (shared.samplers guidance="glide"). The unconditional
+input is the empty prompt (all end tokens, mask False), which is what training with uncond_p drops to.
+
+Per-sample seeds: sample i draws all its noise from its own generator (seed_i), so a sample does not depend on
+the batch it was drawn in (sample.py shards by sample index).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from projects.glide_finetune.diffusion import create_diffusion, diffusers_schedule, randn, respacing_steps
+from shared.samplers import guided_output, sample as shared_sample
+
+
+@dataclass(frozen=True)
+class Sampler:
+    preset: str  # a shared.samplers preset, or "glide" for our respaced DDPM
+    takes_eta: bool = False
+    description: str = ""
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "plms": Sampler("plms", description="PLMS (diffusers PNDM without Runge-Kutta warm-up); glide-finetune's default"),
+    "ddim": Sampler("ddim", takes_eta=True, description="DDIM; sampler_eta=0 deterministic"),
+    "euler": Sampler("euler", description="Euler ODE (Karras et al.)"),
+    "euler_a": Sampler("euler_a", description="Euler ancestral (eta 1)"),
+    "dpm++": Sampler("dpm++", description="DPM-Solver++ multistep; dpm_order 1 or 2"),
+    "ddpm": Sampler("ddpm", description="diffusers DDPM with the learned_range variance"),
+    "glide": Sampler("glide", description="GLIDE's respaced ancestral DDPM with the learned variance"),
+}
+
+
+def sampler_preset(sampler: str, dpm_order: int = 2) -> str:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r}; available: {', '.join(SAMPLERS)}")
+    if sampler == "dpm++":
+        if dpm_order not in (1, 2):
+            raise ValueError(f"dpm_order={dpm_order}; DPM-Solver++ here has order 1 or 2")
+        return "dpm++" if dpm_order == 2 else "dpm++_1"
+    return SAMPLERS[sampler].preset
+
+
+def generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+
+
+def text_condition(model, tokenizer, prompts: Sequence[str], device) -> tuple[dict, dict]:
+    """(cond, uncond) keyword arguments for the model: tokens + mask of the prompts and of the empty prompt."""
+    tokens, mask = tokenizer.batch(list(prompts), model.text_ctx)
+    empty_tokens, empty_mask = tokenizer.batch([""], model.text_ctx)
+    return ({"tokens": tokens.to(device), "mask": mask.to(device)},
+            {"tokens": empty_tokens.to(device), "mask": empty_mask.to(device)})
+
+
+def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: Mapping[str, Any],
+                uncond: Mapping[str, Any] | None, *, seeds: Sequence[int], sampler: str = "plms",
+                steps: str | int = "100", guidance_scale: float = 1.0, sampler_eta: float = 0.0, dpm_order: int = 2,
+                noise_scale: float = 1.0, device: torch.device | str = "cpu", progress: bool = False,
+                count_nfe: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Core loop for both stages: x_T = noise_scale * N(0, I) per sample seed, then the named sampler."""
+    device = torch.device(device)
+    gens = generators(seeds, device)
+    if len(gens) != shape[0]:
+        raise ValueError(f"{len(gens)} seeds for {shape[0]} samples")
+    x_T = randn(shape, gens, device) * noise_scale
+    guided = uncond is not None and guidance_scale != 1.0
+
+    def denoiser(x, t, **kw):
+        if count_nfe is not None:
+            count_nfe(x.shape[0])
+        return model(x, t, **kw)
+
+    preset = sampler_preset(sampler, dpm_order)
+    if preset == "glide":
+        diffusion = create_diffusion(options, str(steps))
+
+        def model_fn(x, t):
+            return guided_output(denoiser, x, t.to(x.dtype), cond, uncond if guided else None, guidance_scale, "glide")
+
+        return diffusion.p_sample_loop(model_fn, shape, noise=x_T, generator=gens, device=device, progress=progress)
+    n = respacing_steps(steps, int(options["diffusion_steps"])) if isinstance(steps, str) else int(steps)
+    eta = float(sampler_eta) if SAMPLERS[sampler].takes_eta else None
+    return shared_sample(denoiser, shape, preset, n, generator=gens, cond=dict(cond),
+                         uncond=dict(uncond) if guided else None, guidance_scale=guidance_scale if guided else 1.0,
+                         guidance="glide", learned_variance=True, schedule=diffusers_schedule(options), eta=eta,
+                         x_T=x_T, device=device, progress=progress)
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> the nearest of the 256 levels an 8-bit image has (what the upsampler saw in training)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+@torch.no_grad()
+def generate(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str], *, seeds: Sequence[int],
+             sampler: str = "plms", steps: str | int = "100", guidance_scale: float = 3.0, sampler_eta: float = 0.0,
+             dpm_order: int = 2, side_x: int | None = None, side_y: int | None = None,
+             device: torch.device | str = "cpu", progress: bool = False, count_nfe=None) -> torch.Tensor:
+    """Base-model samples (B, 3, side_y, side_x) in [-1, 1], guided with the empty prompt."""
+    h = side_y or int(options["image_size"])
+    w = side_x or int(options["image_size"])
+    cond, uncond = text_condition(model, tokenizer, prompts, device)
+    out = run_sampler(model, options, (len(prompts), 3, h, w), cond, uncond, seeds=seeds, sampler=sampler,
+                      steps=steps, guidance_scale=guidance_scale, sampler_eta=sampler_eta, dpm_order=dpm_order,
+                      device=device, progress=progress, count_nfe=count_nfe)
+    return out.clamp(-1, 1)
+
+
+@torch.no_grad()
+def upsample(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str], low_res: torch.Tensor, *,
+             seeds: Sequence[int], sampler: str = "glide", steps: str | int = "fast27", upsample_temp: float = 0.997,
+             sampler_eta: float = 0.0, dpm_order: int = 2, device: torch.device | str = "cpu",
+             progress: bool = False) -> torch.Tensor:
+    """Upsampler samples from base samples: low-res quantised to 8 bit, x_T scaled by upsample_temp, no guidance
+    (the released upsampler was trained with uncond_p 0)."""
+    if not model.super_res:
+        raise ValueError("upsample() needs a super-resolution model (options super_res=True)")
+    size = int(options["image_size"])
+    cond, _ = text_condition(model, tokenizer, prompts, device)
+    cond["low_res"] = quantize_8bit(low_res.to(device))
+    out = run_sampler(model, options, (len(prompts), 3, size, size), cond, None, seeds=seeds, sampler=sampler,
+                      steps=steps, sampler_eta=sampler_eta, dpm_order=dpm_order, noise_scale=upsample_temp,
+                      device=device, progress=progress)
+    return out.clamp(-1, 1)
