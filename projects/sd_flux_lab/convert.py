@@ -80,7 +80,8 @@ def unet_to_original(unet) -> dict:
 
 def vae_to_original(vae) -> dict:
     levels = len(vae.config.block_out_channels)
-    res = _sub({"conv_shortcut": "nin_shortcut"})
+    n = vae.config.layers_per_block  # resnets per encoder level; the decoder has one more
+    res = _sub({"conv_shortcut": "nin_shortcut"})  # the LDM ResnetBlock's 1x1 shortcut (8 tensors in SD's VAE)
     p: list = [("quant_conv", "quant_conv", None), ("post_quant_conv", "post_quant_conv", None)]
     for part in ("encoder", "decoder"):
         p += [(f"{part}.conv_in", f"{part}.conv_in", None), (f"{part}.conv_out", f"{part}.conv_out", None),
@@ -89,9 +90,11 @@ def vae_to_original(vae) -> dict:
               (f"{part}.mid_block.resnets.1", f"{part}.mid.block_2", res),
               (f"{part}.mid_block.attentions.0", f"{part}.mid.attn_1", _sub(_VAE_ATTN))]
     for i in range(levels):
-        p += [(f"encoder.down_blocks.{i}.resnets", f"encoder.down.{i}.block", res),
-              (f"encoder.down_blocks.{i}.downsamplers.0", f"encoder.down.{i}.downsample", None),
-              (f"decoder.up_blocks.{i}.resnets", f"decoder.up.{levels - 1 - i}.block", res),
+        # one prefix per resnet, so that `res` sees the rest of the name start at the layer (conv_shortcut...)
+        p += [(f"encoder.down_blocks.{i}.resnets.{j}", f"encoder.down.{i}.block.{j}", res) for j in range(n)]
+        p += [(f"decoder.up_blocks.{i}.resnets.{j}", f"decoder.up.{levels - 1 - i}.block.{j}", res)
+              for j in range(n + 1)]
+        p += [(f"encoder.down_blocks.{i}.downsamplers.0", f"encoder.down.{i}.downsample", None),
               (f"decoder.up_blocks.{i}.upsamplers.0", f"decoder.up.{levels - 1 - i}.upsample", None)]
     out = _rename(vae.state_dict(), p, "vae")
     for k, v in out.items():  # the original attention uses 1x1 convolutions where diffusers has linears
