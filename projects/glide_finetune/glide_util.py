@@ -1,7 +1,7 @@
 """Python API in glide-finetune's shape: `load_model` and `sample`.
 
     from projects.glide_finetune.glide_util import load_model, sample
-    model, diffusion, options = load_model(model_type="base")                    # downloads/glide/base.pt
+    model, diffusion, options = load_model(model_type="base")              # downloads/glide/base/base.pt
     model, diffusion, options = load_model(path="results/toy/glide/base")        # a run of train.py
     x = sample(model, options, 64, 64, prompt="a painting of a cat", sampler="euler", sampler_eta=0.0, dpm_order=2)
     up, _, up_opts = load_model(model_type="upsample")
@@ -28,8 +28,10 @@ from projects.glide_finetune.unet import (VARIANTS, GlideUNet, create_model, mod
                                           model_and_diffusion_defaults_upsampler)
 
 DOWNLOADS = Path("downloads/glide")
-RELEASED_FILES = {"base": "base.pt", "upsample": "upsample.pt", "base-inpaint": "base_inpaint.pt",
-                  "upsample-inpaint": "upsample_inpaint.pt"}
+# model_type -> (download item = folder under downloads/glide, file), as download.py fetches them
+RELEASED_FILES = {"base": ("base", "base.pt"), "upsample": ("upsample", "upsample.pt"),
+                  "base-inpaint": ("base_inpaint", "base_inpaint.pt"),
+                  "upsample-inpaint": ("upsample_inpaint", "upsample_inpaint.pt")}
 GPT2_TOKENIZER = DOWNLOADS / "gpt2_tokenizer"
 INFO_FILE = "glide.json"  # beside our exports: options, tokenizer folder, variant, EMA flag, step
 WEIGHTS_FILE = "model.safetensors"
@@ -137,10 +139,11 @@ def resolve_path(model_type: str, path: str | Path | None) -> Path:
     if model_type not in RELEASED_FILES:
         raise ValueError(f"model_type={model_type!r}; expected one of {', '.join(RELEASED_FILES)}")
     if not path:
-        p = DOWNLOADS / RELEASED_FILES[model_type]
+        item, name = RELEASED_FILES[model_type]
+        p = DOWNLOADS / item / name
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: not downloaded; run `snakemake --cores 1 {p}/../download.json` or "
-                                    f"projects/glide_finetune/download.py item=glide_{model_type.replace('-', '_')}")
+            raise FileNotFoundError(f"{p}: not downloaded; run `snakemake --cores 1 {DOWNLOADS / item}/download.json`"
+                                    f" or `python projects/glide_finetune/download.py item={item}`")
         return p
     p = Path(path)
     if p.is_dir():

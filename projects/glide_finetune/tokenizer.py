@@ -1,6 +1,6 @@
 """GLIDE's text tokenizer: GPT-2 byte-level BPE, lower-cased, padded to text_ctx with the end token (mask False).
 
-    tok = load_tokenizer("downloads/glide/gpt2")        # vocab.json + merges.txt (or GLIDE's encoder.json(.gz) +
+    tok = load_tokenizer("downloads/glide/gpt2_tokenizer") # vocab.json + merges.txt (or GLIDE's encoder.json(.gz) +
     tokens, mask = tok.padded_tokens_and_mask(tok.encode("An oil painting of a corgi"), 128)   #  vocab.bpe(.gz))
     tokens, mask = tok.batch(["a red handwritten seven", ""], 128)   # LongTensor / BoolTensor (B, 128)
 

@@ -1,0 +1,163 @@
+"""Sample a GLIDE base model, optionally chained with the upsampler in the same call, into an image folder.
+
+Sample i uses seed `seed + i` for the base and `seed + i + 10**6` for the upsampler, so any shard can be re-run
+alone and gives the same images. Shards: `num_shards`/`shard_index` (default: SLURM array task, or torchrun's
+RANK/WORLD_SIZE); sample i belongs to shard i % num_shards. Existing images are kept (a re-run fills the gaps).
+Writes <i:06d>.png (the final resolution) + <i:06d>.txt (the prompt), base/<i:06d>.png when upsampling, and,
+once all shards are complete, samples.json (what was sampled and how, read by evaluate.py).
+
+    python projects/glide_finetune/sample.py base=results/toy/glide/base prompts=data/toy/glide/eval_prompts.txt \
+        out_dir=results/toy/glide/samples/base sampler=plms steps=50 guidance_scale=3
+    python -m projects.glide_finetune.sample base=released upsampler=released prompt="an oil painting of a corgi" \
+        num_images=8 scale=paper                                       # 64 px base, fast27 upsampler -> 256 px
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shared.config import cli, option, resolve, save_resolved
+from shared.io import atomic_path, write_json
+from projects.glide_finetune.glide_util import load_model
+from projects.glide_finetune.sampling import SAMPLERS, generate, upsample
+
+UPSAMPLER_SEED_OFFSET = 10 ** 6
+
+
+@dataclass
+class Config:
+    scale: str = "toy"
+    base: str = option("results/toy/glide/base", help="run folder, weights file, or 'released'")
+    upsampler: str = option("", help="'' = base only; run folder, weights file, or 'released'")
+    tokenizer: str = option("", help="'' = the one the checkpoint names (glide.json) or GPT-2's download")
+    prompts: str = option("", help="text file, one prompt per line")
+    prompt: str = option("", help="a single prompt (when prompts is empty)")
+    num_images: int = option(0, help="0 = one per prompt; more cycles through the prompts")
+    out_dir: str = "results/toy/glide/samples/base"
+    sampler: str = option("plms", choices=tuple(SAMPLERS))
+    steps: str = option("100", help="respacing: '100', 'fast27', 'ddim50', '27' (a count for diffusers samplers)")
+    guidance_scale: float = 3.0
+    sampler_eta: float = option(0.0, help="ddim's eta")
+    dpm_order: int = option(2, choices=(1, 2))
+    upsample_sampler: str = option("glide", choices=tuple(SAMPLERS))
+    upsample_steps: str = "fast27"
+    upsample_temp: float = option(0.997, help="the upsampler's starting noise is N(0, temp^2)")
+    seed: int = 0
+    batch_size: int = 16
+    num_shards: int = option(0, help="0 = from SLURM_ARRAY_TASK_COUNT / WORLD_SIZE, else 1")
+    shard_index: int = option(-1, help="-1 = from SLURM_ARRAY_TASK_ID / RANK, else 0")
+    device: str = option("auto", help="auto = cuda:<LOCAL_RANK> when available")
+    use_fp16: bool = False
+    threads: int = 0
+
+
+PRESETS = {"tiny": {"batch_size": 8, "num_images": 32, "steps": "4", "upsample_steps": "4", "threads": 1},
+           "toy": {"steps": "50"},
+           "paper": {"batch_size": 16, "guidance_scale": 3.0, "steps": "100", "use_fp16": True}}
+
+
+def read_prompts(cfg) -> list[str]:
+    if cfg.prompts:
+        path = Path(cfg.prompts)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompts={path}: no such file (one prompt per line)")
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError(f"prompts={path}: no prompts in it")
+        return prompts
+    if cfg.prompt:
+        return [cfg.prompt]
+    raise ValueError("give prompts=<file> or prompt=<text>")
+
+
+def shard_of(cfg) -> tuple[int, int]:
+    n = cfg.num_shards or int(os.environ.get("SLURM_ARRAY_TASK_COUNT") or os.environ.get("WORLD_SIZE") or 1)
+    i = cfg.shard_index if cfg.shard_index >= 0 else int(os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("RANK") or 0)
+    if not 0 <= i < n:
+        raise ValueError(f"shard_index={i} is outside num_shards={n}")
+    return i, n
+
+
+def _device(cfg) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
+
+
+def _load(spec: str, model_type: str, cfg, device):
+    from projects.glide_finetune.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    return load_model(model_type=model_type, path=None if spec == "released" else spec, device=device,
+                      use_fp16=cfg.use_fp16 and device.type == "cuda", tokenizer=tok)
+
+
+def _save_png(x: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def main(cfg=None):
+    cfg = resolve(Config, cfg, PRESETS)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    prompts = read_prompts(cfg)
+    n = cfg.num_images or len(prompts)
+    shard, num_shards = shard_of(cfg)
+    device = _device(cfg)
+    out = Path(cfg.out_dir)
+    base, _, base_opts = _load(cfg.base, "base", cfg, device)
+    if base.super_res:
+        raise ValueError(f"base={cfg.base} is an upsampler ({base.found.message}); give it as upsampler=")
+    up = up_opts = None
+    if cfg.upsampler:
+        up, _, up_opts = _load(cfg.upsampler, "upsample", cfg, device)
+        if not up.super_res:
+            raise ValueError(f"upsampler={cfg.upsampler} is not a super-resolution model ({up.found.message})")
+    todo = [i for i in range(shard, n, num_shards) if not (out / f"{i:06d}.png").is_file()]
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out, name=f"sample_config.shard{shard}.yaml")
+    t0, nfe = time.perf_counter(), [0]
+    for start in range(0, len(todo), cfg.batch_size):
+        idx = todo[start:start + cfg.batch_size]
+        ps = [prompts[i % len(prompts)] for i in idx]
+        x = generate(base, base_opts, base.tokenizer, ps, seeds=[cfg.seed + i for i in idx], sampler=cfg.sampler,
+                     steps=cfg.steps, guidance_scale=cfg.guidance_scale, sampler_eta=cfg.sampler_eta,
+                     dpm_order=cfg.dpm_order, device=device, count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1))
+        if up is not None:
+            for j, i in enumerate(idx):
+                _save_png(x[j], out / "base" / f"{i:06d}.png")
+            x = upsample(up, up_opts, up.tokenizer, ps, x, seeds=[cfg.seed + i + UPSAMPLER_SEED_OFFSET for i in idx],
+                         sampler=cfg.upsample_sampler, steps=cfg.upsample_steps, upsample_temp=cfg.upsample_temp,
+                         sampler_eta=cfg.sampler_eta, dpm_order=cfg.dpm_order, device=device)
+        for j, i in enumerate(idx):
+            (out / f"{i:06d}.txt").write_text(ps[j] + "\n")
+            _save_png(x[j], out / f"{i:06d}.png")
+    seconds = time.perf_counter() - t0
+    done = all((out / f"{i:06d}.png").is_file() for i in range(n))
+    info = {"num_images": n, "sampler": cfg.sampler, "steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
+            "sampler_eta": cfg.sampler_eta, "dpm_order": cfg.dpm_order, "base": cfg.base, "upsampler": cfg.upsampler,
+            "upsample_sampler": cfg.upsample_sampler if cfg.upsampler else "", "seed": cfg.seed,
+            "resolution": int(up_opts["image_size"] if up_opts else base_opts["image_size"]),
+            "base_found": base.found.message, "shards": num_shards}
+    write_json(out / f"timing.shard{shard}.json", {"images": len(todo), "seconds": seconds,
+                                                    "seconds_per_image": seconds / max(1, len(todo)),
+                                                    "base_forward_calls": nfe[0], "device": str(device)})
+    if done:
+        write_json(out / "samples.json", info)
+    print(f"{len(todo)} images in {seconds:.1f} s (shard {shard}/{num_shards}) -> {out}"
+          + ("" if done else " (other shards pending)"))
+    return info
+
+
+if __name__ == "__main__":
+    cli(main, Config, PRESETS, __doc__)
