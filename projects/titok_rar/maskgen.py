@@ -148,6 +148,14 @@ class OpenCLIPText(nn.Module):
         pooled, _ = text_global_pool(x, ids, self.text_pool_type)
         return penultimate, pooled @ self.text_projection
 
+    def decoder_guidance(self, captions: Sequence[str]) -> torch.Tensor:
+        """TA-TiTok's text guidance: the final (ln_final) token states of the text tower."""
+        ids = self.tokenizer(list(captions)).to(self.token_embedding.weight.device)
+        x = self.token_embedding(ids) + self.positional_embedding
+        for block in self.transformer.resblocks:
+            x = block(x, attn_mask=self.attn_mask)
+        return self.ln_final(x)
+
 
 TEXT_ENCODERS = {"toy": ToyTextEncoder, "open_clip": OpenCLIPText}
 
