@@ -71,9 +71,29 @@ class _ChildProcess:
         return self.proc.returncode
 
 
-def run_local(command: Sequence[str], nproc: int = 1) -> int:
+# Threads policy of a local step (measured in bench/bench_threads.py, README "Performance"): on a machine whose
+# cores are shared with other jobs, an OpenMP thread that has finished its part of a parallel region spins waiting
+# for the others, and with more runnable threads than free cores the one it waits for is often descheduled, so a
+# 2-thread torch step there ran 10-20x slower than the same step on 1 thread. PASSIVE makes waiting threads sleep
+# (it helps, but less than running training steps on one thread: common.smk's train_threads). Values already set win.
+THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def local_env(cpus: int = 0, base: dict | None = None) -> dict:
+    """Environment of a local step: THREAD_ENV, and with `cpus` > 0 the math libraries' thread counts (what
+    Snakemake also sets from a rule's `threads:`) unless the caller has set them."""
+    env = dict(os.environ if base is None else base)
+    for key, value in THREAD_ENV.items():
+        env.setdefault(key, value)
+    if cpus > 0:
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env.setdefault(key, str(cpus))
+    return env
+
+
+def run_local(command: Sequence[str], nproc: int = 1, cpus: int = 0) -> int:
     cmd = _torchrun(command, nproc) if nproc > 1 else list(command)
-    child = _ChildProcess(cmd)
+    child = _ChildProcess(cmd, env=local_env(cpus))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
         signal.signal(sig, lambda s, _f: child.forward(s))
     return child.wait()
@@ -271,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "local":
         if args.nodes > 1:
             parser().error("--nodes > 1 needs --backend slurm")
-        return run_local(command, args.nproc_per_node or 1)
+        return run_local(command, args.nproc_per_node or 1, args.cpus_per_task)
     return run_slurm(command, args)
 
 

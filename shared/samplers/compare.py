@@ -48,6 +48,7 @@ class Config:
     scale: str = "toy"
     samplers: list[str] = field(default_factory=lambda: ["ddim", "euler", "dpm++", "heun", "unipc"])
     steps: list[int] = field(default_factory=lambda: [5, 10, 25])
+    reference: str = field(default="", metadata={"help": "sampler:steps of a many-step baseline row, e.g. ddpm:250"})
     labels: list[int] = field(default_factory=list)  # class labels; empty (and no prompts) = every class
     prompts: list[str] = field(default_factory=list)  # or captions like "a red handwritten seven"
     per_label: int = 1  # samples per label (the metrics use them all)
@@ -65,7 +66,9 @@ PRESETS = {
     "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2},
     # toy: ddpm and guidance 2 alongside the ODE samplers: at the toy training budget the ODE samplers stay noisy at
     # few steps, and the table should show that next to what works
-    "toy": {"samplers": ["ddpm", "ddim", "euler", "dpm++", "heun", "unipc"], "guidance_scale": 2.0},
+    # toy: the question is whether the fast ODE samplers at 10-25 steps get close to many-step ancestral DDPM
+    "toy": {"samplers": ["ddpm", "ddim", "euler", "dpm++", "heun", "unipc"], "reference": "ddpm:250",
+            "guidance_scale": 2.0},
     "paper": {"per_label": 10, "steps": [5, 10, 25, 50, 100],
               "samplers": ["ddpm", "ddim", "plms", "euler", "euler_a", "dpm++", "heun", "unipc"]},
 }
@@ -91,9 +94,22 @@ def resolve_labels(cfg, encoding: dict) -> list[int]:
     return list(cfg.labels) or list(range(num_classes))
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Model space (-1..1) -> uint8 (B, C, H, W)."""
+def to_uint8(x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """Model space (-1..1) -> uint8 (B, C, H, W), resized (bicubic) to `size` px when the model works smaller."""
+    if size and x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def parse_reference(text: str) -> tuple[str, int] | None:
+    """'ddpm:250' -> ("ddpm", 250); '' -> None."""
+    if not text:
+        return None
+    name, sep, steps = text.partition(":")
+    if not sep or not steps.isdigit() or int(steps) < 1:
+        raise ValueError(f"reference={text!r}: expected sampler:steps, e.g. ddpm:250")
+    get_preset(name)
+    return name, int(steps)
 
 
 def grid_size(rows: int, cols: int, per_cell: int, image_size: int) -> tuple[int, int]:
@@ -102,20 +118,24 @@ def grid_size(rows: int, cols: int, per_cell: int, image_size: int) -> tuple[int
             HEADER_HEIGHT + rows * image_size + (rows + 1) * PAD)
 
 
-def draw_grid(cells: dict[tuple[str, int], torch.Tensor], samplers: list[str], steps: list[int]) -> Image.Image:
+def draw_grid(cells: dict[tuple[str, int], torch.Tensor], samplers: list[str], steps: list[int],
+              extra_rows: list[tuple[str, torch.Tensor]] = ()) -> Image.Image:
+    """Rows = samplers, columns = step counts; `extra_rows` (label, images) go below, in the first column."""
     first = next(iter(cells.values()))
     per_cell, size = first.shape[0], first.shape[-1]
-    width, height = grid_size(len(samplers), len(steps), per_cell, size)
+    width, height = grid_size(len(samplers) + len(extra_rows), len(steps), per_cell, size)
     canvas = Image.new("RGB", (width, height), (32, 32, 32))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=11)
     for c, n in enumerate(steps):
         draw.text((LABEL_WIDTH + PAD + c * (per_cell * size + PAD), 2), f"{n} steps", font=font, fill="white")
-    for r, name in enumerate(samplers):
+    rows = [(name, [(c, cells[(name, n)]) for c, n in enumerate(steps)]) for name in samplers]
+    rows += [(label, [(0, images)]) for label, images in extra_rows]
+    for r, (label, strips) in enumerate(rows):
         y = HEADER_HEIGHT + PAD + r * (size + PAD)
-        draw.text((2, y + size // 2 - 6), name, font=font, fill="white")
-        for c, n in enumerate(steps):
-            strip = cells[(name, n)].permute(2, 0, 3, 1).reshape(size, per_cell * size, -1).numpy()
+        draw.text((2, y + size // 2 - 6), label, font=font, fill="white")
+        for c, images in strips:
+            strip = images.permute(2, 0, 3, 1).reshape(size, images.shape[0] * size, -1).numpy()
             canvas.paste(Image.fromarray(strip), (LABEL_WIDTH + PAD + c * (per_cell * size + PAD), y))
     return canvas
 
@@ -164,45 +184,50 @@ def main(cfg=None):
 
     denoiser(torch.zeros(1, *shape_tail), torch.zeros(1, dtype=torch.long), all_labels[:1])  # warm-up, untimed
 
+    image_size = int(encoding.get("image_size", unet.config.sample_size))
+    runs = [(name, n_steps) for name in cfg.samplers for n_steps in cfg.steps]
+    reference = parse_reference(cfg.reference)
+    if reference is not None:
+        runs.append(reference)
     rows, cells = [], {}
-    for name in cfg.samplers:
-        for n_steps in cfg.steps:
-            evaluations, elapsed, images = 0, 0.0, []
-            generator = torch.Generator().manual_seed(cfg.seed)
-            for start in range(0, len(all_labels), cfg.batch_size):
-                batch = all_labels[start:start + cfg.batch_size]
-                guide = {"uncond": {"class_labels": torch.full_like(batch, encoding["null_label"])},
-                         "guidance_scale": cfg.guidance_scale} if cfg.guidance_scale != 1.0 else {}
-                t0 = time.perf_counter()
-                x = sample(denoiser, (len(batch), *shape_tail), name, n_steps, generator=generator,
-                           cond={"class_labels": batch}, schedule=schedule, progress=False, **guide)
-                elapsed += time.perf_counter() - t0
-                images.append(to_uint8(x))
-            images = torch.cat(images)
-            nfe = evaluations // -(-len(all_labels) // cfg.batch_size)
-            feats, digit_logits, colour_logits = [], [], []
-            for i in range(0, len(images), 256):
-                f = net.features(images[i:i + 256].float())
-                feats.append(f)
-                digit_logits.append(net.digit_head(f))
-                colour_logits.append(net.colour_head(f))
-            accuracy = PromptAccuracy()
-            accuracy.update(torch.cat(digit_logits).numpy(), torch.cat(colour_logits).numpy(), captions)
-            acc = accuracy.compute()
-            fd = frechet_from_features(torch.cat(feats).numpy(), ref_feats) if len(images) > 1 else float("nan")
-            rows.append({"sampler": name, "steps": n_steps, "nfe": nfe, "images": len(images),
-                         "seconds_per_image": elapsed / len(images), "fd": fd, "digit_accuracy": acc["digit"],
-                         "colour_accuracy": acc["colour"], "label_accuracy": acc["joint"]})
-            cells[(name, n_steps)] = images[:cfg.grid_per_cell]
-            if cfg.save_images:
-                folder = out / "images" / f"{name}_{n_steps}"
-                for i, (im, text) in enumerate(zip(images, captions)):
-                    _save_png(Image.fromarray(im.permute(1, 2, 0).numpy()), folder / f"{i:05d}.png")
-                    write_text(folder / f"{i:05d}.txt", text + "\n")
-            print(f"{name:>12} {n_steps:>4} steps: {rows[-1]['seconds_per_image'] * 1000:.1f} ms/image, "
-                  f"FD {fd:.3f}, label accuracy {acc['joint']:.3f}")
+    for name, n_steps in runs:
+        evaluations, elapsed, images = 0, 0.0, []
+        generator = torch.Generator().manual_seed(cfg.seed)
+        for start in range(0, len(all_labels), cfg.batch_size):
+            batch = all_labels[start:start + cfg.batch_size]
+            guide = {"uncond": {"class_labels": torch.full_like(batch, encoding["null_label"])},
+                     "guidance_scale": cfg.guidance_scale} if cfg.guidance_scale != 1.0 else {}
+            t0 = time.perf_counter()
+            x = sample(denoiser, (len(batch), *shape_tail), name, n_steps, generator=generator,
+                       cond={"class_labels": batch}, schedule=schedule, progress=False, **guide)
+            elapsed += time.perf_counter() - t0
+            images.append(to_uint8(x, image_size))
+        images = torch.cat(images)
+        nfe = evaluations // -(-len(all_labels) // cfg.batch_size)
+        feats, digit_logits, colour_logits = [], [], []
+        for i in range(0, len(images), 256):
+            f = net.features(images[i:i + 256].float())
+            feats.append(f)
+            digit_logits.append(net.digit_head(f))
+            colour_logits.append(net.colour_head(f))
+        accuracy = PromptAccuracy()
+        accuracy.update(torch.cat(digit_logits).numpy(), torch.cat(colour_logits).numpy(), captions)
+        acc = accuracy.compute()
+        fd = frechet_from_features(torch.cat(feats).numpy(), ref_feats) if len(images) > 1 else float("nan")
+        rows.append({"sampler": name, "steps": n_steps, "nfe": nfe, "images": len(images),
+                     "seconds_per_image": elapsed / len(images), "fd": fd, "digit_accuracy": acc["digit"],
+                     "colour_accuracy": acc["colour"], "label_accuracy": acc["joint"]})
+        cells[(name, n_steps)] = images[:cfg.grid_per_cell]
+        if cfg.save_images:
+            folder = out / "images" / f"{name}_{n_steps}"
+            for i, (im, text) in enumerate(zip(images, captions)):
+                _save_png(Image.fromarray(im.permute(1, 2, 0).numpy()), folder / f"{i:05d}.png")
+                write_text(folder / f"{i:05d}.txt", text + "\n")
+        print(f"{name:>12} {n_steps:>4} steps: {rows[-1]['seconds_per_image'] * 1000:.1f} ms/image, "
+              f"FD {fd:.3f}, label accuracy {acc['joint']:.3f}", flush=True)
 
-    _save_png(draw_grid(cells, list(cfg.samplers), list(cfg.steps)), out / "grid.png")
+    extra = [(f"{reference[0]} x{reference[1]}", cells[reference])] if reference is not None else []
+    _save_png(draw_grid(cells, list(cfg.samplers), list(cfg.steps), extra), out / "grid.png")
     title = (f"Samplers on {model_dir} ({cfg.scale} scale, {len(all_labels)} images per row, "
              f"guidance {cfg.guidance_scale})")
     write_text(out / "results.md", markdown_table(rows, title))

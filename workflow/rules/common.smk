@@ -82,6 +82,15 @@ def step_threads(wildcards):
     return 1 if wildcards.get("scale") == "tiny" else config["local_threads"]
 
 
+def train_threads(wildcards):
+    """Cores a local training step reserves: 1. Training steps run torch on one thread (their `threads=1`), so
+    that (a) their weights, hence every table, do not depend on local_threads (a backward pass sums in a
+    thread-count-dependent order) and (b) they keep their speed beside other CPU work (2 OpenMP threads on a busy
+    2-core machine ran 10-20x slower; bench/bench_threads.py). Two of them run side by side under --cores 2.
+    On SLURM the job still asks for local_threads CPUs (data loading, GPU steps)."""
+    return 1 if config["launcher"] == "local" else step_threads(wildcards)
+
+
 def heavy(gpus=0, nodes=1, cpus_per_task=None, mem_mb=4000, runtime=60, nproc_per_node=0):
     """Resources of a heavy rule; shared.launch maps them onto sbatch when launcher=slurm.
 
@@ -106,12 +115,18 @@ def launch(command):
     if config["slurm_account"]:
         opts.append(f"--account {config['slurm_account']}")
     opts += [f"--sbatch {item}" for item in config["slurm_extra"].split(",") if item]
-    return f"{PY} -m shared.launch {' '.join(opts)} -- {PY} {REPO}/{command}"
+    return f"{PY} -m shared.launch {' '.join(opts)} -- {PY} {REPO}/{command}{LOG}"
 
 
 def step(command):
     """Shell command for a light step that always runs on this machine (downloads, tables)."""
-    return f"{PY} {REPO}/{command}"
+    return f"{PY} {REPO}/{command}{LOG}"
+
+
+# Every rule has a `log:` file (logs/<scale>/<rule>...log): the step's stdout and stderr are copied there and still
+# shown on the console. Snakemake's strict bash (pipefail) keeps the step's exit code (75 = preempted, saved).
+# A rule without `log:` formats {log} as nothing, and tee then only passes the output through.
+LOG = " 2>&1 | tee {log}"
 
 
 # --- SIGTERM: cancel running jobs -----------------------------------------------------------------------

@@ -4,6 +4,8 @@
 rule prepare_digits:
     output:
         directory("data/{scale}/digits"),
+    log:
+        "logs/{scale}/prepare_digits.log",
     conda:
         conda_env("shared")
     shell:
@@ -18,9 +20,11 @@ rule train_digits_features:
     output:
         weights="results/{scale}/digits_features/features.safetensors",
         metrics="results/{scale}/digits_features/metrics.json",
-    threads: step_threads
+    log:
+        "logs/{scale}/train_digits_features.log",
+    threads: train_threads
     resources:
-        **heavy(gpus=1, mem_mb=4000, runtime=30),
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=30),
     shell:
         launch("shared/digits/train_features.py scale={wildcards.scale} data_dir={input} "
                "out_dir=results/{wildcards.scale}/digits_features")
@@ -34,6 +38,8 @@ rule evaluate_digits_real:
         conda_env("shared")
     output:
         "results/{scale}/metrics/digits/real_test_vs_train.json",
+    log:
+        "logs/{scale}/evaluate_digits_real.log",
     threads: step_threads
     resources:
         **heavy(mem_mb=4000, runtime=30),
@@ -51,6 +57,8 @@ rule table_digits:
     output:
         md="results/{scale}/tables/digits.md",
         csv="results/{scale}/tables/digits.csv",
+    log:
+        "logs/{scale}/table_digits.log",
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs=[{input.metrics}] "
              "title='Toy digits: real test split vs train split' out_md={output.md} out_csv={output.csv}")

@@ -6,11 +6,13 @@ rule train_digits_diffusion:
         "data/{scale}/digits",
     output:
         "results/{scale}/digits_diffusion/metrics.json",
+    log:
+        "logs/{scale}/train_digits_diffusion.log",
     conda:
         conda_env("shared")
-    threads: step_threads
+    threads: train_threads
     resources:
-        **heavy(gpus=1, mem_mb=4000, runtime=60),
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=60),
     shell:
         launch("shared/digits/train_diffusion.py scale={wildcards.scale} data_dir={input} "
                "out_dir=results/{wildcards.scale}/digits_diffusion")
@@ -24,6 +26,8 @@ rule compare_samplers:
     output:
         grid="results/{scale}/sampler_compare/grid.png",
         table="results/{scale}/sampler_compare/results.md",
+    log:
+        "logs/{scale}/compare_samplers.log",
     conda:
         conda_env("shared")
     threads: step_threads
