@@ -32,7 +32,8 @@ UPSAMPLER_SEED_OFFSET = 10 ** 6
 class Config:
     scale: str = "toy"
     base: str = option("results/toy/glide/base", help="run folder, weights file, or 'released'")
-    upsampler: str = option("", help="'' = base only; run folder, weights file, or 'released'")
+    upsampler: str = option("", help="'' = base only; run folder, weights file, 'released', or 'bicubic:<factor>' "
+                                     "(plain bicubic upscaling, the baseline an upsampler must beat)")
     tokenizer: str = option("", help="'' = the one the checkpoint names (glide.json) or GPT-2's download")
     prompts: str = option("", help="text file, one prompt per line")
     prompt: str = option("", help="a single prompt (when prompts is empty)")
@@ -119,7 +120,13 @@ def main(cfg=None):
     if base.super_res:
         raise ValueError(f"base={cfg.base} is an upsampler ({base.found.message}); give it as upsampler=")
     up = up_opts = None
-    if cfg.upsampler:
+    bicubic = 0
+    if cfg.upsampler.startswith("bicubic"):
+        try:
+            bicubic = int(cfg.upsampler.partition(":")[2])
+        except ValueError:
+            raise ValueError(f"upsampler={cfg.upsampler!r}: expected bicubic:<factor>, e.g. bicubic:4") from None
+    elif cfg.upsampler:
         up, _, up_opts = _load(cfg.upsampler, "upsample", cfg, device)
         if not up.super_res:
             raise ValueError(f"upsampler={cfg.upsampler} is not a super-resolution model ({up.found.message})")
@@ -133,6 +140,8 @@ def main(cfg=None):
         x = generate(base, base_opts, base.tokenizer, ps, seeds=[cfg.seed + i for i in idx], sampler=cfg.sampler,
                      steps=cfg.steps, guidance_scale=cfg.guidance_scale, sampler_eta=cfg.sampler_eta,
                      dpm_order=cfg.dpm_order, device=device, count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1))
+        if bicubic:
+            x = torch.nn.functional.interpolate(x, scale_factor=bicubic, mode="bicubic", align_corners=False).clamp(-1, 1)
         if up is not None:
             for j, i in enumerate(idx):
                 _save_png(x[j], out / "base" / f"{i:06d}.png")
@@ -147,7 +156,7 @@ def main(cfg=None):
     info = {"num_images": n, "sampler": cfg.sampler, "steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
             "sampler_eta": cfg.sampler_eta, "dpm_order": cfg.dpm_order, "base": cfg.base, "upsampler": cfg.upsampler,
             "upsample_sampler": cfg.upsample_sampler if cfg.upsampler else "", "seed": cfg.seed,
-            "resolution": int(up_opts["image_size"] if up_opts else base_opts["image_size"]),
+            "resolution": int(up_opts["image_size"] if up_opts else base_opts["image_size"] * max(1, bicubic)),
             "base_found": base.found.message, "shards": num_shards}
     write_json(out / f"timing.shard{shard}.json", {"images": len(todo), "seconds": seconds,
                                                     "seconds_per_image": seconds / max(1, len(todo)),
