@@ -214,4 +214,4 @@ def main(cfg=None):
 
 
 if __name__ == "__main__":
-    cli(main, Config, PRESETS, __doc__)
+    cli(main, Config, PRESETS, __doc__, positional=["input_dir"])  # as the original: categorize.py DIR --organize

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from projects.sd_flux_lab import models
-from shared.config import cli, resolve
+from shared.config import Alias, cli, resolve
 from shared.io import atomic_path
 
 _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
@@ -168,5 +168,10 @@ def main(cfg=None):
     return cfg.out
 
 
+# the option names of diffusers' scripts/convert_diffusers_to_original_stable_diffusion.py (also accepted here)
+ALIASES = {"model_path": "pipeline", "checkpoint_path": "out",
+           "use_safetensors": Alias(flag=True, convert=lambda _: {}, help="always on: only .safetensors is written")}
+
+
 if __name__ == "__main__":
-    cli(main, Config, PRESETS, __doc__)
+    cli(main, Config, PRESETS, __doc__, aliases=ALIASES)

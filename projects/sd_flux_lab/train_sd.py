@@ -27,10 +27,10 @@ import torch
 
 from projects.sd_flux_lab import models
 from projects.sd_flux_lab.conditioning import CONDITIONING
-from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents, list_flag
+from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents
 from projects.sd_flux_lab.loss import diffusion_loss
 from projects.sd_flux_lab.sampling import generate, grid
-from shared.config import cli, resolve
+from shared.config import resolve
 from shared.data import CaptionDropout, list_images
 from shared.train import Trainer, TrainConfig
 
@@ -209,4 +209,6 @@ def main(cfg=None):
 
 
 if __name__ == "__main__":
-    cli(main, Config, PRESETS, __doc__, argv=list_flag(sys.argv[1:]))
+    from projects.sd_flux_lab.original import train_sd_cli
+
+    train_sd_cli(sys.argv[1:])  # our options, or the original train_sd.py's (which also generates): original.py
