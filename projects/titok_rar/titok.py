@@ -105,7 +105,9 @@ class TiTokConfig:
             d = dict(d["model"].get("vq_model") or {}) if isinstance(d["model"], Mapping) else {}
             if not d:
                 raise ValueError("config: expected a 'model.vq_model' section")
-        ignored = {"pretrained_tokenizer_weight", "model_type", "train_with_attention", "class_name"}
+        # keys of the original's training configs that do not change the architecture: the teacher's path
+        # (train_tokenizer.py reads it) and TA-TiTok's clustering_vq (a codebook training trick, not built here)
+        ignored = {"pretrained_tokenizer_weight", "clustering_vq"}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names - ignored)
         if unknown:

@@ -1,0 +1,414 @@
+"""Train an image tokenizer: the MaskGIT-VQGAN (toy proxy-code teacher), TiTok stage 1, stage 2, or single stage.
+
+    python projects/titok_rar/train_tokenizer.py config=projects/titok_rar/configs/training/TiTok/stage1/titok_b64.yaml \
+        experiment.output_dir=runs/titok_b64_stage1 model.vq_model.num_latent_tokens=64
+    python projects/titok_rar/train_tokenizer.py projects/titok_rar/configs/toy/titok_stage1.yaml scale=toy \
+        model.vq_model.num_latent_tokens=16 experiment.output_dir=results/toy/titok_rar/k16/stage1
+    accelerate launch / torchrun --nproc_per_node 8 -m projects.titok_rar.train_tokenizer config=...   (DDP)
+
+The config has the original's shape (bytedance/1d-tokenizer, configs/training/TiTok/...): sections experiment,
+model.vq_model, losses, dataset, optimizer, lr_scheduler, training, with the same key names; `config=<yaml>`
+(the original's spelling) or a YAML path as first argument, then dotted overrides. What is trained follows from
+the config, as there: `model.type=vqgan` trains the VQGAN; a TiTok with `is_legacy` and not `finetune_decoder` is
+stage 1 (decoder logits vs the frozen VQGAN's codes, `model.vq_model.pretrained_tokenizer_weight`); with
+`finetune_decoder` it is stage 2 (init from the stage-1 model `experiment.init_weight`, encoder / quantiser /
+latent tokens frozen, decoder + VQGAN decoder trained in pixel space against a discriminator, two optimisers);
+without `is_legacy` it is the single-stage recipe (VQ8k / VAE: everything trained in pixel space).
+
+Outputs in experiment.output_dir: config.yaml, metrics.jsonl (losses, lr, codebook usage and dead codes),
+checkpoints/ (resumed from automatically; SIGUSR2/SIGTERM -> save and exit 75), final/ (save_pretrained of the
+EMA weights when training.use_ema: config.json + model.safetensors, loadable with tokenizers.load_tokenizer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from shared.config import ConfigError, cli, resolve
+from shared.data import ResumableLoader
+from shared.train.trainer import TrainConfig, Trainer
+from projects.titok_rar.data import image_source, to_unit
+from projects.titok_rar.hub import read_state_dict
+from projects.titok_rar.losses import LossOptions, PatchDiscriminator, PixelLoss, ProxyCodeLoss, build_perceptual
+from projects.titok_rar.tokenizers import load_tokenizer
+from projects.titok_rar.titok import TiTok, TiTokConfig
+from projects.titok_rar.vqgan import MaskGITVQGAN, VQGANConfig
+
+
+@dataclass
+class Experiment:
+    project: str = "titok"
+    name: str = ""
+    output_dir: str = "results/toy/titok_rar/run"
+    max_train_examples: int = 0
+    save_every: int = 500
+    eval_every: int = 0           # the original evaluates during training; here evaluate.py is its own step
+    generate_every: int = 0
+    log_every: int = 10
+    log_grad_norm_every: int = 0
+    resume: bool = True           # always: the Trainer resumes from output_dir/checkpoints
+    init_weight: str = ""         # stage 2: the stage-1 tokenizer (folder or weights file)
+
+
+@dataclass
+class VQModel:
+    """`model.vq_model`: TiTokConfig's fields (titok.py, the original's names and defaults) + the teacher."""
+    codebook_size: int = 4096
+    token_size: int = 12
+    use_l2_norm: bool = True
+    commitment_cost: float = 0.25
+    vit_enc_model_size: str = "large"
+    vit_dec_model_size: str = "large"
+    vit_enc_patch_size: int = 16
+    vit_dec_patch_size: int = 16
+    num_latent_tokens: int = 32
+    finetune_decoder: bool = True
+    is_legacy: bool = True
+    quantize_mode: str = "vq"
+    text_context_length: int = 77
+    text_embed_dim: int = 768
+    pretrained_tokenizer_weight: str = ""    # the MaskGIT-VQGAN: proxy codes (stage 1), pixel decoder (stage 2)
+    clustering_vq: bool = False              # TA-TiTok's codebook trick: accepted, not implemented
+
+
+@dataclass
+class VQGANSection:
+    """`model.vqgan` (type=vqgan): VQGANConfig's fields (vqgan.py)."""
+    channel_mult: List[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    num_res_blocks: int = 2
+    hidden_channels: int = 128
+    num_channels: int = 3
+    z_channels: int = 256
+    resolution: int = 256
+    dropout: float = 0.0
+    codebook_size: int = 1024
+    norm_groups: int = 32
+
+
+@dataclass
+class Model:
+    type: str = "titok"           # ours: titok | vqgan (the original picks the class in the script)
+    vq_model: VQModel = field(default_factory=VQModel)
+    vqgan: VQGANSection = field(default_factory=VQGANSection)
+    discriminator_channels: int = 64                # ours: PatchDiscriminator width / depth
+    discriminator_layers: int = 3
+
+
+@dataclass
+class DatasetParams:
+    train_shards_path_or_url: str = ""
+    eval_shards_path_or_url: str = ""
+    num_workers_per_gpu: int = 0
+    dataset_with_class_label: bool = True     # (the original's keys; the shards here carry both when they have them)
+    dataset_with_text_label: bool = False
+
+
+@dataclass
+class Preprocessing:
+    resize_shorter_edge: int = 256
+    crop_size: int = 256
+    random_crop: bool = True
+    random_flip: bool = True
+    res_ratio_filtering: bool = False         # the original drops odd aspect ratios from DataComp; not done here
+
+
+@dataclass
+class Dataset:
+    params: DatasetParams = field(default_factory=DatasetParams)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+
+@dataclass
+class OptimizerParams:
+    learning_rate: float = 1e-4
+    discriminator_learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 1e-4
+    epsilon: float = 1e-8
+
+
+@dataclass
+class Optimizer:
+    name: str = "adamw"
+    params: OptimizerParams = field(default_factory=OptimizerParams)
+
+
+@dataclass
+class LRParams:
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    end_lr: float = 1e-5
+
+
+@dataclass
+class LRScheduler:
+    scheduler: str = "cosine"
+    params: LRParams = field(default_factory=LRParams)
+
+
+@dataclass
+class Training:
+    gradient_accumulation_steps: int = 1
+    per_gpu_batch_size: int = 32
+    mixed_precision: str = "no"
+    enable_tf32: bool = True
+    enable_wandb: bool = False
+    use_ema: bool = True
+    ema_decay: float = 0.999      # ours: the decay of the original's EMAModel default
+    seed: int = 42
+    max_train_steps: int = 1000
+    num_generated_images: int = 2
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class Config:
+    scale: str = "toy"
+    config: str = ""              # the original's `config=<yaml>`; merged under the other options
+    experiment: Experiment = field(default_factory=Experiment)
+    model: Model = field(default_factory=Model)
+    losses: LossOptions = field(default_factory=LossOptions)
+    dataset: Dataset = field(default_factory=Dataset)
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    lr_scheduler: LRScheduler = field(default_factory=LRScheduler)
+    training: Training = field(default_factory=Training)
+    threads: int = 0              # torch CPU threads; 0 = torch default
+    preempt_signals: str = "SIGUSR2,SIGTERM"
+
+
+# Scale presets shrink only what the YAML recipes do not set per model (the recipes carry the method's values).
+PRESETS = {
+    "tiny": {"training": {"max_train_steps": 4, "per_gpu_batch_size": 8}, "experiment": {"log_every": 2,
+                                                                                          "save_every": 0}},
+    "toy": {},
+    "paper": {"training": {"mixed_precision": "bf16"}},
+}
+STAGES = ("vqgan", "stage1", "stage2", "single")
+
+
+def with_config_file(cfg: Any) -> Any:
+    """`config=<yaml>` as the original takes it: the file's values under the ones given beside it."""
+    if cfg is None:
+        return cfg
+    given = OmegaConf.create(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
+    path = given.get("config") or ""
+    if not path:
+        return given
+    if not Path(path).is_file():
+        raise ConfigError(f"config={path}: no such config file")
+    loaded = OmegaConf.load(path)
+    return OmegaConf.merge(loaded, given)
+
+
+def stage_of(cfg) -> str:
+    if cfg.model.type == "vqgan":
+        return "vqgan"
+    if cfg.model.type == "tatitok":
+        raise ConfigError("model.type=tatitok: TA-TiTok training (a CLIP text encoder over the captions) is not "
+                          "implemented here; the model itself is (titok.TATiTok)")
+    if cfg.model.type != "titok":
+        raise ConfigError(f"model.type={cfg.model.type!r}; allowed: titok, vqgan")
+    vq = cfg.model.vq_model
+    if vq.get("is_legacy", True):
+        return "stage2" if vq.get("finetune_decoder", True) else "stage1"
+    return "single"
+
+
+def train_config(cfg) -> TrainConfig:
+    t, o, s = cfg.training, cfg.optimizer.params, cfg.lr_scheduler
+    if s.scheduler not in ("cosine", "constant", "warmup", "linear"):
+        raise ConfigError(f"lr_scheduler.scheduler={s.scheduler!r}; allowed: cosine, constant, warmup, linear")
+    return TrainConfig(run_dir=cfg.experiment.output_dir, max_steps=t.max_train_steps, seed=t.seed,
+                       mixed_precision=t.mixed_precision, grad_accum=t.gradient_accumulation_steps,
+                       max_grad_norm=t.max_grad_norm, lr_schedule=s.scheduler, warmup_steps=s.params.warmup_steps,
+                       min_lr_ratio=s.params.end_lr / o.learning_rate if o.learning_rate else 0.0,
+                       ema_decay=t.ema_decay if t.use_ema else 0.0, ckpt_every=cfg.experiment.save_every,
+                       log_every=cfg.experiment.log_every, preempt_signals=cfg.preempt_signals)
+
+
+def _teacher(cfg) -> MaskGITVQGAN:
+    path = cfg.model.vq_model.get("pretrained_tokenizer_weight", "")
+    if not path:
+        raise ConfigError("model.vq_model.pretrained_tokenizer_weight: the legacy TiTok needs the MaskGIT-VQGAN "
+                          "(a folder from train_tokenizer model.type=vqgan, or maskgit-vqgan-imagenet-f16-256.bin)")
+    if not Path(path).exists():
+        raise ConfigError(f"model.vq_model.pretrained_tokenizer_weight={path}: not found")
+    teacher = load_tokenizer(path)
+    if not isinstance(teacher, MaskGITVQGAN):
+        raise ConfigError(f"model.vq_model.pretrained_tokenizer_weight={path}: a {type(teacher).__name__}, "
+                          "expected a MaskGIT-VQGAN")
+    return teacher.requires_grad_(False).eval()
+
+
+def build_model(cfg, stage: str, teacher: MaskGITVQGAN | None):
+    if stage == "vqgan":
+        try:
+            return MaskGITVQGAN(VQGANConfig.from_dict(OmegaConf.to_container(cfg.model.vqgan)))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.vqgan: {e}") from None
+    vq = dict(OmegaConf.to_container(cfg.model.vq_model))
+    vq["image_size"] = cfg.dataset.preprocessing.crop_size
+    if teacher is not None:
+        vq["pixel_vqgan"] = teacher.config.to_dict()  # the legacy head predicts this VQGAN's codes
+    try:
+        tcfg = TiTokConfig.from_dict(vq)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    return TiTok(tcfg)
+
+
+def init_stage2(model: TiTok, cfg, teacher: MaskGITVQGAN) -> None:
+    """Stage-1 weights (all but the pixel decoder), then the VQGAN's codebook and decoder as pixel_*."""
+    path = cfg.experiment.init_weight
+    if not path:
+        raise ConfigError("experiment.init_weight: stage 2 starts from the stage-1 tokenizer (folder or weights)")
+    p = Path(path)
+    sd = read_state_dict(p / "model.safetensors" if p.is_dir() else p)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.startswith(("pixel_quantize.", "pixel_decoder."))]
+    unexpected = [k for k in sd if k not in own]
+    bad = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        raise ValueError(f"experiment.init_weight={path}: not this config's stage-1 model (missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}, shape mismatch {bad[:4]})")
+    model.load_state_dict(sd, strict=False)
+    model.pixel_quantize.embedding.weight.data.copy_(teacher.quantize.embedding.weight.data)
+    model.pixel_decoder.load_state_dict(teacher.decoder.state_dict(), strict=True)
+    # frozen in stage 2 (the original's TiTok.__init__ with finetune_decoder)
+    model.latent_tokens.requires_grad_(False)
+    model.encoder.requires_grad_(False)
+    model.quantize.requires_grad_(False)
+
+
+class CodebookMonitor:
+    """Codes used since the last report: usage = fraction of the codebook, dead = codes never chosen."""
+    def __init__(self, size: int):
+        self.seen = torch.zeros(size, dtype=torch.bool)
+
+    def update(self, indices: torch.Tensor) -> None:
+        self.seen[indices.detach().reshape(-1).cpu()] = True
+
+    def report(self) -> dict:
+        out = {"codebook_usage": self.seen.float().mean().item(), "dead_codes": float((~self.seen).sum().item())}
+        self.seen.zero_()
+        return out
+
+
+def main(cfg=None):
+    cfg = resolve(Config, with_config_file(cfg), PRESETS)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    stage = stage_of(cfg)
+    teacher = _teacher(cfg) if stage in ("stage1", "stage2") else None
+    model = build_model(cfg, stage, teacher)
+    if stage == "stage2":
+        init_stage2(model, cfg, teacher)
+    o = cfg.optimizer.params
+    if cfg.optimizer.name != "adamw":
+        raise ConfigError(f"optimizer.name={cfg.optimizer.name!r}; allowed: adamw")
+    trainer = Trainer(_run_config(cfg))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=o.learning_rate, betas=(o.beta1, o.beta2), eps=o.epsilon,
+                            weight_decay=o.weight_decay)
+    model, _ = trainer.add("tokenizer", model.train(), opt)
+    raw = trainer.unit("tokenizer").raw
+    if teacher is not None:
+        teacher.to(trainer.device)
+        if stage == "stage2":
+            raw.encoder.eval()
+
+    pixel = stage in ("vqgan", "stage2", "single")
+    disc = loss_fn = None
+    if pixel:
+        quantize_mode = "vae" if stage == "single" and raw.config.quantize_mode == "vae" else "vq"
+        loss_fn = PixelLoss(cfg.losses, build_perceptual(cfg.losses.perceptual_loss), quantize_mode).to(trainer.device)
+        if cfg.losses.discriminator_weight > 0:
+            disc = PatchDiscriminator(cfg.model.discriminator_channels, cfg.model.discriminator_layers)
+            # (betas, wd as the generator's: the original builds both AdamW from optimizer.params)
+            dopt = torch.optim.AdamW(disc.parameters(), lr=o.discriminator_learning_rate, betas=(o.beta1, o.beta2),
+                                     weight_decay=o.weight_decay)
+            disc, _ = trainer.add("discriminator", disc, dopt, ema=False)
+            trainer.register("lecam", _LeCamState(loss_fn))   # its EMAs of D's logits resume with the run
+    else:
+        proxy = ProxyCodeLoss(cfg.losses.quantizer_weight)
+
+    pre = cfg.dataset.preprocessing
+    source = image_source(cfg.dataset.params.train_shards_path_or_url, pre.crop_size, pre.resize_shorter_edge,
+                          pre.random_crop, pre.random_flip)
+    loader = ResumableLoader(source, cfg.training.per_gpu_batch_size, num_workers=cfg.dataset.params.num_workers_per_gpu,
+                             seed=cfg.training.seed, rank=trainer.rank, world_size=trainer.world_size, drop_last=True)
+    monitor = CodebookMonitor(raw.codebook_size) if stage == "vqgan" or raw.config.quantize_mode == "vq" else None
+
+    for batch in trainer.batches(loader):
+        images = to_unit(batch["image"])
+        step = trainer.global_step
+        if stage == "stage1":
+            with torch.no_grad():
+                codes = teacher.encode(images)
+            logits, q = model(images)  # a legacy stage-1 TiTok decodes to logits over the teacher's codes
+            loss, parts = proxy(logits, codes, q)
+        else:
+            recon, q = model(images)
+            loss, parts = loss_fn.generator_loss(images, recon, q, step, disc)
+        trainer.backward(loss)
+        trainer.optimizer_step("tokenizer")
+        if disc is not None and loss_fn.gan_active(step):
+            d_loss, d_parts = loss_fn.discriminator_loss(images, recon, step, disc)
+            trainer.backward(d_loss)
+            trainer.optimizer_step("discriminator")
+            parts.update(d_parts)
+        if monitor is not None and "indices" in q:
+            monitor.update(q["indices"])
+        if monitor is not None and (step + 1) % max(1, cfg.experiment.log_every) == 0:
+            parts.update(monitor.report())
+        trainer.log(loss=loss, **parts)
+
+    out = Path(cfg.experiment.output_dir) / "final"
+    if trainer.is_main:
+        ema = trainer.ema("tokenizer")
+        if ema is not None:
+            with ema.swap(raw):
+                raw.save_pretrained(out)
+        else:
+            raw.save_pretrained(out)
+    trainer.finish({"stage": stage, "final": str(out), "steps": trainer.global_step})
+    print(f"{stage}: {trainer.global_step} steps -> {out}")
+    return out
+
+
+class _LeCamState:
+    """Checkpoints only the LeCam EMAs of a PixelLoss (not its frozen perceptual network)."""
+    def __init__(self, loss: PixelLoss):
+        self.loss = loss
+
+    def state_dict(self) -> dict:
+        return {"real": self.loss.ema_real_logits_mean.detach().cpu(), "fake": self.loss.ema_fake_logits_mean.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.ema_real_logits_mean.copy_(state["real"])
+        self.loss.ema_fake_logits_mean.copy_(state["fake"])
+
+
+def _run_config(cfg) -> DictConfig:
+    """The whole nested config plus the Trainer's flat options derived from it, saved together as config.yaml."""
+    flat = OmegaConf.create(dataclasses.asdict(train_config(cfg)))
+    full = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return OmegaConf.merge(full, flat)
+
+
+def _argv_with_config(argv: list[str]) -> list[str]:
+    """`config=<yaml>` first, as a file layer: the original's spelling, our cli's positional YAML."""
+    files = [a.split("=", 1)[1] for a in argv if a.startswith("config=")]
+    return files + [a for a in argv if not a.startswith("config=")]
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = _argv_with_config(sys.argv[1:])
+    cli(main, Config, PRESETS, __doc__)
