@@ -1,6 +1,12 @@
-"""The example step script, killed the hard way and started again with the same command, ends exactly where an
-uninterrupted run ends: SIGKILL mid-step, SIGKILL in the middle of a checkpoint write, then SIGTERM (preemption:
-save, exit 75, marker file), then a plain restart that finishes."""
+"""Killed the hard way and started again with the same command, a training step ends exactly where an uninterrupted
+run ends.
+
+* Every training step script (tests/helpers/kill_resume.py SCRIPTS: sd_flux_lab's train_sd (SD1.5; SDXL with
+  buckets, EMA, caption dropout, random crops and flips), train_vae (with GAN), train_transformer, train_flux,
+  dmd2's train and train_teacher, shared/digits/train_features): SIGKILL after a random optimizer step, resume, the
+  final weights equal an uninterrupted run's to the bit; train_sd also SIGKILLed in the middle of a checkpoint write.
+* The example step script: SIGKILL mid-step, SIGKILL mid-checkpoint-write, SIGTERM (preemption: save, exit 75,
+  marker file), then a plain restart that finishes."""
 from __future__ import annotations
 
 import json
@@ -19,6 +25,7 @@ from shared.config import parse_argv
 from shared.train import Checkpointer
 from shared.train.checkpoint import FAULT_ENV
 from shared.train.example import main as example_main
+from helpers.kill_resume import SCRIPTS, kill_resume, prepare_work
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = ["scale=tiny", "max_steps=40", "ckpt_every=5", "log_every=1", "progress=false", "threads=1",
@@ -121,3 +128,24 @@ def test_killed_anywhere_and_restarted_ends_with_identical_weights(tmp_path, ref
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got), stem
     assert _losses(run) == _losses(ref_dir)  # every step saw the same batch, noise and dropout
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == ref_metrics["test_accuracy"]
+
+
+# ---- every training step script through the one harness ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    torch.set_num_threads(1)
+    return prepare_work(tmp_path_factory.mktemp("kill_resume"), sorted({n for s in SCRIPTS.values() for n in s.needs}))
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_step_script_killed_at_a_random_step_resumes_bit_identical(name, work, tmp_path):
+    report = kill_resume(SCRIPTS[name], work, tmp_path)
+    assert report.identical, report.describe()
+    assert report.resumed_step > 0 or SCRIPTS[name].outputs, report.describe()  # it resumed, not restarted
+
+
+def test_step_script_killed_mid_checkpoint_write_resumes_bit_identical(work, tmp_path):
+    report = kill_resume(SCRIPTS["train_sd"], work, tmp_path, mid_write=2)
+    assert report.identical, report.describe()
+    left = sorted(p.name for p in (tmp_path / "train_sd_killed" / "checkpoints").iterdir())
+    assert "ckpt-00000006" in left and not [p for p in left if p.endswith(".tmp")], left
