@@ -21,7 +21,8 @@ Outputs in out_dir:
     checkpoints/                  the Trainer's checkpoints (the last `keep_last` kept)
     model/                        diffusers DDPMPipeline folder (unet/ + scheduler/) of the EMA weights, plus
                                   labels.json (the label encoding), written once training is done
-    metrics.jsonl                 loss, lr, grad norm, skipped steps every `log_every` steps (shared/plots.py)
+    metrics.jsonl                 loss, lr, grad norm, skipped steps every `log_every` steps
+    curves.png (+ .csv)           those against the step (shared/plots.py)
     metrics.json, config.yaml, run.json
 
     python shared/digits/train_diffusion.py scale=toy data_dir=data/toy/digits out_dir=results/toy/digits_diffusion
@@ -40,6 +41,7 @@ from diffusers.training_utils import compute_snr
 from omegaconf import OmegaConf
 from torch import nn
 
+from shared import plots
 from shared.config import cli, resolve
 from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS, load_arrays
 from shared.io import atomic_dir, write_json
@@ -243,6 +245,9 @@ def main(cfg=None):
             ema.copy_to(raw)  # the exported model carries the EMA weights
         export_model(raw, cfg, out / "model", cfg.max_steps, image_size)
     trainer.finish(metrics)
+    if trainer.is_main:
+        plots.training_curves({"digits diffusion": out / "metrics.jsonl"}, out / "curves.png",
+                              title=f"Digits diffusion training ({cfg.scale} scale, batch {cfg.batch_size})")
     print(f"trained steps {start}..{cfg.max_steps} in {elapsed:.1f}s, loss {tail} -> {out / 'model'}")
     return metrics
 

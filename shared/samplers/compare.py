@@ -5,9 +5,16 @@ The model folder is a diffusers DDPMPipeline folder: unet/ (a UNet2DModel with c
 three). Every (sampler, steps) pair starts from the same noise and generator seed.
 
 Outputs in out_dir:
-    grid.png      rows = samplers, columns = step counts; each cell shows the first `grid_per_cell` samples
+    grid.png      rows = samplers, columns = step counts; each cell shows the first `grid_per_cell` samples; the
+                  `reference` row (many-step DDPM) below, in the first column
     results.md    time per image, model evaluations, Frechet distance (digits features vs the reference
-    results.csv   split) and label accuracy from the digits classifier, one row per sampler x steps
+    results.csv   split) and label accuracy from the digits classifier, one row per sampler x steps (+ reference;
+                  results.md also has the guidance sweep)
+    fd_vs_nfe.png, accuracy_vs_nfe.png            quality against NFE per sampler (+ .csv, shared/plots.py)
+    fd_vs_guidance.png, accuracy_vs_guidance.png  with guidance_sweep: quality against the guidance scale
+
+A model that works at a lower resolution than the data (labels.json `image_size`) has its samples upsampled
+(bicubic) to the data's size before scoring and in the grid.
     images/<sampler>_<steps>/*.png + .txt captions   (only with save_images=true; shared/evaluate.py reads them)
 
     python -m shared.samplers.compare model_dir=results/toy/digits_diffusion/model steps=[5,10,25]
@@ -25,6 +32,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image, ImageDraw, ImageFont
 
+from shared import plots
 from shared.config import cli, resolve, save_resolved
 from shared.digits import features as digits_features
 from shared.digits.dataset import caption, load_arrays, parse_caption
@@ -49,6 +57,8 @@ class Config:
     samplers: list[str] = field(default_factory=lambda: ["ddim", "euler", "dpm++", "heun", "unipc"])
     steps: list[int] = field(default_factory=lambda: [5, 10, 25])
     reference: str = field(default="", metadata={"help": "sampler:steps of a many-step baseline row, e.g. ddpm:250"})
+    guidance_sweep: list[float] = field(default_factory=list)  # guidance scales for quality_vs_guidance.png
+    guidance_sampler: str = "dpm++:25"  # sampler:steps of the guidance sweep
     labels: list[int] = field(default_factory=list)  # class labels; empty (and no prompts) = every class
     prompts: list[str] = field(default_factory=list)  # or captions like "a red handwritten seven"
     per_label: int = 1  # samples per label (the metrics use them all)
@@ -68,7 +78,7 @@ PRESETS = {
     # few steps, and the table should show that next to what works
     # toy: the question is whether the fast ODE samplers at 10-25 steps get close to many-step ancestral DDPM
     "toy": {"samplers": ["ddpm", "ddim", "euler", "dpm++", "heun", "unipc"], "reference": "ddpm:250",
-            "guidance_scale": 2.0},
+            "guidance_scale": 2.0, "guidance_sweep": [1.0, 1.5, 2.0, 3.0, 4.0]},
     "paper": {"per_label": 10, "steps": [5, 10, 25, 50, 100],
               "samplers": ["ddpm", "ddim", "plms", "euler", "euler_a", "dpm++", "heun", "unipc"]},
 }
@@ -140,13 +150,44 @@ def draw_grid(cells: dict[tuple[str, int], torch.Tensor], samplers: list[str], s
     return canvas
 
 
-def markdown_table(rows: list[dict], title: str) -> str:
+def markdown_table(rows: list[dict], title: str, columns: tuple[str, ...] = COLUMNS) -> str:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(r[k]) for k in COLUMNS) + " |" for r in rows]
+    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def write_plots(rows: list[dict], guidance_rows: list[dict], reference: tuple[str, int] | None, out: Path,
+                caption: str) -> list[Path]:
+    """quality_vs_nfe.png (FD and prompt accuracy against NFE, one line per sampler, the many-step reference as a
+    dashed line) and, with a guidance sweep, quality_vs_guidance.png; each with its CSV (shared/plots.py)."""
+    written = []
+    swept = [r for r in rows if reference is None or (r["sampler"], r["steps"]) != reference]
+    ref_row = next((r for r in rows if reference is not None and (r["sampler"], r["steps"]) == reference), None)
+    for metric, label, better, stem in (("fd", "FD to the test split (digits features)", "lower", "fd_vs_nfe"),
+                                        ("label_accuracy", "prompt accuracy (digit and colour)", "higher",
+                                         "accuracy_vs_nfe")):
+        series: dict[str, list] = {}
+        for r in swept:
+            series.setdefault(r["sampler"], []).append((r["nfe"], r[metric]))
+        ref = {f"{ref_row['sampler']} x{ref_row['steps']} ({ref_row['nfe']} NFE)": ref_row[metric]} \
+            if ref_row else None
+        written.append(plots.lines(series, out / f"{stem}.png", xlabel="NFE (network evaluations per image)",
+                                   ylabel=label, better=better, logx=True, reference=ref,
+                                   title=f"Samplers on the digits diffusion model ({caption})"))
+    if guidance_rows:
+        name, steps = guidance_rows[0]["sampler"], guidance_rows[0]["steps"]
+        for metric, label, better, stem in (("fd", "FD to the test split (digits features)", "lower",
+                                             "fd_vs_guidance"),
+                                            ("label_accuracy", "prompt accuracy (digit and colour)", "higher",
+                                             "accuracy_vs_guidance")):
+            written.append(plots.lines({f"{name}, {steps} steps": [(r["guidance_scale"], r[metric])
+                                                                   for r in guidance_rows]},
+                                       out / f"{stem}.png", xlabel="classifier-free guidance scale (1 = none)",
+                                       ylabel=label, better=better, title="Quality vs guidance"))
+    return written
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
@@ -185,18 +226,16 @@ def main(cfg=None):
     denoiser(torch.zeros(1, *shape_tail), torch.zeros(1, dtype=torch.long), all_labels[:1])  # warm-up, untimed
 
     image_size = int(encoding.get("image_size", unet.config.sample_size))
-    runs = [(name, n_steps) for name in cfg.samplers for n_steps in cfg.steps]
-    reference = parse_reference(cfg.reference)
-    if reference is not None:
-        runs.append(reference)
-    rows, cells = [], {}
-    for name, n_steps in runs:
+
+    def run(name: str, n_steps: int, guidance: float) -> tuple[dict, torch.Tensor]:
+        """Sample every label with one sampler, step count and guidance scale; score the images."""
+        nonlocal evaluations
         evaluations, elapsed, images = 0, 0.0, []
         generator = torch.Generator().manual_seed(cfg.seed)
         for start in range(0, len(all_labels), cfg.batch_size):
             batch = all_labels[start:start + cfg.batch_size]
             guide = {"uncond": {"class_labels": torch.full_like(batch, encoding["null_label"])},
-                     "guidance_scale": cfg.guidance_scale} if cfg.guidance_scale != 1.0 else {}
+                     "guidance_scale": guidance} if guidance != 1.0 else {}
             t0 = time.perf_counter()
             x = sample(denoiser, (len(batch), *shape_tail), name, n_steps, generator=generator,
                        cond={"class_labels": batch}, schedule=schedule, progress=False, **guide)
@@ -214,28 +253,50 @@ def main(cfg=None):
         accuracy.update(torch.cat(digit_logits).numpy(), torch.cat(colour_logits).numpy(), captions)
         acc = accuracy.compute()
         fd = frechet_from_features(torch.cat(feats).numpy(), ref_feats) if len(images) > 1 else float("nan")
-        rows.append({"sampler": name, "steps": n_steps, "nfe": nfe, "images": len(images),
-                     "seconds_per_image": elapsed / len(images), "fd": fd, "digit_accuracy": acc["digit"],
-                     "colour_accuracy": acc["colour"], "label_accuracy": acc["joint"]})
+        row = {"sampler": name, "steps": n_steps, "nfe": nfe, "images": len(images),
+               "seconds_per_image": elapsed / len(images), "fd": fd, "digit_accuracy": acc["digit"],
+               "colour_accuracy": acc["colour"], "label_accuracy": acc["joint"]}
+        print(f"{name:>12} {n_steps:>4} steps, guidance {guidance:g}: {row['seconds_per_image'] * 1000:.1f} "
+              f"ms/image, FD {fd:.3f}, label accuracy {acc['joint']:.3f}", flush=True)
+        return row, images
+
+    runs = [(name, n_steps) for name in cfg.samplers for n_steps in cfg.steps]
+    reference = parse_reference(cfg.reference)
+    if reference is not None:
+        runs.append(reference)
+    rows, cells = [], {}
+    for name, n_steps in runs:
+        row, images = run(name, n_steps, cfg.guidance_scale)
+        rows.append(row)
         cells[(name, n_steps)] = images[:cfg.grid_per_cell]
         if cfg.save_images:
             folder = out / "images" / f"{name}_{n_steps}"
             for i, (im, text) in enumerate(zip(images, captions)):
                 _save_png(Image.fromarray(im.permute(1, 2, 0).numpy()), folder / f"{i:05d}.png")
                 write_text(folder / f"{i:05d}.txt", text + "\n")
-        print(f"{name:>12} {n_steps:>4} steps: {rows[-1]['seconds_per_image'] * 1000:.1f} ms/image, "
-              f"FD {fd:.3f}, label accuracy {acc['joint']:.3f}", flush=True)
+
+    guidance_rows = []
+    if cfg.guidance_sweep:
+        name, n_steps = parse_reference(cfg.guidance_sampler)
+        for g in cfg.guidance_sweep:
+            row, _ = run(name, n_steps, float(g))
+            guidance_rows.append({"guidance_scale": float(g), **row})
 
     extra = [(f"{reference[0]} x{reference[1]}", cells[reference])] if reference is not None else []
     _save_png(draw_grid(cells, list(cfg.samplers), list(cfg.steps), extra), out / "grid.png")
     title = (f"Samplers on {model_dir} ({cfg.scale} scale, {len(all_labels)} images per row, "
              f"guidance {cfg.guidance_scale})")
-    write_text(out / "results.md", markdown_table(rows, title))
+    md = markdown_table(rows, title)
+    if guidance_rows:
+        md += "\n" + markdown_table(guidance_rows, f"Guidance sweep: {guidance_rows[0]['sampler']}, "
+                                     f"{guidance_rows[0]['steps']} steps", ("guidance_scale", *COLUMNS))
+    write_text(out / "results.md", md)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     write_text(out / "results.csv", buf.getvalue())
+    write_plots(rows, guidance_rows, reference, out, f"{cfg.scale} scale, guidance {cfg.guidance_scale:g}")
     save_resolved(cfg, out)
     print(f"wrote {out / 'grid.png'}, {out / 'results.md'}, {out / 'results.csv'}")
     return rows
