@@ -1,0 +1,165 @@
+"""Reconstruction quality of a tokenizer: rFID / FD, PSNR, SSIM, codebook usage, tokens per image, speed.
+
+    python projects/titok_rar/evaluate.py tokenizer=results/toy/titok_rar/k16/stage2/final \
+        data=data/toy/titok_rar/shards/test experiment=k16_stage2 scale=toy \
+        extractor=digits:results/toy/digits_features/features.safetensors
+    python projects/titok_rar/evaluate.py tokenizer=downloads/titok_rar/tokenizer_titok_l32_imagenet scale=paper \
+        data=data/paper/titok_rar/shards/val experiment=titok_l32 image_size=256    # rFID 2.21 in the paper
+
+Every image of `data` is encoded and decoded once (centre crop, `image_size`); originals and reconstructions are
+written as PNGs under out_dir/{originals,recon}/<key>.png and scored by shared.evaluate (the same code as every
+other table here): `rfid` = Frechet distance between the reconstructions' and the originals' features (Inception at
+paper scale, the ADM protocol's 50k ImageNet val images; the digits CNN at toy scale), PSNR / SSIM paired by
+file name, codebook usage and perplexity over all tokens. Added: tokens per image, encode and decode images per
+second (wall clock, this device, batch_size), and a grid (originals above reconstructions).
+A legacy stage-1 TiTok decodes through the VQGAN (`vqgan=`); a VAE TiTok is scored without codebook metrics.
+Output: out (default results/<scale>/titok_rar/eval/<experiment>.json) + grid.png beside it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.config import ConfigError, cli, resolve, save_resolved
+from shared.data import ResumableLoader
+from shared.io import atomic_dir, write_json
+from projects.titok_rar.data import image_source, to_unit
+from projects.titok_rar.tokenizers import load_tokenizer
+
+
+@dataclass
+class Config:
+    tokenizer: str = ""
+    data: str = "data/toy/titok_rar/shards/test"
+    experiment: str = ""
+    scale: str = "toy"
+    image_size: int = 32
+    vqgan: str = ""               # legacy stage-1 TiTok: the VQGAN that decodes its predicted codes
+    extractor: str = "digits:results/toy/digits_features/features.safetensors"
+    metrics: str = "rfid,psnr,ssim,codebook_usage,codebook_perplexity"
+    max_images: int = 0           # 0 = all
+    batch_size: int = 64
+    out: str = ""
+    out_dir: str = ""             # images; '' = beside `out`, in <experiment>/
+    grid: int = 8                 # images in the grid (one row of originals, one of reconstructions)
+    device: str = "cpu"
+    threads: int = 0
+
+
+PRESETS = {
+    "tiny": {"max_images": 32, "batch_size": 16, "metrics": "fd,psnr,codebook_usage"},
+    "toy": {},
+    "paper": {"image_size": 256, "batch_size": 50,
+              "extractor": "inception:downloads/inception/inception-2015-12-05.pt"},
+}
+
+
+def _save_png(x: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+    arr = (x.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path):
+    """Encode/decode every image; returns (codes or None, timings, count, grid tensors)."""
+    src = image_source(cfg.data, cfg.image_size)
+    loader = ResumableLoader(src, cfg.batch_size, shuffle=False, drop_last=False, rank=0, world_size=1)
+    dev = torch.device(cfg.device)
+    codes, t_enc, t_dec, n, grid = [], 0.0, 0.0, 0, ([], [])
+    continuous = getattr(tok, "is_continuous", False)
+    for batch in loader:
+        x = to_unit(batch["image"]).to(dev)
+        if cfg.max_images:
+            x = x[: cfg.max_images - n]
+        if x.shape[0] == 0:
+            break
+        _sync(dev)
+        t0 = time.perf_counter()
+        tokens = tok.encode_latents(x) if continuous else tok.encode(x)
+        _sync(dev)
+        t1 = time.perf_counter()
+        if vqgan is not None:
+            rec = tok.decode_with_vqgan(tokens, vqgan)
+        else:
+            rec = tok.decode_tokens(tokens)
+        _sync(dev)
+        t_enc, t_dec = t_enc + (t1 - t0), t_dec + (time.perf_counter() - t1)
+        if not continuous:
+            codes.append(tokens.cpu().numpy())
+        for i, key in enumerate(batch["key"][: x.shape[0]]):
+            name = str(key).replace("/", "_")
+            _save_png(x[i], orig_dir / f"{name}.png")
+            _save_png(rec[i], images_dir / f"{name}.png")
+        if len(grid[0]) < cfg.grid:
+            k = cfg.grid - len(grid[0])
+            grid[0].extend(x[:k].cpu())
+            grid[1].extend(rec[:k].clamp(0, 1).cpu())
+        n += x.shape[0]
+        if cfg.max_images and n >= cfg.max_images:
+            break
+    if n == 0:
+        raise ValueError(f"data={cfg.data}: no readable images")
+    return (np.concatenate(codes) if codes else None), t_enc, t_dec, n, grid
+
+
+def main(cfg=None):
+    cfg = resolve(Config, cfg, PRESETS)
+    for key in ("tokenizer", "experiment"):
+        if not cfg[key]:
+            raise ConfigError(f"missing required option {key}=...")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    from shared import evaluate as shared_eval
+
+    tok = load_tokenizer(cfg.tokenizer).to(cfg.device).eval()
+    vqgan = None
+    if hasattr(tok, "outputs_pixels") and not tok.outputs_pixels:
+        if not cfg.vqgan:
+            raise ConfigError(f"tokenizer={cfg.tokenizer} is a legacy stage-1 TiTok (decodes to VQGAN codes): "
+                              "give vqgan=<the MaskGIT-VQGAN it was trained against>")
+        vqgan = load_tokenizer(cfg.vqgan).to(cfg.device).eval()
+    out = Path(cfg.out) if cfg.out else Path("results") / cfg.scale / "titok_rar" / "eval" / f"{cfg.experiment}.json"
+    img_root = Path(cfg.out_dir) if cfg.out_dir else out.with_suffix("")
+    with atomic_dir(img_root) as tmp:
+        (tmp / "recon").mkdir()
+        (tmp / "originals").mkdir()
+        codes, t_enc, t_dec, n, grid = reconstruct(cfg, tok, vqgan, tmp / "recon", tmp / "originals")
+        if codes is not None:
+            np.save(tmp / "codes.npy", codes)
+    names = [m.strip() for m in cfg.metrics.split(",") if m.strip()]
+    if codes is None:
+        names = [m for m in names if not m.startswith("codebook")]
+    ecfg = resolve(shared_eval.Config, {
+        "images": str(img_root / "recon"), "reference": str(img_root / "originals"),
+        "reference_stats": str(img_root / "originals_stats.npz"), "extractor": cfg.extractor, "metrics": names,
+        "experiment": cfg.experiment, "checkpoint": str(cfg.tokenizer), "sampler": "reconstruction", "steps": 0,
+        "scale": cfg.scale, "batch_size": cfg.batch_size, "device": cfg.device,
+        "codes": str(img_root / "codes.npy") if codes is not None else "",
+        "codebook_size": int(getattr(tok, "codebook_size", 0) or 0)}, shared_eval.PRESETS)
+    result = shared_eval.evaluate(ecfg)
+    result.update({"tokenizer": str(cfg.tokenizer), "tokenizer_class": type(tok).__name__,
+                   "tokens_per_image": int(tok.num_tokens), "codebook_size": int(getattr(tok, "codebook_size", 0)),
+                   "encode_images_per_sec": n / max(t_enc, 1e-9), "decode_images_per_sec": n / max(t_dec, 1e-9),
+                   "num_reconstructed": n, "device": cfg.device})
+    write_json(out, result)
+    save_resolved(cfg, out.parent, name=f"{out.stem}.config.yaml")
+    if grid[0]:
+        from torchvision.utils import save_image
+        save_image(torch.stack(grid[0] + grid[1]), out.with_name(f"{out.stem}_grid.png"), nrow=len(grid[0]))
+    summary = ", ".join(f"{e['metric']}={e['value']:.4g}" for e in result["metrics"])
+    print(f"{cfg.experiment}: {summary}, {tok.num_tokens} tokens/image, encode {result['encode_images_per_sec']:.1f} "
+          f"img/s, decode {result['decode_images_per_sec']:.1f} img/s on {n} images -> {out}")
+    return result
+
+
+if __name__ == "__main__":
+    cli(main, Config, PRESETS, __doc__)
