@@ -54,10 +54,33 @@ class SampleConfig(Config):
     kv_cache: bool = True         # RAR
     write_npz: bool = True
     device: str = "auto"          # auto = cuda:<LOCAL_RANK> when available
+    released: str = ""            # rar_b..rar_xxl | titok_l32/b64/s128: that release's architecture + sampling
 
 
 PRESETS = {"tiny": {"per_class": 1, "batch_size": 16, "threads": 1}, "toy": {"threads": 1},
            "paper": {"batch_size": 125}}
+
+
+def apply_released(cfg):
+    """`released=<name>`: the architecture and sampling settings of a released generator (rar.RAR_SIZES from
+    README_RAR.md; maskgit.RELEASED from configs/infer/titok_*.yaml), over whatever the config says."""
+    from omegaconf import OmegaConf
+
+    from projects.titok_rar.maskgit import RELEASED
+    from projects.titok_rar.rar import RAR_SIZES
+
+    if cfg.released in RAR_SIZES:
+        g = {k: v for k, v in RAR_SIZES[cfg.released].items() if k != "paper_fid"}
+        over = {"generator": "rar", "model": {"vq_model": {"codebook_size": 1024, "num_latent_tokens": 256},
+                                              "generator": {**g, "image_seq_len": 256}}}
+    elif cfg.released in RELEASED:
+        g = RELEASED[cfg.released]
+        over = {"generator": "maskgit", "model": {"vq_model": {"codebook_size": 4096,
+                                                               "num_latent_tokens": g["image_seq_len"]},
+                                                  "generator": dict(g)}}
+    else:
+        raise ConfigError(f"released={cfg.released!r}; known: {', '.join([*RAR_SIZES, *RELEASED])}")
+    return OmegaConf.merge(cfg, over)
 
 
 def shard_of(cfg) -> tuple[int, int]:
@@ -99,12 +122,26 @@ def load_model(cfg, device):
 def load_tok(cfg, device):
     from projects.titok_rar.tokenizers import load_tokenizer
 
-    path = cfg.tokenizer or cfg.experiment.tokenizer_checkpoint
+    path = cfg.tokenizer or cfg.experiment.tokenizer_checkpoint or tokenizer_of_training(cfg)
     if not path:
         raise ConfigError("tokenizer: the tokenizer that decodes the tokens (folder or released file)")
     if not Path(path).exists():
         raise ConfigError(f"tokenizer={path}: not found")
     return load_tokenizer(path).to(device).eval()
+
+
+def tokenizer_of_training(cfg) -> str:
+    """The tokenizer recorded in the meta.json of the token folder the generator was trained from."""
+    from omegaconf import OmegaConf
+
+    from projects.titok_rar.generator_io import _folder
+
+    folder = _folder(Path(cfg.checkpoint)) if cfg.checkpoint and Path(cfg.checkpoint).is_dir() else None
+    if folder is None:
+        return ""
+    tokens = OmegaConf.load(folder / "generator.yaml").get("trained_from", "")
+    meta = Path(tokens) / "meta.json" if tokens else None
+    return str(read_json(meta).get("tokenizer", "")) if meta is not None and meta.is_file() else ""
 
 
 def prompts_of(cfg) -> list[str]:
@@ -188,6 +225,8 @@ def main(cfg=None):
     from PIL import Image
 
     cfg = resolve(SampleConfig, with_config_file(cfg), PRESETS)
+    if cfg.released:
+        cfg = apply_released(cfg)
     check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
