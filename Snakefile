@@ -16,6 +16,7 @@ include: "workflow/rules/samplers.smk"
 include: "workflow/rules/sd_flux_lab_tools.smk"
 include: "workflow/rules/sd_flux_lab.smk"
 include: "workflow/rules/dmd2.smk"
+include: "workflow/rules/titok_rar.smk"
 include: "workflow/rules/titok_rar_generators.smk"
 include: "workflow/rules/glide_finetune.smk"
 

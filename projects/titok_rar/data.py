@@ -1,6 +1,6 @@
 """Images for the tokenizer steps: WebDataset shards (from convert_to_wds.py / prepare.py) or an image folder.
 
-    source = image_source("data/toy/titok_rar/shards/train", size=32, random_crop=False, random_flip=False)
+    source = image_source("data/toy/titok_rar/digits/shards/train", size=32, random_crop=False, random_flip=False)
     loader = ResumableLoader(source, batch_size=64, ...)
     for batch in loader: images = to_unit(batch["image"]); labels = batch["label"]
 

@@ -1,7 +1,7 @@
 """Reconstruction quality of a tokenizer: rFID / FD, PSNR, SSIM, codebook usage, tokens per image, speed.
 
     python projects/titok_rar/evaluate.py tokenizer=results/toy/titok_rar/k16/stage2/final \
-        data=data/toy/titok_rar/shards/test experiment=k16_stage2 scale=toy \
+        data=data/toy/titok_rar/digits/shards/test experiment=k16_stage2 scale=toy \
         extractor=digits:results/toy/digits_features/features.safetensors
     python projects/titok_rar/evaluate.py tokenizer=downloads/titok_rar/tokenizer_titok_l32_imagenet scale=paper \
         data=data/paper/titok_rar/shards/val experiment=titok_l32 image_size=256    # rFID 2.21 in the paper
@@ -34,7 +34,7 @@ from projects.titok_rar.tokenizers import load_tokenizer
 @dataclass
 class Config:
     tokenizer: str = ""
-    data: str = "data/toy/titok_rar/shards/test"
+    data: str = "data/toy/titok_rar/digits/shards/test"
     experiment: str = ""
     scale: str = "toy"
     image_size: int = 32
@@ -51,7 +51,7 @@ class Config:
 
 
 PRESETS = {
-    "tiny": {"max_images": 32, "batch_size": 16, "metrics": "fd,psnr,codebook_usage"},
+    "tiny": {"max_images": 32, "batch_size": 16},
     "toy": {},
     "paper": {"image_size": 256, "batch_size": 50,
               "extractor": "inception:downloads/inception/inception-2015-12-05.pt"},
@@ -146,6 +146,11 @@ def main(cfg=None):
         "codes": str(img_root / "codes.npy") if codes is not None else "",
         "codebook_size": int(getattr(tok, "codebook_size", 0) or 0)}, shared_eval.PRESETS)
     result = shared_eval.evaluate(ecfg)
+    # speed and length as table columns too (entries like shared.evaluate's)
+    for name, value in (("tokens_per_image", tok.num_tokens), ("encode_images_per_sec", n / max(t_enc, 1e-9)),
+                        ("decode_images_per_sec", n / max(t_dec, 1e-9))):
+        result["metrics"].append({"metric": name, "value": float(value), "num_samples": n, "reference_id": None,
+                                  "extractor_id": None})
     result.update({"tokenizer": str(cfg.tokenizer), "tokenizer_class": type(tok).__name__,
                    "tokens_per_image": int(tok.num_tokens), "codebook_size": int(getattr(tok, "codebook_size", 0)),
                    "encode_images_per_sec": n / max(t_enc, 1e-9), "decode_images_per_sec": n / max(t_dec, 1e-9),

@@ -1,6 +1,6 @@
 """Toy data for TiTok and its generators: the digits as ImageNet-style class folders, then WebDataset shards.
 
-    python projects/titok_rar/prepare.py digits=data/toy/digits out_dir=data/toy/titok_rar scale=toy
+    python projects/titok_rar/prepare.py digits=data/toy/digits out_dir=data/toy/titok_rar/digits scale=toy
 
 Reads the digits dataset (shared/digits/prepare.py: {train,test}/<id>.png + .txt + metadata.jsonl) and writes
     out_dir/classes/{train,test}/<label:02d>_<colour>_<digit>/<id>.png (+ .txt caption)   ImageNet-style folders
@@ -25,7 +25,7 @@ from projects.titok_rar import convert_to_wds
 @dataclass
 class Config:
     digits: str = "data/toy/digits"
-    out_dir: str = "data/toy/titok_rar"
+    out_dir: str = "data/toy/titok_rar/digits"
     scale: str = "toy"
     shard_size: int = 500
 

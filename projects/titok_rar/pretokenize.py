@@ -1,7 +1,7 @@
 """Encode a dataset once into token files (token_data.py) for the generators to train from.
 
     python projects/titok_rar/pretokenize.py tokenizer=results/toy/titok_rar/k16/stage2/final \
-        data=data/toy/titok_rar/shards/train out_dir=data/toy/titok_rar/tokens/k16 scale=toy
+        data=data/toy/titok_rar/digits/shards/train out_dir=data/toy/titok_rar/tokens/k16 scale=toy
     python projects/titok_rar/pretokenize.py tokenizer=downloads/titok_rar/tokenizer_titok_l32_imagenet \
         data=data/paper/titok_rar/shards/train out_dir=data/paper/titok_rar/tokens/titok_l32 scale=paper ten_crop=true
 
@@ -31,7 +31,7 @@ from projects.titok_rar.tokenizers import load_tokenizer
 @dataclass
 class Config:
     tokenizer: str = ""
-    data: str = "data/toy/titok_rar/shards/train"
+    data: str = "data/toy/titok_rar/digits/shards/train"
     out_dir: str = ""
     scale: str = "toy"
     image_size: int = 32

@@ -305,6 +305,8 @@ def main(cfg=None):
     cfg = resolve(Config, with_config_file(cfg), PRESETS)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.training.enable_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     stage = stage_of(cfg)
     teacher = _teacher(cfg) if stage in ("stage1", "stage2") else None
     model = build_model(cfg, stage, teacher)

@@ -1,0 +1,408 @@
+# titok_rar, tokenizers (projects/titok_rar: prepare, train_tokenizer, evaluate, pretokenize, download).
+#   tiny:  the whole chain with tiny models for a few steps (smoke): VQGAN teacher -> TiTok stage 1 -> stage 2,
+#          a single-stage VAE, evaluation, pretokenization, a table
+#   toy:   the digits (80 digit-colour classes): a toy VQGAN as the proxy-code teacher, TiTok with K = 4/8/16/32
+#          through both stages, single-stage VQ and VAE at K = 16; tables rFID/PSNR vs K, stage 1 vs 1+2, VQ vs VAE,
+#          the VQGAN's own reconstruction beside TiTok's (long on 2 CPU cores: its own target `titok`)
+#   paper: the released tokenizers' rFID on ImageNet val beside the paper's, and the TiTok-B-64 recipe (stage 1,
+#          stage 2) on 8-GPU nodes; ImageNet class folders must be at data/paper/imagenet/{train,val}
+# Targets: titok (at config["scale"]); the tiny chain joins `smoke`. Token folders for the generators
+# (titok_rar_generators.smk): data/<scale>/titok_rar/tokens/<name>/meta.json, name = vqgan | k<K> (toy),
+# vqgan | titok_l32 | titok_b64 | titok_s128 (paper, the released tokenizers).
+
+TT = "projects/titok_rar"
+TT_CFG = f"{TT}/configs"
+TT_K = {"tiny": [8], "toy": [4, 8, 16, 32]}
+TT_SINGLE_K = 16
+# rFID on ImageNet val 50k reported for the released tokenizers: TiTok paper (arXiv:2406.07550) Table 2 /
+# README_TiTok.md of bytedance/1d-tokenizer
+TT_PAPER_RFID = {"titok_l32": 2.21, "titok_b64": 1.70, "titok_s128": 1.71}
+TT_PAPER_RECIPE = "titok_b64"   # the recipe reproduced at paper scale (configs/training/TiTok/stage{1,2}/)
+TT_PAPER_GPUS = 8               # one node; per_gpu_batch_size 32 as the released config -> global batch 256
+
+# tiny: the recipes' shapes with tiny widths, 3 steps of 8 images (YAML values sit above presets, so say it here)
+TT_TINY = ("training.max_train_steps=3 training.per_gpu_batch_size=8 experiment.save_every=0 experiment.log_every=1 "
+           "model.vq_model.vit_enc_model_size=tiny model.vq_model.vit_dec_model_size=tiny "
+           "model.vqgan.hidden_channels=16 losses.discriminator_start=1")
+
+
+def tt_scale_opts(scale):
+    return TT_TINY if scale == "tiny" else ""
+
+
+def tt_data(scale):
+    return f"data/{scale}/titok_rar/digits"
+
+
+def tt_final(scale, run):
+    """config.json of a trained tokenizer; run = vqgan | k<K>/stage1 | k<K>/stage2 | k<K>_<vq|vae>/single."""
+    return f"results/{scale}/titok_rar/{run}/final/config.json"
+
+
+rule titok_prepare:
+    input:
+        "data/{scale}/digits",
+    output:
+        "data/{scale}/titok_rar/digits/config.yaml",
+    wildcard_constraints:
+        scale="tiny|toy",
+    log:
+        "logs/{scale}/titok_prepare.log",
+    conda:
+        conda_env("titok_rar")
+    shell:
+        step(f"{TT}/prepare.py scale={{wildcards.scale}} digits={{input}} out_dir=data/{{wildcards.scale}}/titok_rar/digits")
+
+
+rule titok_train_vqgan:
+    input:
+        data="data/{scale}/titok_rar/digits/config.yaml",
+        features="results/{scale}/digits_features/features.safetensors",
+    output:
+        "results/{scale}/titok_rar/vqgan/final/config.json",
+    wildcard_constraints:
+        scale="tiny|toy",
+    log:
+        "logs/{scale}/titok_train_vqgan.log",
+    threads: train_threads
+    resources:
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=120),
+    conda:
+        conda_env("titok_rar")
+    params:
+        extra=lambda w: tt_scale_opts(w.scale),
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/vqgan_digits.yaml scale={{wildcards.scale}} threads=1 "
+               f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
+               f"losses.perceptual_loss=digits:{{input.features}} training.enable_tf32=false "
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/vqgan {{params.extra}}")
+
+
+rule titok_train_stage1:
+    input:
+        data="data/{scale}/titok_rar/digits/config.yaml",
+        teacher="results/{scale}/titok_rar/vqgan/final/config.json",
+    output:
+        "results/{scale}/titok_rar/k{k}/stage1/final/config.json",
+    wildcard_constraints:
+        scale="tiny|toy", k=r"\d+",
+    log:
+        "logs/{scale}/titok_train_stage1_k{k}.log",
+    threads: train_threads
+    resources:
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=120),
+    conda:
+        conda_env("titok_rar")
+    params:
+        extra=lambda w: tt_scale_opts(w.scale),
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_stage1.yaml scale={{wildcards.scale}} threads=1 "
+               f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
+               f"model.vq_model.num_latent_tokens={{wildcards.k}} "
+               f"model.vq_model.pretrained_tokenizer_weight=results/{{wildcards.scale}}/titok_rar/vqgan/final "
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/k{{wildcards.k}}/stage1 {{params.extra}}")
+
+
+rule titok_train_stage2:
+    input:
+        data="data/{scale}/titok_rar/digits/config.yaml",
+        teacher="results/{scale}/titok_rar/vqgan/final/config.json",
+        stage1="results/{scale}/titok_rar/k{k}/stage1/final/config.json",
+        features="results/{scale}/digits_features/features.safetensors",
+    output:
+        "results/{scale}/titok_rar/k{k}/stage2/final/config.json",
+    wildcard_constraints:
+        scale="tiny|toy", k=r"\d+",
+    log:
+        "logs/{scale}/titok_train_stage2_k{k}.log",
+    threads: train_threads
+    resources:
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=120),
+    conda:
+        conda_env("titok_rar")
+    params:
+        extra=lambda w: tt_scale_opts(w.scale),
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_stage2.yaml scale={{wildcards.scale}} threads=1 "
+               f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
+               f"model.vq_model.num_latent_tokens={{wildcards.k}} losses.perceptual_loss=digits:{{input.features}} "
+               f"model.vq_model.pretrained_tokenizer_weight=results/{{wildcards.scale}}/titok_rar/vqgan/final "
+               f"experiment.init_weight=results/{{wildcards.scale}}/titok_rar/k{{wildcards.k}}/stage1/final "
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/k{{wildcards.k}}/stage2 {{params.extra}}")
+
+
+rule titok_train_single:
+    input:
+        data="data/{scale}/titok_rar/digits/config.yaml",
+        features="results/{scale}/digits_features/features.safetensors",
+    output:
+        "results/{scale}/titok_rar/k{k}_{mode}/single/final/config.json",
+    wildcard_constraints:
+        scale="tiny|toy", k=r"\d+", mode="vq|vae",
+    log:
+        "logs/{scale}/titok_train_single_k{k}_{mode}.log",
+    threads: train_threads
+    resources:
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=120),
+    conda:
+        conda_env("titok_rar")
+    params:
+        extra=lambda w: tt_scale_opts(w.scale),
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_single_{{wildcards.mode}}.yaml scale={{wildcards.scale}} "
+               f"threads=1 dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
+               f"model.vq_model.num_latent_tokens={{wildcards.k}} losses.perceptual_loss=digits:{{input.features}} "
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/k{{wildcards.k}}_{{wildcards.mode}}/single "
+               f"{{params.extra}}")
+
+
+def tt_run_of(name):
+    """Evaluation name -> run folder: vqgan, k16_stage1 -> k16/stage1, k16_vae_single -> k16_vae/single."""
+    if name == "vqgan":
+        return "vqgan"
+    head, _, tail = name.rpartition("_")
+    return f"{head}/{tail}"
+
+
+rule titok_evaluate:
+    input:
+        tok=lambda w: tt_final(w.scale, tt_run_of(w.name)),
+        vqgan="results/{scale}/titok_rar/vqgan/final/config.json",
+        data="data/{scale}/titok_rar/digits/config.yaml",
+        features="results/{scale}/digits_features/features.safetensors",
+    output:
+        "results/{scale}/titok_rar/eval/{name}.json",
+    wildcard_constraints:
+        scale="tiny|toy", name=r"vqgan|k\d+_stage[12]|k\d+_(vq|vae)_single",
+    log:
+        "logs/{scale}/titok_evaluate_{name}.log",
+    threads: step_threads
+    resources:
+        **heavy(mem_mb=4000, runtime=30),
+    conda:
+        conda_env("titok_rar")
+    params:
+        tok=lambda w, input: os.path.dirname(input.tok),
+    shell:
+        launch(f"{TT}/evaluate.py scale={{wildcards.scale}} tokenizer={{params.tok}} experiment={{wildcards.name}} "
+               f"vqgan=results/{{wildcards.scale}}/titok_rar/vqgan/final threads=1 "
+               f"data=data/{{wildcards.scale}}/titok_rar/digits/shards/test extractor=digits:{{input.features}} "
+               f"out={{output}}")
+
+
+rule titok_pretokenize:
+    input:
+        tok=lambda w: tt_final(w.scale, "vqgan" if w.name == "vqgan" else f"{w.name}/stage2"),
+        data="data/{scale}/titok_rar/digits/config.yaml",
+    output:
+        "data/{scale}/titok_rar/tokens/{name}/meta.json",
+    wildcard_constraints:
+        scale="tiny|toy", name=r"vqgan|k\d+",
+    log:
+        "logs/{scale}/titok_pretokenize_{name}.log",
+    threads: step_threads
+    resources:
+        **heavy(mem_mb=4000, runtime=30),
+    conda:
+        conda_env("titok_rar")
+    params:
+        tok=lambda w, input: os.path.dirname(input.tok),
+    shell:
+        launch(f"{TT}/pretokenize.py scale={{wildcards.scale}} tokenizer={{params.tok}} threads=1 "
+               f"data=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
+               f"out_dir=data/{{wildcards.scale}}/titok_rar/tokens/{{wildcards.name}}")
+
+
+# toy tables: which -> (title, evaluation names, notes)
+def tt_tables(scale):
+    ks = TT_K[scale]
+    k1 = TT_SINGLE_K if TT_SINGLE_K in ks else ks[-1]
+    return {
+        "tokens": ("TiTok rFID and PSNR vs number of tokens K (stage 1 + 2)", [f"k{k}_stage2" for k in ks]),
+        "stages": ("TiTok stage 1 only vs stage 1 + 2", [f"k{k}_stage{s}" for k in ks for s in (1, 2)]),
+        "quantizer": (f"VQ vs VAE at K={k1} (single stage, pixel decoder)", [f"k{k1}_vq_single", f"k{k1}_vae_single"]),
+        "vqgan": ("The VQGAN at its 64 codes beside TiTok at K tokens", ["vqgan"] + [f"k{k}_stage2" for k in ks]),
+    }
+
+
+rule titok_table:
+    input:
+        lambda w: [f"results/{w.scale}/titok_rar/eval/{n}.json" for n in tt_tables(w.scale)[w.which][1]],
+    output:
+        md="results/{scale}/tables/titok_{which}.md",
+        csv="results/{scale}/tables/titok_{which}.csv",
+    wildcard_constraints:
+        scale="tiny|toy", which="tokens|stages|quantizer|vqgan",
+    log:
+        "logs/{scale}/titok_table_{which}.log",
+    conda:
+        conda_env("titok_rar")
+    params:
+        inputs=lambda w, input: ",".join(input),
+        title=lambda w: tt_tables(w.scale)[w.which][0],
+    shell:
+        step("shared/tables.py scale={wildcards.scale} inputs=[{params.inputs}] title='{params.title}' "
+             "metrics=[fd,rfid,psnr,ssim,codebook_usage,tokens_per_image,encode_images_per_sec,decode_images_per_sec] "
+             "out_md={output.md} out_csv={output.csv}")
+
+
+# paper scale ---------------------------------------------------------------------------------------------------
+rule titok_download:
+    output:
+        "downloads/titok_rar/{item}/download.json",
+    wildcard_constraints:
+        item="titok_[a-z0-9_]+|maskgit_vqgan|convnext_small|inception",
+    log:
+        "logs/paper/titok_download_{item}.log",
+    conda:
+        conda_env("titok_rar")
+    shell:
+        step(f"{TT}/download.py scale=paper item={{wildcards.item}} out_dir=downloads/titok_rar/{{wildcards.item}}")
+
+
+rule titok_prepare_imagenet:
+    # no input: ImageNet is not downloadable here; convert_to_wds fails naming the folder when it is missing
+    output:
+        "data/paper/titok_rar/shards/{split}/index.json",
+    wildcard_constraints:
+        split="train|val",
+    log:
+        "logs/paper/titok_prepare_imagenet_{split}.log",
+    threads: config["local_threads"]
+    resources:
+        **heavy(cpus_per_task=16, mem_mb=32000, runtime=600),
+    conda:
+        conda_env("titok_rar")
+    shell:
+        launch(f"{TT}/convert_to_wds.py scale=paper src=data/paper/imagenet/{{wildcards.split}} "
+               f"out_dir=data/paper/titok_rar/shards/{{wildcards.split}}")
+
+
+rule titok_paper_evaluate_released:
+    input:
+        tok="downloads/titok_rar/{name}/download.json",
+        vqgan="downloads/titok_rar/maskgit_vqgan/download.json",
+        val="data/paper/titok_rar/shards/val/index.json",
+        inception="downloads/titok_rar/inception/download.json",
+    output:
+        "results/paper/titok_rar/eval/released_{name}.json",
+    wildcard_constraints:
+        name="titok_[a-z0-9_]+",
+    log:
+        "logs/paper/titok_paper_evaluate_released_{name}.log",
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=64000, runtime=240),
+    conda:
+        conda_env("titok_rar")
+    shell:
+        launch(f"{TT}/evaluate.py scale=paper tokenizer=downloads/titok_rar/{{wildcards.name}} device=cuda "
+               f"experiment=released_{{wildcards.name}} data=data/paper/titok_rar/shards/val "
+               f"extractor=inception:downloads/titok_rar/inception/inception-2015-12-05.pt out={{output}}")
+
+
+rule titok_paper_train:
+    input:
+        train="data/paper/titok_rar/shards/train/index.json",
+        vqgan="downloads/titok_rar/maskgit_vqgan/download.json",
+        convnext="downloads/titok_rar/convnext_small/download.json",
+        stage1=lambda w: ([] if w.stage == "1" else
+                          f"results/paper/titok_rar/{w.name}/stage1/final/config.json"),
+    output:
+        "results/paper/titok_rar/{name}/stage{stage}/final/config.json",
+    wildcard_constraints:
+        name="titok_b64|titok_l32", stage="1|2",
+    log:
+        "logs/paper/titok_paper_train_{name}_stage{stage}.log",
+    resources:
+        **heavy(gpus=TT_PAPER_GPUS, nproc_per_node=TT_PAPER_GPUS, cpus_per_task=96, mem_mb=480000,
+                runtime=60 * 72),
+    conda:
+        conda_env("titok_rar")
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/training/TiTok/stage{{wildcards.stage}}/{{wildcards.name}}.yaml "
+               f"scale=paper experiment.output_dir=results/paper/titok_rar/{{wildcards.name}}/stage{{wildcards.stage}}")
+
+
+rule titok_paper_evaluate_trained:
+    input:
+        tok="results/paper/titok_rar/{name}/stage2/final/config.json",
+        val="data/paper/titok_rar/shards/val/index.json",
+        inception="downloads/titok_rar/inception/download.json",
+    output:
+        "results/paper/titok_rar/eval/ours_{name}.json",
+    log:
+        "logs/paper/titok_paper_evaluate_trained_{name}.log",
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=64000, runtime=240),
+    conda:
+        conda_env("titok_rar")
+    shell:
+        launch(f"{TT}/evaluate.py scale=paper tokenizer=results/paper/titok_rar/{{wildcards.name}}/stage2/final "
+               f"device=cuda experiment=ours_{{wildcards.name}} data=data/paper/titok_rar/shards/val "
+               f"extractor=inception:downloads/titok_rar/inception/inception-2015-12-05.pt out={{output}}")
+
+
+rule titok_paper_pretokenize:
+    input:
+        tok=lambda w: f"downloads/titok_rar/{'maskgit_vqgan' if w.name == 'vqgan' else w.name}/download.json",
+        train="data/paper/titok_rar/shards/train/index.json",
+    output:
+        "data/paper/titok_rar/tokens/{name}/meta.json",
+    wildcard_constraints:
+        name="vqgan|titok_l32|titok_b64|titok_s128",
+    log:
+        "logs/paper/titok_paper_pretokenize_{name}.log",
+    resources:
+        **heavy(gpus=1, mem_mb=64000, runtime=600),
+    conda:
+        conda_env("titok_rar")
+    params:
+        tok=lambda w: ("downloads/titok_rar/maskgit_vqgan/maskgit-vqgan-imagenet-f16-256.bin" if w.name == "vqgan"
+                       else f"downloads/titok_rar/{w.name}"),
+    shell:
+        launch(f"{TT}/pretokenize.py scale=paper tokenizer={{params.tok}} device=cuda ten_crop=true "
+               f"data=data/paper/titok_rar/shards/train out_dir=data/paper/titok_rar/tokens/{{wildcards.name}}")
+
+
+rule titok_paper_table:
+    input:
+        [f"results/paper/titok_rar/eval/released_{n}.json" for n in TT_PAPER_RFID]
+        + [f"results/paper/titok_rar/eval/ours_{TT_PAPER_RECIPE}.json"],
+    output:
+        md="results/paper/tables/titok_rfid.md",
+        csv="results/paper/tables/titok_rfid.csv",
+    log:
+        "logs/paper/titok_paper_table.log",
+    conda:
+        conda_env("titok_rar")
+    params:
+        inputs=lambda w, input: ",".join(input),
+        paper="{" + ", ".join(f"released_{n}: {{rfid: {v}}}" for n, v in TT_PAPER_RFID.items())
+              + f", ours_{TT_PAPER_RECIPE}: {{rfid: {TT_PAPER_RFID[TT_PAPER_RECIPE]}}}" + "}",
+    shell:
+        step("shared/tables.py scale=paper inputs=[{params.inputs}] title='TiTok rFID on ImageNet val (50k, 256px)' "
+             "paper='{params.paper}' metrics=[rfid,psnr,ssim,codebook_usage,tokens_per_image] "
+             "notes='Paper column: TiTok (arXiv:2406.07550) Table 2 / README_TiTok.md' "
+             "out_md={output.md} out_csv={output.csv}")
+
+
+def titok_targets(scale):
+    if scale == "paper":
+        return ["results/paper/tables/titok_rfid.md"]
+    return [f"results/{scale}/tables/titok_{w}.md" for w in ("tokens", "stages", "quantizer", "vqgan")] + [
+        f"data/{scale}/titok_rar/tokens/{n}/meta.json" for n in ["vqgan"] + [f"k{k}" for k in TT_K[scale]]]
+
+
+rule titok:
+    input:
+        titok_targets(config["scale"]),
+
+
+@register_targets(in_default=False)
+def titok_smoke(scale):
+    # toy runs are long (about an hour of training on 2 cores): their own target, never the default one
+    if scale != "tiny":
+        return []
+    return ["results/tiny/tables/titok_stages.md", "data/tiny/titok_rar/tokens/k8/meta.json"]
