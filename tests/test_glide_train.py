@@ -1,0 +1,159 @@
+"""GLIDE train.py / sample.py / load_model at tiny scale: outputs, resume, what is trained, text cache, glide-finetune
+option names, variant recognition, sharded sampling, data filters and layouts."""
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from projects.glide_finetune import sample as sample_step
+from projects.glide_finetune import train as train_step
+from projects.glide_finetune.data import GlideFilter, make_loader, make_source
+from projects.glide_finetune.glide_util import load_model, read_state_dict, sample as api_sample
+from projects.glide_finetune.tokenizer import main as tokenizer_main
+from shared.config import ConfigError, parse_argv, resolve
+from shared.data import Filtered, write_shards
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, digits_tiny):
+    root = tmp_path_factory.mktemp("glide")
+    tokenizer_main({"scale": "tiny", "captions": str(digits_tiny / "train"), "out_dir": str(root / "tok")})
+    base = dict(scale="tiny", data_dir=str(digits_tiny / "train"), tokenizer=str(root / "tok"))
+    train_step.main({**base, "run_dir": str(root / "base")})
+    return root, base, digits_tiny
+
+
+def test_base_run_outputs_and_resume(setup):
+    root, base, _ = setup
+    run = root / "base"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = rows[-2]
+    for key in ("loss", "mse", "grad_norm", "skipped_steps", "peak_mem_mb", "lr"):
+        assert key in logged, key
+    assert logged["step"] == 3 and logged["skipped_steps"] == 0
+    info = json.loads((run / "glide.json").read_text())
+    assert info["variant"] == "base" and info["options"]["n_vocab"] == 300 and info["step"] == 3
+    assert (run / "samples" / "step_0000003.png").is_file()
+    model, diffusion, opts = load_model(path=run)
+    assert model.found.kind == "fine-tuned" and model.found.variant == "base" and diffusion.num_timesteps == 1000
+    assert "train.py run (step 3)" in model.found.message and model.tokenizer.n_vocab == 300
+    # starting the same command again with more steps resumes from the step-2 checkpoint... and goes on to 4
+    summary = train_step.main({**base, "run_dir": str(run), "max_steps": 4})
+    assert summary["steps"] == 4
+    assert json.loads((run / "glide.json").read_text())["step"] == 4
+
+
+def test_unet_only_fine_tune_with_text_cache(setup):
+    root, base, _ = setup
+    init = load_file(str(root / "base" / "model.safetensors"))
+    summary = train_step.main({**base, "run_dir": str(root / "ft"), "train": "unet", "init": str(root / "base"),
+                               "max_steps": 2, "batch_size": 8})
+    # counts are per distinct caption of a batch; the second batch finds the repeats (the empty prompt at least)
+    assert summary["text_cache_misses"] > 0 and summary["text_cache_hits"] >= 1
+    after = load_file(str(root / "ft" / "model.safetensors"))
+    text = [k for k in init if k.startswith(("transformer.", "token_embedding", "positional", "padding", "final_ln",
+                                             "transformer_proj"))]
+    assert text and all(torch.equal(init[k], after[k]) for k in text)  # the text side is frozen
+    assert not torch.equal(init["input_blocks.0.0.weight"], after["input_blocks.0.0.weight"])
+    found = json.loads((root / "ft" / "glide.json").read_text())
+    assert found["train"] == "unet" and found["init"].endswith("model.safetensors")
+
+
+def test_upsampler_run_and_ema_export(setup):
+    root, base, _ = setup
+    train_step.main({**base, "run_dir": str(root / "up"), "train_upsample": True, "uncond_p": 0.0, "max_steps": 1,
+                     "ema_decay": 0.9, "test_steps": "2"})
+    sd, meta = read_state_dict(root / "up" / "model.safetensors")
+    assert meta["ema"] == "true" and sd["input_blocks.0.0.weight"].shape[1] == 6
+    up, _, up_opts = load_model(path=root / "up", model_type="upsample")
+    assert up.found.kind == "ema" and up.super_res and up_opts["image_size"] == 32
+    with pytest.raises(ValueError, match="model_type='base-inpaint' but"):
+        load_model(path=root / "up", model_type="base-inpaint")
+    low = torch.rand(1, 3, 8, 8) * 2 - 1
+    x = api_sample(up, up_opts, 32, 32, prompt="a red handwritten seven", image_to_upsample=low,
+                   prediction_respacing="2", sampler="glide")
+    assert x.shape == (1, 3, 32, 32)
+
+
+def test_glide_finetune_command_line(tmp_path):
+    argv = ["--data_dir", "pics", "--train_upsample", "False", "--batch_size", "4", "--learning_rate", "1e-4",
+            "--side_x", "64", "--side_y", "64", "--uncond_p", "0.2", "--checkpoints_dir", str(tmp_path / "ck"),
+            "--use_webdataset", "--wds_caption_key", "txt", "--wds_image_key", "jpg", "--wds_dataset_name", "laion",
+            "--freeze_transformer", "--use_fp16", "--resume_ckpt", "x.pt", "--test_prompt", "a cat",
+            "--test_batch_size", "3", "--log_frequency", "7"]
+    cfg = resolve(train_step.Config, parse_argv(argv, train_step.Config, train_step.ALIASES), train_step.PRESETS)
+    assert cfg.data_dir == "pics" and cfg.train_upsample is False and cfg.batch_size == 4
+    assert cfg.learning_rate == 1e-4 and cfg.side_x == cfg.side_y == 64 and cfg.uncond_p == 0.2
+    assert cfg.run_dir == str(tmp_path / "ck") and cfg.use_webdataset and cfg.wds_dataset_name == "laion"
+    assert cfg.train == "unet" and cfg.mixed_precision == "fp16" and cfg.init == "x.pt"
+    assert list(cfg.test_prompts) == ["a cat"] and list(cfg.test_seeds) == [0, 1, 2] and cfg.log_every == 7
+    up = resolve(train_step.Config, parse_argv(["--train_upsample", "True", "--uncond_p", "0.0", "--upscale_factor",
+                                                "4"], train_step.Config, train_step.ALIASES), train_step.PRESETS)
+    assert up.train_upsample and up.uncond_p == 0.0 and up.upscale_factor == 4
+    with pytest.raises(ConfigError, match="--device has no meaning here"):
+        parse_argv(["--device", "cuda"], train_step.Config, train_step.ALIASES)
+
+
+def test_bad_inputs_name_what_is_wrong(setup, tmp_path):
+    root, base, _ = setup
+    with pytest.raises(ConfigError, match="side_x=8, side_y=16"):
+        train_step.main({**base, "run_dir": str(tmp_path / "a"), "side_y": 16})
+    with pytest.raises(ConfigError, match="train_upsample=True but init .* is a GLIDE base"):
+        train_step.main({**base, "run_dir": str(tmp_path / "b"), "train": "all", "init": str(root / "base"),
+                         "train_upsample": True})
+    with pytest.raises(FileNotFoundError, match="downloads/glide/base/base.pt: not downloaded"):
+        load_model(model_type="base")
+    with pytest.raises(ValueError, match="not a GLIDE UNet state dict"):
+        torch.save({"a": torch.zeros(1)}, tmp_path / "x.pt")
+        load_model(path=tmp_path / "x.pt")
+    with pytest.raises(FileNotFoundError, match="data_dir=.*nope: not a folder"):
+        make_source(str(tmp_path / "nope"), 8)
+
+
+def test_sharded_sampling_equals_one_run(setup, tmp_path):
+    root, _, _ = setup
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red handwritten seven\na blue handwritten one\na green handwritten two\n")
+    common = {"scale": "tiny", "base": str(root / "base"), "prompts": str(prompts), "num_images": 5, "steps": "3",
+              "sampler": "euler_a", "batch_size": 2}
+    sample_step.main({**common, "out_dir": str(tmp_path / "one")})
+    for shard in (1, 0):
+        sample_step.main({**common, "out_dir": str(tmp_path / "two"), "num_shards": 2, "shard_index": shard})
+        assert (tmp_path / "two" / "samples.json").is_file() == (shard == 0)  # written once all shards are there
+    for i in range(5):
+        a = Image.open(tmp_path / "one" / f"{i:06d}.png")
+        b = Image.open(tmp_path / "two" / f"{i:06d}.png")
+        assert a.tobytes() == b.tobytes(), i
+        assert (tmp_path / "two" / f"{i:06d}.txt").read_text().strip() == prompts.read_text().split("\n")[i % 3]
+    sample_step.main({**common, "out_dir": str(tmp_path / "bic"), "upsampler": "bicubic:4", "num_images": 1})
+    assert Image.open(tmp_path / "bic" / "000000.png").size == (32, 32)
+    assert json.loads((tmp_path / "bic" / "samples.json").read_text())["resolution"] == 32
+
+
+def _png(colour=(200, 30, 30), size=(40, 40)):
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_webdataset_layout_filters_and_corrupt_samples(tmp_path):
+    samples = [{"__key__": f"s{i:03d}", "png": _png(size=(40 + i, 40)), "txt": f"caption {i}",
+                "json": {"similarity": 0.1 + 0.1 * i, "width": 40 + i, "height": 40}} for i in range(6)]
+    samples.append({"__key__": "bad", "png": b"not an image", "txt": "broken"})
+    write_shards(samples, tmp_path / "shards", shard_size=100)
+    filt = GlideFilter(min_similarity=0.25, max_similarity=0.55)
+    src = make_source(str(tmp_path / "shards"), 16, use_webdataset=True, wds_dataset_name="synthetic", crop="center",
+                      data_filter=filt)
+    loader = make_loader(src, 1, uncond_p=0.0, seed=0, rank=0, world_size=1, max_skip_rate=0.5)
+    got = sorted(b["caption"][0] for b in loader)
+    assert got == ["caption 2", "caption 3", "caption 4"]  # similarity 0.3, 0.4, 0.5 are inside the bounds
+    assert loader.skips.counts == {"not_an_image": 1}
+    assert loader.skips.filtered == {"similarity_low": 2, "similarity_high": 1}
+    with pytest.raises(Filtered):
+        GlideFilter(min_similarity=0.3).check_meta({"similarity": 0.29})
+    GlideFilter(min_similarity=0.3).check_meta({"similarity": 0.3})  # on the bound: kept
+    with pytest.raises(ValueError, match="wds_dataset_name='coyo'"):
+        make_source(str(tmp_path / "shards"), 16, use_webdataset=True, wds_dataset_name="coyo")
