@@ -51,10 +51,12 @@ def tiny_run(work):
     return train.main(_cfg(work, "for_sampling", recipe="digits_1step", max_steps=1))
 
 
-def _cfg(work, run: str, recipe: str = "digits_1step_gan", **kw):
-    base = {"scale": "tiny", "recipe": recipe, "teacher": str(work / "teacher"), "data": str(work / "edm/real.lmdb"),
-            "run_dir": str(work / "runs" / run), "threads": 1}
-    if recipe.startswith("toy_sd"):
+def _cfg(work, run: str, recipe: str = "digits_1step_gan", recipe_override: str = "", **kw):
+    """Options of a tiny run of `recipe` on the fixtures (teacher and data by backbone); `recipe_override`: run
+    that recipe on `recipe`'s teacher and data."""
+    base = {"scale": "tiny", "recipe": recipe_override or recipe, "teacher": str(work / "teacher"),
+            "data": str(work / "edm/real.lmdb"), "run_dir": str(work / "runs" / run), "threads": 1}
+    if recipe.startswith(("toy_sd", "sd")):
         arch = "sdxl" if "sdxl" in recipe else "sd15"
         base.update(teacher=str(work / f"pipe_{arch}"), data=str(work / f"sd_{arch}/real.lmdb"))
     return {**base, **kw}
@@ -119,7 +121,7 @@ def test_gan_head_tells_samples_apart_and_learns(channels, size):
     from projects.dmd2.networks import GANHead
 
     torch.manual_seed(0)
-    head = GANHead(channels, size)
+    head = GANHead(channels, size, layout="toy")
     # real and fake differ in layout and mean (per-sample norms would erase a plain offset)
     pattern = torch.zeros(size, size)
     pattern[0] = 2.0  # a bright top row: it has a mean and a layout
@@ -355,3 +357,83 @@ def test_released_edm_generator_file_samples_with_itself_as_architecture(tmp_pat
                  "prompts": str(tmp_path / "classes.txt"), "num_images": 2, "out_dir": str(out)})
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png"]
     assert json.loads((out / "samples.json").read_text())["timesteps"] == [999]
+
+
+# ---- generator conditioning and phase-2 initialisation (DMD2's published behaviour) --------------------------------
+def _one_step_with_hooks(trainer, step, cfg):
+    from shared.data import LMDBDataset
+
+    seen = {}
+
+    def gen_hook(module, args, kwargs):
+        seen.setdefault("generator", {**kwargs})
+
+    def fake_hook(module, args, kwargs):
+        seen["fake_cond"], seen["real_cond"] = args[4], args[6]
+
+    h1 = trainer.unit("generator").raw.register_forward_pre_hook(gen_hook, with_kwargs=True)
+    h2 = trainer.unit("fake").raw.register_forward_pre_hook(fake_hook, with_kwargs=True)
+    fields = ["image", "label"] if cfg.backbone == "edm" else ["latent", "caption"]
+    for batch in trainer.batches(trainer.loader(LMDBDataset(cfg.data, fields=fields), 2)):
+        seen["batch"] = batch
+        step.step(batch, trainer.global_step)
+    h1.remove()
+    h2.remove()
+    trainer.finish()
+    return seen
+
+
+def test_generator_conditioning_is_drawn_apart_from_the_real_batch(pipes, tmp_path):
+    # EDM: uniform random labels for the generator, fake denoiser and DM loss; the real labels go to the GAN only
+    cfg, trainer, bb, step = _trainer_and_step(pipes, "cond_edm", generator_cond="random", max_steps=1, ckpt_every=0)
+    seen = _one_step_with_hooks(trainer, step, cfg)
+    real = torch.eye(80)[seen["batch"]["label"].long()]
+    assert torch.equal(seen["real_cond"]["class_labels"], real)
+    assert torch.equal(seen["generator"]["class_labels"], seen["fake_cond"]["class_labels"])
+    assert not torch.equal(seen["fake_cond"]["class_labels"], real)
+    # SD: prompts drawn from train_prompts, not the batch's captions
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a green handwritten four\n")
+    cfg, trainer, bb, step = _trainer_and_step(pipes, "cond_sd", "toy_sd15_1step", generator_cond="random",
+                                               train_prompts=str(prompts), max_steps=1, ckpt_every=0)
+    seen = _one_step_with_hooks(trainer, step, cfg)
+    want, _ = bb.condition(["a green handwritten four"] * 2)
+    real, _ = bb.condition(list(seen["batch"]["caption"]))
+    assert torch.equal(seen["generator"]["encoder_hidden_states"], want["encoder_hidden_states"])
+    assert torch.equal(seen["real_cond"]["encoder_hidden_states"], real["encoder_hidden_states"])
+    assert "a green handwritten four" not in list(seen["batch"]["caption"])
+
+
+def test_sd15_phase_two_starts_from_phase_one_or_a_released_training_checkpoint(pipes, tmp_path):
+    from safetensors.torch import load_file
+
+    from projects.dmd2 import train
+    from projects.dmd2.networks import GANHead
+    from projects.dmd2.recipes import presets_for
+    from shared.config import resolve
+    from shared.train.checkpoint import Checkpointer
+
+    phase1 = train.main(_cfg(pipes, "sd15_phase1", "toy_sd15_1step", recipe_override="sd15"))
+    cfg = resolve(train.Config, _cfg(pipes, "sd15_phase2", "sd15_gan", init_from=str(phase1)), presets_for("sd15_gan"))
+    _, step, _ = train.build(cfg)
+    gen = load_file(str(phase1 / "generator.safetensors"))
+    assert all(torch.equal(step.generator.state_dict()[k], v) for k, v in gen.items())
+    fake = Checkpointer.load_tensors(Checkpointer(phase1 / "checkpoints").latest(), "model.fake")
+    assert all(torch.equal(step.fake.unet.state_dict()[k[5:]], v) for k, v in fake.items() if k.startswith("unet."))
+    assert step.fake.head is not None and not any(k.startswith("head.") for k in fake)  # phase 1 had no GAN
+
+    # a released checkpoint folder: pytorch_model.bin (generator), pytorch_model_1.bin (guidance model)
+    released = tmp_path / "checkpoint_model_039000"
+    released.mkdir()
+    torch.save({k: v + 1 for k, v in gen.items()}, released / "pytorch_model.bin")
+    head = GANHead(*step.backbone.bottleneck_shape(), layout="published")
+    unet = step.fake.unet.state_dict()
+    guidance = {**{f"fake_unet.{k}": v + 2 for k, v in unet.items()}, **{f"real_unet.{k}": v for k, v in unet.items()},
+                **{f"cls_pred_branch.{k[4:]}": v for k, v in head.state_dict().items()}}
+    torch.save(guidance, released / "pytorch_model_1.bin")
+    cfg = resolve(train.Config, _cfg(pipes, "sd15_released", "sd15_gan", init_from=str(released),
+                                     gan_head_layout="published"), presets_for("sd15_gan"))
+    _, step, _ = train.build(cfg)
+    assert all(torch.equal(step.generator.state_dict()[k], v + 1) for k, v in gen.items())
+    assert all(torch.equal(step.fake.unet.state_dict()[k], v + 2) for k, v in unet.items())
+    assert all(torch.equal(step.fake.head.state_dict()[k], v) for k, v in head.state_dict().items())

@@ -66,8 +66,10 @@ class Backbone:
         raise NotImplementedError
 
     def guided_denoise(self, net, x_t, t, cond, uncond, scale: float) -> torch.Tensor:
-        """x0 with classifier-free guidance (linear in the output, so guiding x0 = guiding eps)."""
-        if scale == 1.0 or uncond is None:
+        """x0 with classifier-free guidance (linear in the output, so guiding x0 = guiding eps). Applied only for
+        scale > 1, as DMD2's predict_noise (main/sd_guidance.py: CFG_GUIDANCE = guidance_scale > 1); a scale
+        <= 1 is the plain conditional prediction."""
+        if scale <= 1.0 or uncond is None:
             return self.denoise(net, x_t, t, cond)
         out = guided_output(lambda x, tt, **c: self._raw(net, x, tt, c), x_t, t, cond, uncond, scale)
         return self._x0(out, x_t, t)
@@ -90,6 +92,11 @@ class Backbone:
 
     def condition(self, prompts: list[str]) -> tuple[dict, dict]:
         """(cond, uncond) for prompts (class-conditional families parse the class from the prompt)."""
+        raise NotImplementedError
+
+    def draw_condition(self, n: int, prompts=None) -> tuple[dict, dict]:
+        """(cond, uncond) for `n` generated samples, drawn from the global RNG independently of the real batch
+        (DMD2's generator conditioning): uniform class labels, or prompts drawn uniformly from `prompts`."""
         raise NotImplementedError
 
     def sample_shape(self, n: int) -> tuple[int, ...]:
@@ -181,9 +188,16 @@ class EDMBackbone(Backbone):
 
     def condition(self, prompts):
         labels = torch.tensor([self.label_of_prompt(p) for p in prompts])
+        return self._labels(labels)
+
+    def _labels(self, labels: torch.Tensor) -> tuple[dict, dict]:
         device = next(self.teacher.parameters()).device
         cond = {"class_labels": self._onehot(labels).to(device)}
         return cond, {"class_labels": torch.zeros_like(cond["class_labels"])}
+
+    def draw_condition(self, n, prompts=None):
+        # main/edm/train_edm.py: labels = torch.randint(0, label_dim, (batch_size,)), one-hot
+        return self._labels(torch.randint(0, self.label_dim, (n,)))
 
     def sample_shape(self, n):
         return (n, self.channels, self.resolution, self.resolution)
@@ -314,6 +328,14 @@ class SDBackbone(Backbone):
     def batch(self, batch):
         cond, uncond = self.condition(list(batch["caption"]))
         return batch["latent"].float(), cond, uncond
+
+    def draw_condition(self, n, prompts=None):
+        # main/train_sd.py: the generator's text comes from its own shuffled prompt loader (--train_prompt_path),
+        # not from the real-image LMDB that feeds the GAN
+        if not prompts:
+            raise ValueError("the sd backbone draws the generator's prompts from a prompt set; none was given")
+        idx = torch.randint(0, len(prompts), (n,))
+        return self.condition([prompts[int(i)] for i in idx])
 
     def sample_shape(self, n):
         return (n, self.latent_channels, self.latent_size, self.latent_size)

@@ -9,6 +9,11 @@ Generator inputs during training (`generator_input`):
     several + backward_simulation: a random step k (one per batch, the same on every process), reached by
         running the generator itself for steps 0..k-1 without gradients: exactly what inference feeds it;
     several, no simulation: real samples noised to per-sample random steps of the list (pure noise at t=999).
+
+Generator conditioning (`generator_cond`):
+    random: drawn independently of the real batch, as DMD2 does (uniform class labels, or prompts drawn from a
+        prompt set); the real batch's own labels/captions go with the real images into the GAN head only;
+    real: the real batch's labels/captions (what the toy tables were measured with; see recipes.py).
 """
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ def few_step(backbone: Backbone, net, noise: torch.Tensor, cond, timesteps: Sequ
     return x0
 
 
+GENERATOR_CONDS = ("random", "real")
+
+
 @dataclass
 class StepOptions:
     denoising_step_list: Sequence[int]
@@ -49,6 +57,7 @@ class StepOptions:
     gen_cls_loss_weight: float = 0.0  # 0 = no GAN term for the generator
     guidance_cls_loss_weight: float = 0.0  # 0 = no GAN term for the head
     seed: int = 0
+    generator_cond: str = "random"  # random | real (module docstring)
 
 
 class DMD2Step:
@@ -57,8 +66,12 @@ class DMD2Step:
 
     def __init__(self, backbone: Backbone, trainer, generator, fake, opts: StepOptions,
                  dm_loss: DistributionMatchingLoss, fake_loss: FakeDenoisingLoss,
-                 gan_gen_loss: GANGeneratorLoss | None = None, gan_disc_loss: GANDiscriminatorLoss | None = None):
+                 gan_gen_loss: GANGeneratorLoss | None = None, gan_disc_loss: GANDiscriminatorLoss | None = None,
+                 prompts=None):
+        if opts.generator_cond not in GENERATOR_CONDS:
+            raise ValueError(f"generator_cond={opts.generator_cond!r}; use one of {', '.join(GENERATOR_CONDS)}")
         self.backbone, self.trainer, self.generator, self.fake = backbone, trainer, generator, fake
+        self.prompts = prompts  # the sd backbone's prompt set for generator_cond=random
         self.fake_raw = trainer.accelerator.unwrap_model(fake) if trainer is not None else fake
         self.opts = opts
         self.dm_loss, self.fake_loss = dm_loss, fake_loss
@@ -101,7 +114,11 @@ class DMD2Step:
     def step(self, batch: Any, global_step: int) -> dict[str, torch.Tensor]:
         tr, bb = self.trainer, self.backbone
         torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=self.rng)))
-        x_real, cond, uncond = bb.batch(batch)
+        x_real, cond_real, uncond_real = bb.batch(batch)
+        if self.opts.generator_cond == "real":
+            cond, uncond = cond_real, uncond_real
+        else:
+            cond, uncond = bb.draw_condition(x_real.shape[0], self.prompts)
         noise = torch.randn_like(x_real)
         x_in, t = self.generator_input(noise, cond, x_real, global_step)
         logs: dict[str, torch.Tensor] = {}
@@ -121,7 +138,7 @@ class DMD2Step:
         else:
             with torch.no_grad():
                 x_fake = bb.denoise(self.generator, x_in, t, cond)
-        losses, fake_logs = self.fake(bb, self.fake_loss, self.gan_disc_loss, x_fake, cond, x_real, cond)
+        losses, fake_logs = self.fake(bb, self.fake_loss, self.gan_disc_loss, x_fake, cond, x_real, cond_real)
         loss_d = losses["loss_fake"]
         if "loss_d" in losses:
             loss_d = loss_d + self.opts.guidance_cls_loss_weight * losses["loss_d"]

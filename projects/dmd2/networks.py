@@ -2,7 +2,8 @@
 one optimizer, one DDP/FSDP unit), the LoRA generator, and weight export.
 
     FakeScore(unet, head).forward(...)   the whole guidance-side loss in one forward (DDP wants one per backward)
-    GANHead(channels, size)              strided convs from the bottleneck down to one realism logit per sample
+    GANHead(channels, size, layout=)     strided convs from the bottleneck down to one realism logit per sample
+    load_published_guidance(fake, sd)    a DMD2 training checkpoint's fake denoiser + GAN head (cls_pred_branch)
     add_lora(unet, rank, alpha)          the generator as a LoRA adapter on a frozen teacher copy (peft)
     export_state_dict(net)               plain weights under the original key names (LoRA merged in)
 """
@@ -19,25 +20,69 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.n
                 "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
 
 
-class GANHead(nn.Module):
-    """Bottleneck (C, S, S) -> logit: 4x4 stride-2 convs with GroupNorm+SiLU halve S down to 2 (or 3), then a 1x1
-    conv to a logit map that is averaged. It never goes down to 1x1: GroupNorm of a 1x1 map with one channel per
-    group normalises single values to 0, and every sample would get the same logit."""
+GAN_HEAD_LAYOUTS = ("published", "toy")
 
-    def __init__(self, channels: int, size: int, width: int = 0):
+
+class GANHead(nn.Module):
+    """Bottleneck (C, S, S) -> one realism logit per sample.
+
+    published: DMD2's `cls_pred_branch` (main/sd_guidance.py, main/edm/edm_guidance.py): 4x4 stride-2 convs with
+        GroupNorm(32)+SiLU halve S down to 4, a 4x4 stride-4 conv (+GroupNorm+SiLU) takes it to 1x1, a 1x1 conv
+        gives the logit. Module indices match, so a published checkpoint's `cls_pred_branch.N.*` is `net.N.*` here
+        (`load_published_guidance`). SD1.5 / ImageNet-64: 8x8 -> 4x4 -> 1x1; SDXL: 32 -> 16 -> 8 -> 4 -> 1.
+    toy: the same stride-2 convs down to 2 (or 3), then the 1x1 conv to a logit map that is averaged. It never
+        goes to 1x1: at toy widths GroupNorm(gcd(32, width)) has one channel per group, which normalises a 1x1 map
+        to 0, and every sample would get the same logit (the GAN term silently a constant).
+    """
+
+    def __init__(self, channels: int, size: int, width: int = 0, layout: str = "published"):
         super().__init__()
+        if layout not in GAN_HEAD_LAYOUTS:
+            raise ValueError(f"unknown GAN head layout {layout!r}; use one of {', '.join(GAN_HEAD_LAYOUTS)}")
         width = width or channels
         layers: list[nn.Module] = []
         c, s = channels, size
-        while s >= 4:
-            layers += [nn.Conv2d(c, width, 4, stride=2, padding=1), nn.GroupNorm(math.gcd(32, width), width), nn.SiLU()]
-            c, s = width, s // 2
+        if layout == "published":
+            if size < 4 or size & (size - 1) or width % 32:
+                raise ValueError(f"the published GAN head needs a power-of-two bottleneck of at least 4x4 and a "
+                                 f"width divisible by 32 (GroupNorm(32)); got {size}x{size}, width {width}: use "
+                                 f"gan_head_layout=toy for small models")
+            while s > 4:
+                layers += [nn.Conv2d(c, width, 4, stride=2, padding=1), nn.GroupNorm(32, width), nn.SiLU()]
+                c, s = width, s // 2
+            layers += [nn.Conv2d(c, width, 4, stride=4, padding=0), nn.GroupNorm(32, width), nn.SiLU()]
+            c = width
+        else:
+            while s >= 4:
+                layers += [nn.Conv2d(c, width, 4, stride=2, padding=1), nn.GroupNorm(math.gcd(32, width), width),
+                           nn.SiLU()]
+                c, s = width, s // 2
         layers.append(nn.Conv2d(c, 1, 1))
+        self.layout = layout
         self.net = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        # global mean: a bottleneck larger than at training time (another resolution) still gives one logit
+        # global mean (a no-op on the published 1x1 output): a bottleneck larger than at training time (another
+        # resolution) still gives one logit
         return self.net(h.float()).mean(dim=(2, 3)).squeeze(1)
+
+
+def load_published_guidance(fake: "FakeScore", state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Load a DMD2 training checkpoint's guidance model (pytorch_model_1.bin: `fake_unet.*`, `cls_pred_branch.*`,
+    and the frozen `real_unet.*`, which is the teacher and is skipped) into `fake`. The fake denoiser must load
+    strictly; the head loads when the file has one (a checkpoint from a run without the GAN term has none, and
+    DMD2's own resume then starts the head fresh, as here). Returns the head keys that were missing."""
+    unet = {k[len("fake_unet."):]: v for k, v in state_dict.items() if k.startswith("fake_unet.")}
+    head = {"net." + k[len("cls_pred_branch."):]: v for k, v in state_dict.items() if k.startswith("cls_pred_branch.")}
+    if not unet:
+        raise KeyError("not a DMD2 guidance checkpoint: no fake_unet.* keys (expected pytorch_model_1.bin)")
+    fake.unet.load_state_dict(unet, strict=True)
+    if fake.head is None:
+        return []
+    if not head:
+        return sorted(fake.head.state_dict())
+    fake.head.load_state_dict(head, strict=True)
+    return []
 
 
 class FakeScore(nn.Module):

@@ -9,8 +9,13 @@ bottleneck with `cls_on_clean_image`). Loss and step logic: losses.py, loop.py; 
     python -m projects.dmd2.train recipe=sdxl_4step scale=paper teacher=downloads/sdxl-base data=... run_dir=...
     torchrun --standalone --nproc_per_node 2 -m projects.dmd2.train ...      (DDP; gloo on CPU)
 
-Recipes (recipe=NAME; see recipes.py): imagenet64, sd15, sdxl_4step, sdxl_4step_lora, sdxl_1step, digits_1step,
-digits_1step_gan, toy_sd15_1step, toy_sdxl_4step, toy_sdxl_1step.
+    python -m projects.dmd2.train recipe=sd15_gan scale=paper init_from=<the sd15 run_dir> ...   (phase 2)
+
+Recipes (recipe=NAME; see recipes.py): imagenet64, sd15, sd15_gan, sdxl_4step, sdxl_4step_lora, sdxl_1step,
+digits_1step, digits_1step_gan, toy_sd15_1step, toy_sdxl_4step, toy_sdxl_1step.
+init_from: a DMD2 run_dir of ours (generator.safetensors + the latest checkpoint's fake denoiser and GAN head) or
+a released DMD2 training checkpoint folder (pytorch_model.bin = generator, pytorch_model_1.bin = guidance model:
+fake_unet.*, cls_pred_branch.*); weights only, as DMD2's --ckpt_only_path.
 Outputs in run_dir: checkpoints/ (resumed from automatically), metrics.jsonl, generator.safetensors (EMA weights
 when ema_decay > 0, LoRA merged, original key names), generator.json (how to sample it), grid.png, config.yaml.
 """
@@ -22,15 +27,16 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedDataParallelKwargs
 
-from shared.config import Presets, cli, resolve
+from shared.config import Presets, cli, option, resolve
 from shared.data import LMDBDataset
 from shared.io import atomic_path, write_json
 from shared.train.trainer import TrainConfig, Trainer
 from projects.dmd2.backbones import load_backbone
-from projects.dmd2.loop import DMD2Step, StepOptions
+from projects.dmd2.loop import GENERATOR_CONDS, DMD2Step, StepOptions
 from projects.dmd2.losses import (DistributionMatchingLoss, FakeDenoisingLoss, GANDiscriminatorLoss,
                                   GANGeneratorLoss, GANNoise)
-from projects.dmd2.networks import FakeScore, GANHead, add_lora, export_state_dict
+from projects.dmd2.networks import (GAN_HEAD_LAYOUTS, FakeScore, GANHead, add_lora, export_state_dict,
+                                    load_published_guidance)
 from projects.dmd2.recipes import RECIPES, SCALE_PRESETS
 
 
@@ -63,7 +69,13 @@ class Config(TrainConfig):
     diffusion_gan: bool = False
     diffusion_gan_max_timestep: int = 1000
     gan_head_width: int = 0  # 0 = bottleneck channels
+    gan_head_layout: str = option("published", choices=GAN_HEAD_LAYOUTS,
+                                  help="published: DMD2's cls_pred_branch, down to 1x1; toy: stops at 2x2 (narrow)")
     gan_head_lr: float = 0.0  # 0 = guidance_lr (as DMD2); a fresh head needs more than a few hundred tiny steps
+    generator_cond: str = option("random", choices=GENERATOR_CONDS,
+                                 help="random: uniform labels / prompts from train_prompts (DMD2); real: the batch's")
+    train_prompts: str = ""  # sd, generator_cond=random: prompt file (one per line); "" = `data`'s captions, drawn
+    init_from: str = ""  # start generator + fake denoiser (+ GAN head) from a run_dir or a released checkpoint
     lora_rank: int = 0  # > 0: the generator is a LoRA on the frozen teacher copy
     lora_alpha: float = 8.0
     lora_dropout: float = 0.0
@@ -99,11 +111,13 @@ def build(cfg, trainer: Trainer | None = None):
     device = trainer.device if trainer is not None else torch.device("cpu")
     backbone.to(device)
     generator = backbone.copy_teacher()
+    gan = cfg.cls_on_clean_image and (cfg.gen_cls_loss_weight > 0 or cfg.guidance_cls_loss_weight > 0)
+    head = GANHead(*backbone.bottleneck_shape(), width=cfg.gan_head_width, layout=cfg.gan_head_layout) if gan else None
+    fake = FakeScore(backbone.copy_teacher(), head)
+    if cfg.init_from:
+        init_weights(cfg.init_from, generator, fake)
     if cfg.lora_rank > 0:
         generator = add_lora(generator, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
-    gan = cfg.cls_on_clean_image and (cfg.gen_cls_loss_weight > 0 or cfg.guidance_cls_loss_weight > 0)
-    head = GANHead(*backbone.bottleneck_shape(), width=cfg.gan_head_width) if gan else None
-    fake = FakeScore(backbone.copy_teacher(), head)
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     opt_g = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], lr=cfg.generator_lr,
                               betas=betas, weight_decay=cfg.weight_decay)
@@ -117,11 +131,72 @@ def build(cfg, trainer: Trainer | None = None):
         fake, _ = trainer.add("fake", fake, opt_f, ema=False)
     noise = GANNoise(cfg.diffusion_gan, cfg.diffusion_gan_max_timestep)
     opts = StepOptions(list(cfg.denoising_step_list), cfg.backward_simulation, cfg.dfake_gen_update_ratio,
-                       cfg.gen_cls_loss_weight if gan else 0.0, cfg.guidance_cls_loss_weight if gan else 0.0, cfg.seed)
+                       cfg.gen_cls_loss_weight if gan else 0.0, cfg.guidance_cls_loss_weight if gan else 0.0, cfg.seed,
+                       cfg.generator_cond)
     step = DMD2Step(backbone, trainer, generator, fake, opts,
                     DistributionMatchingLoss(cfg.min_step_percent, cfg.max_step_percent, cfg.real_guidance_scale),
-                    FakeDenoisingLoss(), GANGeneratorLoss(noise), GANDiscriminatorLoss(noise))
+                    FakeDenoisingLoss(), GANGeneratorLoss(noise), GANDiscriminatorLoss(noise),
+                    prompts=prompt_set(cfg))
     return backbone, step, (opt_g, opt_f)
+
+
+class _Captions:
+    """The captions of an LMDB as a random-access prompt set (read one at a time, not all up front)."""
+
+    def __init__(self, path: str):
+        self.data = LMDBDataset(path, fields=["caption"])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> str:
+        return self.data[i]["caption"]
+
+
+def prompt_set(cfg):
+    """The generator's prompts for the sd backbone with generator_cond=random (DMD2's --train_prompt_path), else
+    None. Without train_prompts: the captions of the training LMDB, drawn independently of the real batch."""
+    if cfg.backbone != "sd" or cfg.generator_cond != "random":
+        return None
+    if cfg.train_prompts:
+        from projects.dmd2.prompts import read_prompts
+
+        return read_prompts(cfg.train_prompts)
+    if not cfg.data:
+        raise ValueError("generator_cond=random on the sd backbone needs train_prompts= or data=")
+    return _Captions(cfg.data)
+
+
+def _first_file(folder: Path, names: tuple[str, ...]) -> Path:
+    for n in names:
+        if (folder / n).is_file():
+            return folder / n
+    raise FileNotFoundError(f"{folder}: none of {', '.join(names)} (init_from= wants a DMD2 run_dir or a released "
+                            f"training checkpoint folder)")
+
+
+def init_weights(path: str, generator, fake: FakeScore) -> None:
+    """Generator and fake denoiser (+ GAN head when the source has one) from `path`: a DMD2 run_dir of ours, or a
+    released DMD2 training checkpoint folder (accelerate's save_state: generator, then the guidance model)."""
+    from projects.dmd2.edm import load_state_dict_file
+    from shared.train.checkpoint import Checkpointer
+
+    folder = Path(path)
+    if (folder / "generator.safetensors").is_file():  # one of our runs
+        generator.load_state_dict(load_state_dict_file(folder / "generator.safetensors"), strict=True)
+        info = Checkpointer(folder / "checkpoints").latest()
+        if info is None:
+            raise FileNotFoundError(f"{folder}/checkpoints: no complete checkpoint to take the fake denoiser from")
+        sd = Checkpointer.load_tensors(info, "model.fake")
+        fake.unet.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("unet.")}, strict=True)
+        head = {k[5:]: v for k, v in sd.items() if k.startswith("head.")}
+        if fake.head is not None and head:
+            fake.head.load_state_dict(head, strict=True)
+        return
+    gen_file = _first_file(folder, ("pytorch_model.bin", "model.safetensors"))
+    guidance_file = _first_file(folder, ("pytorch_model_1.bin", "model_1.safetensors"))
+    generator.load_state_dict(load_state_dict_file(gen_file), strict=True)
+    load_published_guidance(fake, load_state_dict_file(guidance_file))
 
 
 def generator_info(cfg) -> dict:
@@ -142,6 +217,9 @@ def save_grid(backbone, generator, timesteps, path: Path, n: int, seed: int = 0)
 
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
+    for key in RECIPES[cfg.recipe].needs:
+        if not cfg[key]:
+            raise ValueError(f"recipe={cfg.recipe} needs {key}= ({RECIPES[cfg.recipe].description})")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if not cfg.teacher or not cfg.data:
