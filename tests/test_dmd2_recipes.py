@@ -20,6 +20,13 @@ PUBLISHED = {
                        real_guidance_scale=1.0, cls_on_clean_image=True, gen_cls_loss_weight=3e-3,
                        guidance_cls_loss_weight=1e-2, diffusion_gan=True, diffusion_gan_max_timestep=1000,
                        denoising_step_list=[999]),
+    "imagenet64_dm": dict(generator_lr=2e-6, guidance_lr=2e-6, batch_size=40, dfake_gen_update_ratio=5,
+                          real_guidance_scale=1.0, cls_on_clean_image=False, gen_cls_loss_weight=0.0,
+                          guidance_cls_loss_weight=0.0, denoising_step_list=[999]),
+    "imagenet64_gan_resume": dict(generator_lr=5e-7, guidance_lr=5e-7, batch_size=40, dfake_gen_update_ratio=5,
+                                  real_guidance_scale=1.0, cls_on_clean_image=True, gen_cls_loss_weight=3e-3,
+                                  guidance_cls_loss_weight=1e-2, diffusion_gan=True, diffusion_gan_max_timestep=1000,
+                                  denoising_step_list=[999]),
     "sd15": dict(generator_lr=1e-5, guidance_lr=1e-5, batch_size=32, resolution=512, dfake_gen_update_ratio=10,
                  real_guidance_scale=1.75, cls_on_clean_image=False, gen_cls_loss_weight=0.0,
                  guidance_cls_loss_weight=0.0, denoising_step_list=[999]),
@@ -58,7 +65,8 @@ def test_paper_recipes_follow_the_published_scripts(recipe):
     cfg = _resolved(recipe, "paper")
     for key, want in {**PUBLISHED[recipe], **LOOP}.items():
         assert cfg[key] == want, (recipe, key, cfg[key], want)
-    assert (recipe == "sd15_gan") == ("init_from" in r.needs)  # the lr 5e-7 run continues phase 1's weights
+    # the lr 5e-7 resume runs continue phase 1's weights
+    assert (recipe in ("sd15_gan", "imagenet64_gan_resume")) == ("init_from" in r.needs)
 
 
 def test_every_paper_recipe_is_checked_and_toy_recipes_keep_their_measured_settings():

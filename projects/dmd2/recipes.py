@@ -68,6 +68,24 @@ RECIPES: dict[str, Recipe] = {
          "diffusion_gan_max_timestep": 1000, **_PUBLISHED_LOOP},
         {"paper": {"batch_size": 40, "mixed_precision": "bf16"}},
         source="experiments/imagenet/imagenet_gan_classifier_genloss3e-3_diffusion1000_lr2e-6_scratch.sh"),
+    # the two runs behind the paper's FID 1.28 (experiments/imagenet/README.md): DM only from scratch, then the GAN
+    # term at lr 5e-7 from that run's best checkpoint (--ckpt_only_path: weights only)
+    "imagenet64_dm": Recipe(
+        "ImageNet-64 1-step, distribution matching only (phase 1 of the FID-1.28 model)",
+        {"backbone": "edm", "teacher_config": "imagenet64", "denoising_step_list": [999], "generator_lr": 2e-6,
+         "guidance_lr": 2e-6, "dfake_gen_update_ratio": 5, "real_guidance_scale": 1.0, "cls_on_clean_image": False,
+         "gen_cls_loss_weight": 0.0, "guidance_cls_loss_weight": 0.0, "diffusion_gan": False, **_PUBLISHED_LOOP},
+        {"paper": {"batch_size": 40, "mixed_precision": "bf16"}},
+        source="experiments/imagenet/imagenet_lr2e-6_scratch.sh"),
+    "imagenet64_gan_resume": Recipe(
+        "ImageNet-64 1-step, phase 2 from an imagenet64_dm run (init_from=): lr 5e-7, GAN 3e-3 / 1e-2",
+        {"backbone": "edm", "teacher_config": "imagenet64", "denoising_step_list": [999], "generator_lr": 5e-7,
+         "guidance_lr": 5e-7, "dfake_gen_update_ratio": 5, "real_guidance_scale": 1.0, "cls_on_clean_image": True,
+         "gen_cls_loss_weight": 3e-3, "guidance_cls_loss_weight": 1e-2, "diffusion_gan": True,
+         "diffusion_gan_max_timestep": 1000, **_PUBLISHED_LOOP},
+        {"paper": {"batch_size": 40, "mixed_precision": "bf16"}},
+        source="experiments/imagenet/imagenet_gan_classifier_genloss3e-3_diffusion1000_lr5e-7_resume.sh",
+        needs=("init_from",)),
     # phase 1 of SD1.5: experiments/sdv1.5/laion6.25_sd_baseline_8node_guidance1.75_lr1e-5_seed10_dfake10_from_
     # scratch.sh (64 GPUs x 32, --use_fp16 = bf16): distribution matching only, no GAN flags
     "sd15": Recipe(

@@ -11,8 +11,8 @@ bottleneck with `cls_on_clean_image`). Loss and step logic: losses.py, loop.py; 
 
     python -m projects.dmd2.train recipe=sd15_gan scale=paper init_from=<the sd15 run_dir> ...   (phase 2)
 
-Recipes (recipe=NAME; see recipes.py): imagenet64, sd15, sd15_gan, sdxl_4step, sdxl_4step_lora, sdxl_1step,
-digits_1step, digits_1step_gan, toy_sd15_1step, toy_sdxl_4step, toy_sdxl_1step.
+Recipes (recipe=NAME; see recipes.py): imagenet64, imagenet64_dm, imagenet64_gan_resume, sd15, sd15_gan, sdxl_4step,
+sdxl_4step_lora, sdxl_1step, digits_1step, digits_1step_gan, toy_sd15_1step, toy_sdxl_4step, toy_sdxl_1step.
 init_from: a DMD2 run_dir of ours (generator.safetensors + the latest checkpoint's fake denoiser and GAN head) or
 a released DMD2 training checkpoint folder (pytorch_model.bin = generator, pytorch_model_1.bin = guidance model:
 fake_unet.*, cls_pred_branch.*); weights only, as DMD2's --ckpt_only_path.
