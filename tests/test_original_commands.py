@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import runpy
 import shlex
 import shutil
@@ -229,3 +230,138 @@ def test_web_sd_serves_with_model_and_unet(lab, monkeypatch):
     default, custom = ({k: v.detach() for k, v in p.unet.state_dict().items()} for p in pipes)
     assert max_diff(default, unet_weights(lab / "downloads/sd15")) == 0
     assert max_diff(custom, unet_weights(lab / "other")) < 1e-6 < max_diff(custom, unet_weights(lab / "tuned/sd15/pipeline"))
+
+
+# ---- dmd2 ------------------------------------------------------------------------------------------------------
+def run_module(module: str, command: str, cwd: Path, monkeypatch) -> str:
+    """`python -m <module> <command>` in `cwd`, in this interpreter; returns stdout (a non-zero exit fails)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [module, *shlex.split(command)])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise AssertionError(f"-m {module} {command}: exit {e.code}\n{out.getvalue()}") from None
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def dmd2_run(tmp_path_factory):
+    """A tiny DMD2 run on the tiny EDM teacher with two checkpoints, the digits data and feature CNN."""
+    from projects.dmd2 import prepare, train
+    from projects.dmd2.tiny import save_tiny_edm
+    from shared.digits import prepare as digits_prepare, train_features
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("dmd2")
+    digits_prepare.main({"scale": "tiny", "out_dir": str(root / "digits")})
+    prepare.main({"scale": "tiny", "kind": "edm", "images": str(root / "digits/train"),
+                  "eval_images": str(root / "digits/test"), "out_dir": str(root / "edm")})
+    save_tiny_edm(root / "teacher", "tiny", seed=0)
+    train_features.main({"scale": "tiny", "data_dir": str(root / "digits"), "out_dir": str(root / "features")})
+    train.main({"scale": "tiny", "recipe": "digits_1step", "teacher": str(root / "teacher"),
+                "data": str(root / "edm/real.lmdb"), "run_dir": str(root / "run"), "threads": 1, "max_steps": 2,
+                "ckpt_every": 1, "keep_last": 2, "generator_lr": 1e-2, "dfake_gen_update_ratio": 1})
+    return root
+
+
+def test_dmd2_imagenet_example_and_checkpoint_evaluation(dmd2_run, monkeypatch):
+    from projects.dmd2.generation import load_generator
+
+    root = dmd2_run
+    run_module("projects.dmd2.imagenet_example", "--checkpoint_path run", root, monkeypatch)
+    res = load_generator(root / "run")[2].resolution
+    assert Image.open(root / "imagenet_grid.jpg").size == (8 * res, 8 * res)  # 64 images of random classes
+    with pytest.raises(AssertionError, match="exit 2"):  # a restated property that disagrees is refused
+        run_module("projects.dmd2.imagenet_example", "--checkpoint_path run --resolution 64", root, monkeypatch)
+
+    # test_folder_edm.py's options (the Inception URL has no meaning offline: refused with what to use)
+    with pytest.raises(AssertionError, match="exit 2"):
+        run_module("projects.dmd2.evaluate_checkpoints", "--folder run --resolution 16 --label_dim 80 --ref_path digits/train "
+                                               "--detector_url https://x/inception.pkl", root, monkeypatch)
+    run_module("projects.dmd2.evaluate_checkpoints", "--folder run --resolution 16 --label_dim 80 --ref_path digits/train "
+                                           "--scale tiny --total_eval_samples 20 --extractor "
+                                           "digits:features/features.safetensors", root, monkeypatch)
+    lines = [json.loads(x) for x in (root / "run/eval/results.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2] and all(np.isfinite(x["metrics"]["fd"]) for x in lines)
+    assert len(list((root / "run/eval/step_0000002/samples").glob("*.png"))) == 20
+    w1, w2 = (load_file(str(root / f"run/eval/step_000000{i}/generator.safetensors")) for i in (1, 2))
+    assert max_diff(w1, w2) > 0  # each checkpoint's own generator
+    ema = load_file(str(root / "run/checkpoints/ckpt-00000002/ema.generator.safetensors"))
+    raw = load_file(str(root / "run/checkpoints/ckpt-00000002/model.generator.safetensors"))
+    assert all(torch.equal(w2[k], v) for k, v in ema.items()) and max_diff(w2, raw) > 0  # the run's EMA is scored
+    out = run_module("projects.dmd2.evaluate_checkpoints", "--folder run --ref_dir digits/train --scale tiny", root, monkeypatch)
+    assert "step" not in out  # evaluated checkpoints are not evaluated again
+
+
+def test_dmd2_text_to_image_sdxl_demo(tmp_path, monkeypatch):
+    """`demo.text_to_image_sdxl --checkpoint_path CKPT --precision ... --num_step 1 --conditioning_timestep 399`
+    with a released-style UNet .bin and the SDXL pipeline where the download rule puts it."""
+    gradio = pytest.importorskip("gradio")
+    from projects.dmd2.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline("sdxl", seed=1)
+    pipe.save_pretrained(tmp_path / "downloads/sdxl_base")
+    torch.save(pipe.unet.state_dict(), tmp_path / "unet.bin")
+    apps = []
+    real_launch = gradio.Blocks.launch
+
+    def launch(self, **kw):
+        apps.append((self, dict(kw)))
+        return real_launch(self, **{**kw, "server_port": None, "prevent_thread_lock": True})
+
+    monkeypatch.setattr(gradio.Blocks, "launch", launch)
+    run_module("projects.dmd2.text_to_image_sdxl", "--checkpoint_path unet.bin --precision bfloat16 --num_step 1 "
+                                                   "--conditioning_timestep 399", tmp_path, monkeypatch)
+    app, kw = apps[0]
+    assert (kw["server_port"], kw["share"]) == (7860, False)
+    (fn,) = [f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == "inference"]
+    images, status = fn("a red handwritten seven", 3, 2)
+    assert len(images) == 2 and images[0].size == (32, 32) and "timesteps [399]" in status
+    gradio.close_all()
+
+
+def test_dmd2_download_checkpoint_and_fsdp_configs(tmp_path, monkeypatch):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from projects.dmd2.download_hf_checkpoint import FILES
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for i, name in enumerate(FILES):
+        (staged / name).write_bytes(bytes([i]) * (i + 1))
+    run(REPO / "projects/dmd2/download_hf_checkpoint.py", f"model/sdxl_run/checkpoint_model_019000 ckpt --mirror "
+                                                           f"{staged}", tmp_path, monkeypatch)
+    record = json.loads((tmp_path / "ckpt/download.json").read_text())
+    assert sorted(record["files"]) == sorted(FILES) and (tmp_path / "ckpt/pytorch_model_1.bin").read_bytes() == b"\3" * 4
+
+    out = run(REPO / "projects/dmd2/create_sdxl_fsdp_configs.py", "--folder fsdp_configs --master_ip 10.1.2.3 "
+                                                                  "--num_machines 8 --sharding_strategy 4",
+              tmp_path, monkeypatch)
+    assert "HYBRID_SHARD" in out and "fsdp=full_shard" in out
+    for rank in range(8):
+        c = load_config_from_file(str(tmp_path / f"fsdp_configs/config_rank{rank}.yaml"))
+        assert (c.machine_rank, c.main_process_ip, c.num_machines, c.num_processes) == (rank, "10.1.2.3", 8, 64)
+
+
+def test_dmd2_recipe_presets_and_fsdp_config_saved(monkeypatch, tmp_path):
+    """Presets by recipe come from shared.config (no argv at import); an FSDP run hands the Trainer, which saves
+    config.yaml, the config with its FSDP preset (it used to save fsdp: '')."""
+    from projects.dmd2 import train
+    from shared.config import parse_argv, resolve
+
+    f = tmp_path / "exp.yaml"
+    f.write_text("recipe: sdxl_4step\nscale: paper\n")
+    cfg = resolve(train.Config, parse_argv([str(f)], train.Config), train.PRESETS)
+    assert (cfg.fsdp, cfg.fsdp_wrap, cfg.generator_lr, cfg.resolution) == ("full_shard", "sdxl", 5e-7, 1024)
+    seen = {}
+
+    class Recording:
+        def __init__(self, c, **kw):
+            seen["cfg"], seen["kw"] = c, kw
+
+    monkeypatch.setattr(train, "Trainer", Recording)
+    train._trainer(cfg)
+    assert seen["cfg"].fsdp == "full_shard" and seen["kw"]["fsdp_plugin"] is not None
