@@ -365,3 +365,44 @@ def test_dmd2_recipe_presets_and_fsdp_config_saved(monkeypatch, tmp_path):
     monkeypatch.setattr(train, "Trainer", Recording)
     train._trainer(cfg)
     assert seen["cfg"].fsdp == "full_shard" and seen["kw"]["fsdp_plugin"] is not None
+
+
+# ---- the lab's container -------------------------------------------------------------------------------------------
+def _pins() -> dict[str, str]:
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return dict(d.split("==") for d in deps)
+
+
+def test_container_files_use_the_pinned_stack_and_serve_the_web_ui():
+    from projects.sd_flux_lab import web_sd
+    from projects.sd_flux_lab.original import WEB_SD_ALIASES
+    from shared.config import parse_argv, resolve
+
+    torch_pin = _pins()["torch"]
+    docker = (REPO / "Dockerfile").read_text()
+    (base,) = [line.split("=", 1)[1] for line in docker.splitlines() if line.startswith("ARG BASE_IMAGE=")]
+    apptainer = (REPO / "apptainer.def").read_text()
+    (app_base,) = [line.split(":", 1)[1].strip() for line in apptainer.splitlines() if line.startswith("From:")]
+    for image in (base, app_base):
+        assert image.startswith(f"pytorch/pytorch:{torch_pin}-cuda"), image  # the base image's torch is the pin
+    # the stack comes from pyproject.toml alone: one pip install, of this repository, no package named elsewhere
+    for text, target in ((docker, '-e ".[dev]"'), (apptainer, '-e "/app[dev]"')):
+        installs = [line for line in text.splitlines() if "pip install" in line]
+        assert len(installs) == 1 and installs[0].rstrip(" \\").endswith(target), installs
+    assert "COPY pyproject.toml" in docker and "pyproject.toml /app/pyproject.toml" in apptainer
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    labs = compose["services"]["labs"]
+    assert labs["ports"] == ["7860:7860"] and ".:/app" in labs["volumes"] and labs["working_dir"] == "/app"
+    assert {v.split(":")[-1] for v in labs["volumes"]} >= {"/app/images", "/app/tuned", "/app/models", "/app/output"}
+    (gpu,) = labs["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    # the service's command is our web UI entry point, listening where the port is published
+    python, script, *args = labs["command"]
+    assert python == "python" and (REPO / script).resolve() == (LAB / "web_sd.py")
+    assert docker.splitlines()[-1] == "CMD " + json.dumps(labs["command"])
+    cfg = resolve(web_sd.Config, parse_argv(args, web_sd.Config, WEB_SD_ALIASES), web_sd.PRESETS)
+    assert (cfg.host, cfg.port, cfg.block) == ("0.0.0.0", 7860, True)
+    assert f'exec python {script} --host 0.0.0.0 --port 7860' in apptainer
