@@ -16,6 +16,7 @@ Outputs: out_dir/shard-NNNNNN.tar, index.json (+ "classes"), skips.json, config.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,9 +67,9 @@ def main(cfg=None):
         index_of = {c: int(c.split("_", 1)[0]) for c in classes}
     else:
         raise ConfigError(f"labels={cfg.labels!r}; allowed: sorted, prefix")
-    for it in listing.items:  # a folder without caption files gets the class name as its caption
-        if not it.prompt or it.source == "folder":
-            it.prompt = class_of(it.path)
+    # a folder without caption files: the class name is the caption
+    items = [it if it.prompt and it.source != "folder" else dataclasses.replace(it, prompt=class_of(it.path))
+             for it in listing.items]
     if cfg.list_only:
         print(listing.report())
         print(f"{len(classes)} classes: {', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}")
@@ -77,7 +78,7 @@ def main(cfg=None):
     skips = SkipCounter()
     with atomic_dir(cfg.out_dir) as tmp:
         def samples():
-            for i, r in enumerate(folder_records(cfg.src, ordered(listing.items, cfg.shuffle, cfg.seed), skips,
+            for i, r in enumerate(folder_records(cfg.src, ordered(items, cfg.shuffle, cfg.seed), skips,
                                                  cfg.verify, desc="wds")):
                 name = class_of(r.item.path)
                 yield {"__key__": f"{i:08d}", r.ext: r.data, "cls": str(index_of[name]),
