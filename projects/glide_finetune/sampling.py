@@ -11,7 +11,8 @@ shared.samplers: "plms" (default for the base, as glide-finetune), "ddim" (eta),
 `steps` is a count (a respacing string counts as its number of steps).
 
 Guidance is GLIDE's: one forward over [uncond; cond], eps = eps_u + s (eps_c - eps_u) on the first 3 channels
-only; the variance channels are the conditional half's (shared.samplers guidance="glide"). The unconditional
+only; the variance channels are the conditional half's (shared.samplers guidance "auto", which is "glide" for a
+learned-variance output). The unconditional
 input is the empty prompt (all end tokens, mask False), which is what training with uncond_p drops to.
 
 Per-sample seeds: sample i draws all its noise from its own generator (seed_i), so a sample does not depend on
@@ -26,6 +27,11 @@ import torch
 
 from projects.glide_finetune.diffusion import create_diffusion, diffusers_schedule, randn, respacing_steps
 from shared.samplers import guided_output, sample as shared_sample
+
+
+# shared.samplers' "auto" form: "glide" (guide eps, keep the conditional variance) because the output has twice the
+# sample's channels; plain cfg over the variance channels is refused there
+GUIDANCE = "auto"
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,14 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
         diffusion = create_diffusion(options, str(steps))
 
         def model_fn(x, t):
-            return guided_output(denoiser, x, t.to(x.dtype), cond, uncond if guided else None, guidance_scale, "glide")
+            return guided_output(denoiser, x, t.to(x.dtype), cond, uncond if guided else None, guidance_scale, GUIDANCE)
 
         return diffusion.p_sample_loop(model_fn, shape, noise=x_T, generator=gens, device=device, progress=progress)
     n = respacing_steps(steps, int(options["diffusion_steps"])) if isinstance(steps, str) else int(steps)
     eta = float(sampler_eta) if SAMPLERS[sampler].takes_eta else None
     return shared_sample(denoiser, shape, preset, n, generator=gens, cond=dict(cond),
                          uncond=dict(uncond) if guided else None, guidance_scale=guidance_scale if guided else 1.0,
-                         guidance="glide", learned_variance=True, schedule=diffusers_schedule(options), eta=eta,
+                         guidance=GUIDANCE, learned_variance=True, schedule=diffusers_schedule(options), eta=eta,
                          x_T=x_T, device=device, progress=progress)
 
 
