@@ -201,6 +201,30 @@ def test_flow_multistep_solvers_match_hand_written_flow_solvers(name, reference)
     torch.testing.assert_close(seen, 1000 * sigmas[:-1], rtol=0, atol=1e-4)
 
 
+def test_flow_multistep_schedulers_give_pipeline_loops_the_exact_timestep():
+    """A diffusers pipeline loop (FLUX.2's: the model gets t / 1000 of scheduler.timesteps) on the scheduler
+    make_scheduler builds, as sd_flux_lab.generate hands it to Flux2Pipeline."""
+    import copy
+
+    for name in ("dpm++", "dpm++_1", "unipc"):
+        s = make_scheduler(name, prediction_type="flow")
+        s.set_timesteps(8)
+        assert s.timesteps.is_floating_point(), name
+        torch.testing.assert_close(s.timesteps, 1000 * s.sigmas[:-1], rtol=0, atol=0)
+        probe = copy.deepcopy(s)  # as generate.flux_img2img probes a copy: the copy's own timesteps change
+        probe.set_timesteps(4)
+        assert (len(s.timesteps), len(probe.timesteps)) == (8, 4)
+    shape = (64, 1, 2, 2)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = make_scheduler("dpm++", prediction_type="flow")
+    s.set_timesteps(8)
+    x, model = x_T.clone(), GAUSS.flow_denoiser()
+    for t in s.timesteps:
+        x = s.step(model(x, t.expand(shape[0]).double()), t, x).prev_sample
+    want = dpmpp_2m_flow_reference(model, x_T.clone(), s.sigmas.double())
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-5)
+
+
 def test_flow_unipc_feeds_the_model_1000_sigma():
     steps, shape = 6, (16, 1, 2, 2)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -6,9 +6,11 @@ for a given model output type. Add a sampler by adding an entry to `SAMPLERS`.
 from __future__ import annotations
 
 import inspect
+import types
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -154,4 +156,19 @@ def make_scheduler(name: str, *, prediction_type: str = "epsilon", learned_varia
         # DDPM expect them and DPM-Solver slice the first 3 channels itself
         config["variance_type"] = inspect.signature(preset.scheduler.__init__).parameters["variance_type"].default
     config.update(overrides)
-    return preset.scheduler(**config)
+    scheduler = preset.scheduler(**config)
+    if config.get("use_flow_sigmas"):
+        scheduler.set_timesteps = types.MethodType(_set_exact_flow_timesteps, scheduler)
+    return scheduler
+
+
+def _set_exact_flow_timesteps(self, *args: Any, **kwargs: Any) -> None:
+    """set_timesteps, then timesteps = num_train_timesteps * sigma (float) instead of diffusers' int64
+    floor(1000 sigma) (up to 1.0 off): the flow model is then fed the noise level the solver steps with, by
+    `sample` and by any diffusers pipeline loop (FLUX.2's feeds t / 1000). step() finds its index by equality
+    with these same values. Bound to the instance (a deepcopy rebinds it to the copy)."""
+    type(self).set_timesteps(self, *args, **kwargs)
+    n = len(self.timesteps)
+    if len(self.sigmas) != n + 1:
+        raise RuntimeError(f"{type(self).__name__}: expected one sigma per timestep (+ the final one)")
+    self.timesteps = (self.sigmas[:n].to(torch.float32) * self.config.num_train_timesteps).to(self.timesteps.device)

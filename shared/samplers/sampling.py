@@ -2,9 +2,8 @@
 
 The denoiser is any callable `denoiser(x, t, **cond)` returning the model output (a tensor, a diffusers output
 with `.sample`, or a tuple whose first item is it). `t` is the scheduler's timestep repeated over the batch,
-already in the model's convention (discrete/continuous DDPM step, EDM c_noise, or 1000 * sigma for flows: the
-multistep solvers run on flow sigmas keep integer timesteps, floor(1000 sigma), so the model gets the exact
-num_train_timesteps * sigma of the step instead, the noise level the solver steps with).
+already in the model's convention (discrete/continuous DDPM step, EDM c_noise, or 1000 * sigma for flows; the
+multistep solvers on flow sigmas report exact float timesteps, see registry.make_scheduler).
 
 Classifier-free guidance forms (`guidance=`), for `sample` and `guided_output`:
     "auto"   (default) "glide" for a learned-variance model, "cfg" otherwise. In `sample` the model is a
@@ -177,16 +176,10 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
     expected_channels = 2 * channels if learned_variance else channels
 
     timesteps = scheduler.timesteps
-    # flow sigmas on a multistep VP solver (dpm++, unipc): integer timesteps, exact sigmas (one per step)
-    flow_sigmas = prediction_type == "flow" and not timesteps.is_floating_point()
-    if flow_sigmas and len(scheduler.sigmas) != len(timesteps) + 1:
-        raise RuntimeError(f"{sampler}: expected one sigma per timestep (+ the final one) with flow sigmas")
-    n_train = scheduler.config.get("num_train_timesteps", 1000)
     lo, hi = guidance_interval
     for i, t in enumerate(tqdm(timesteps, desc=f"{sampler} x{steps}", disable=not progress, leave=False)):
         model_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-        t_model = scheduler.sigmas[i].to(device) * n_train if flow_sigmas else t
-        t_batch = t_model.reshape(()).expand(x.shape[0])
+        t_batch = t.reshape(()).expand(x.shape[0])
         guided = use_uncond is not None and lo <= i / len(timesteps) < hi
         out = guided_output(denoiser, model_in, t_batch, cond, use_uncond if guided else None,
                             guidance_scale, guidance)
