@@ -105,3 +105,45 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+class DiskFull(OSError):
+    """A write failed because the file system is full: names the file and the space left."""
+
+
+# what torch.save / safetensors say when a write runs out of space (they raise without an errno or a path)
+_WRITE_FAILURES = ("no space left", "unexpected pos", "basic_ios::clear", "iostream error", "file write failed",
+                   "disk quota", "failed to write")
+_ALMOST_FULL = 1 << 20  # bytes: below this, a failed write with no errno is taken as a full disk
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes available to this user on the file system holding `path` (or its nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return -1
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an out-of-space failure while writing `path` into DiskFull("no space left on device while writing
+    <path> (<n> bytes free)"); other write failures keep their type. Callers keep their previous file intact."""
+    import errno
+
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as e:
+        code = getattr(e, "errno", None)
+        msg = str(e).lower()
+        full = code in (errno.ENOSPC, errno.EDQUOT) or (
+            any(s in msg for s in _WRITE_FAILURES) and 0 <= free_bytes(path) < _ALMOST_FULL)
+        if not full:
+            raise
+        raise DiskFull(errno.ENOSPC, f"no space left on device while writing {path} ({free_bytes(path)} bytes "
+                                     f"free)") from e

@@ -2,14 +2,18 @@
 buckets, SDXL size/crop conditioning, optional latent caching, and a resumable bucketed batch order.
 
     listing = shared.data.list_images(root)             # folder-name prompts, .cap/.txt overrides, `__` skips
-    ds = BucketedImages(listing, size=512, buckets=True, crop="center"|"random", hflip=0.5)
-    loader = BucketBatches(ds, batch_size, seed)        # every batch from one bucket; state_dict() resumes
+    ds = BucketedImages(listing, size=512, buckets=True, crop="center"|"random", hflip=0.5, min_size=16)
+    loader = BucketBatches(ds, batch_size, seed)        # shared.data.DatasetLoader + BucketBatchSampler
     cached = cache_latents(ds, vae, path)               # LatentDataset: VAE posterior (mean, std) per image
+    print(skip_summary(ds, loader))                     # what was left out and why
+
+Bad files go through shared.data's skip-and-count path: BucketedImages probes every image's header when it is
+built (a dangling link, an empty file, text named .png, an image below `min_size` are left out and counted on
+`ds.skips`); an image whose pixel data is cut short fails when decoded and is skipped and counted by the loader.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -19,7 +23,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from shared.data import FolderListing, decode_image, read_file
+from shared.data import (BadSample, BucketBatchSampler, DatasetLoader, Filtered, FolderListing, SkipCounter,
+                         check_images, decode_image, make_buckets, nearest_bucket, probe_image, read_file)
 from shared.data.transforms import keyed_uniform
 from shared.io import atomic_path
 
@@ -27,26 +32,6 @@ from shared.io import atomic_path
 def list_flag(argv: Sequence[str]) -> list[str]:
     """`--list` on a step's command line means `list=true` (a dry run listing images and prompts)."""
     return ["list=true" if a == "--list" else a for a in argv]
-
-
-def make_buckets(size: int, multiple: int, max_ratio: float = 2.0) -> list[tuple[int, int]]:
-    """(h, w) pairs of about size*size pixels, sides multiples of `multiple`, aspect ratios up to max_ratio."""
-    out = set()
-    area = size * size
-    w = multiple
-    while w <= size * max_ratio:
-        h = int(area / w) // multiple * multiple
-        if h >= multiple and max(h / w, w / h) <= max_ratio:
-            out.add((h, w))
-            out.add((w, h))
-        w += multiple
-    out.add((size, size))
-    return sorted(out)
-
-
-def nearest_bucket(buckets: Sequence[tuple[int, int]], h: int, w: int) -> int:
-    r = math.log(h / w)
-    return min(range(len(buckets)), key=lambda i: (abs(math.log(buckets[i][0] / buckets[i][1]) - r), i))
 
 
 class BucketedImages(Dataset):
@@ -58,33 +43,41 @@ class BucketedImages(Dataset):
     CROPS = ("center", "random")
 
     def __init__(self, listing: FolderListing, size: int, *, buckets: bool = False, multiple: int = 8,
-                 crop: str = "center", hflip: float = 0.0, seed: int = 0, max_ratio: float = 2.0):
+                 crop: str = "center", hflip: float = 0.0, seed: int = 0, max_ratio: float = 2.0,
+                 min_size: int = 0):
         if crop not in self.CROPS:
             raise ValueError(f"crop={crop!r}; expected one of {', '.join(self.CROPS)}")
         missing = [i.path for i in listing.items if not i.prompt]
         if missing:
             raise ValueError(f"{listing.root}: {len(missing)} images have no prompt (no caption file, no folder "
                              f"name), e.g. {missing[:3]}")
-        if not listing.items:
-            raise ValueError(f"{listing.root}: no images")
-        self.root, self.items = Path(listing.root), list(listing.items)
+        self.root, self.min_size = Path(listing.root), min_size
         self.size, self.crop, self.hflip, self.seed, self.epoch = size, crop, hflip, seed, 0
         self.buckets = make_buckets(size, multiple, max_ratio) if buckets else [(size, size)]
-        self.item_bucket = []
-        for it in self.items:
-            if buckets:
-                with Image.open(self.root / it.path) as im:
-                    w, h = im.size
-                self.item_bucket.append(nearest_bucket(self.buckets, h, w))
-            else:
-                self.item_bucket.append(0)
+        self.skips = SkipCounter()  # images left out when listed (header probe); decode failures: the loader's
+        self.items, self.item_bucket = [], []
+        for it in listing.items:
+            self.skips.add_seen()
+            try:
+                w, h = probe_image(self.root / it.path, min_size)
+            except BadSample as e:
+                self.skips.record(e.reason, e.file, e.detail)
+                continue
+            except Filtered as e:
+                self.skips.record_filtered(e.reason)
+                continue
+            self.items.append(it)
+            self.item_bucket.append(nearest_bucket(self.buckets, h, w) if buckets else 0)
+        if not self.items:
+            raise ValueError(f"{listing.root}: no usable images ({self.skips.summary()})"
+                             + (f"\n{self.skips.listing()}" if self.skips.counts else ""))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         it = self.items[i]
-        img = decode_image(read_file(self.root / it.path), str(self.root / it.path))
+        img = decode_image(read_file(self.root / it.path), str(self.root / it.path), min_size=self.min_size)
         th, tw = self.buckets[self.item_bucket[i]]
         w, h = img.size
         scale = max(th / h, tw / w)  # cover the bucket, then crop the excess
@@ -102,6 +95,18 @@ class BucketedImages(Dataset):
         return {"pixels": x, "caption": it.prompt, "key": it.path, "bucket": self.item_bucket[i],
                 "sizes": torch.tensor([h, w, top, left, th, tw])}
 
+    def first_good(self, n: int) -> list[dict]:
+        """The first `n` samples that decode (evaluation and statistics at the end of a run skip bad files too)."""
+        out = []
+        for i in range(len(self)):
+            if len(out) == n:
+                break
+            try:
+                out.append(self[i])
+            except (BadSample, Filtered):
+                continue
+        return out
+
     def fingerprint(self) -> str:
         h = hashlib.sha256(repr((self.size, self.crop, self.buckets, self.item_bucket)).encode())
         for it in self.items:
@@ -116,15 +121,18 @@ class LatentDataset(Dataset):
     def __init__(self, tensors: Mapping[str, torch.Tensor], images: BucketedImages):
         self.images = images
         self.item_bucket, self.buckets = images.item_bucket, images.buckets
-        self.mean = {b: tensors[f"mean/{b}"] for b in set(self.item_bucket)}
-        self.std = {b: tensors[f"std/{b}"] for b in set(self.item_bucket)}
+        self.mean = {b: tensors[f"mean/{b}"] for b in set(self.item_bucket) if f"mean/{b}" in tensors}
+        self.std = {b: tensors[f"std/{b}"] for b in set(self.item_bucket) if f"std/{b}" in tensors}
         self.row, self.sizes = tensors["row"].tolist(), tensors["sizes"]
+        self.bad = {it.path: "undecodable" for it, r in zip(images.items, self.row) if r < 0}
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
         it, b, r = self.images.items[i], self.item_bucket[i], self.row[i]
+        if r < 0:  # could not be decoded when the cache was built: skipped (and counted) like an uncached read
+            raise BadSample(self.bad.get(it.path, "undecodable"), str(self.images.root / it.path), "not cached")
         return {"latent_mean": self.mean[b][r], "latent_std": self.std[b][r], "caption": it.prompt, "key": it.path,
                 "bucket": b, "sizes": self.sizes[i]}
 
@@ -151,17 +159,27 @@ def cache_latents(images: BucketedImages, vae, path: str | Path, batch_size: int
     data: dict[str, torch.Tensor] = {}
     row = [0] * len(images)
     sizes: list[torch.Tensor | None] = [None] * len(images)
+    th, tw = images.buckets[0]
     for b, items in sorted(members.items()):
-        means, stds = [], []
+        means, stds, n = [], [], 0
         for lo in range(0, len(items), batch_size):
-            chunk = items[lo:lo + batch_size]
-            batch = [images[i] for i in chunk]
+            batch, good = [], []
+            for i in items[lo:lo + batch_size]:
+                try:
+                    batch.append(images[i])
+                    good.append(i)
+                except (BadSample, Filtered):  # left out of the cache; the loader skips and counts it each epoch
+                    row[i], sizes[i] = -1, torch.tensor([0, 0, 0, 0, th, tw])
+            if not batch:
+                continue
             dist = vae.encode(torch.stack([s["pixels"] for s in batch]).to(device, vae.dtype)).latent_dist
             means.append(dist.mean.float().cpu())
             stds.append(dist.std.float().cpu())
-            for j, (i, s) in enumerate(zip(chunk, batch)):
-                row[i], sizes[i] = lo + j, s["sizes"]
-        data[f"mean/{b}"], data[f"std/{b}"] = torch.cat(means).contiguous(), torch.cat(stds).contiguous()
+            for i, s in zip(good, batch):
+                row[i], sizes[i] = n, s["sizes"]
+                n += 1
+        if means:
+            data[f"mean/{b}"], data[f"std/{b}"] = torch.cat(means).contiguous(), torch.cat(stds).contiguous()
     data.update(row=torch.tensor(row), sizes=torch.stack(sizes),
                 key=torch.tensor(list(key.encode()), dtype=torch.uint8))
     with atomic_path(path) as tmp:
@@ -169,58 +187,32 @@ def cache_latents(images: BucketedImages, vae, path: str | Path, batch_size: int
     return LatentDataset(data, images)
 
 
-def _collate(samples: list[dict]) -> dict:
-    out: dict[str, Any] = {}
-    for k in samples[0]:
-        vals = [s[k] for s in samples]
-        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else (
-            torch.tensor(vals) if isinstance(vals[0], int) else vals)
-    return out
+def BucketBatches(dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> DatasetLoader:
+    """The lab's loader: shared.data.DatasetLoader with batches drawn within aspect-ratio buckets (each epoch a
+    seeded permutation per bucket, cut into full batches, the batches shuffled together). Resumable; decode
+    failures are skipped and counted on `.skips`."""
+    return DatasetLoader(dataset, batch_size, seed=seed, rank=rank, world_size=world_size,
+                         batch_sampler=BucketBatchSampler(dataset.item_bucket, batch_size, seed, rank, world_size))
 
 
-class BucketBatches:
-    """Batches drawn within buckets: each epoch, a seeded permutation per bucket is cut into full batches and the
-    batches are shuffled together. State = (epoch, batches handed out), so a resumed run continues the order."""
+def skip_summary(images: BucketedImages, loader: DatasetLoader | None = None) -> str:
+    """One paragraph for the run's end: images left out when listed, samples skipped while training, and why."""
+    lines = [f"listing: {images.skips.summary()}"]
+    if images.skips.counts:
+        lines.append(images.skips.listing())
+    if loader is not None:
+        lines.append(f"training: {loader.skips.summary()}")
+        if loader.skips.counts:
+            lines.append(loader.skips.listing())
+    return "\n".join(lines)
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = self.batch = 0
-        if len(self) == 0:
-            raise ValueError(f"no bucket holds a full batch of {batch_size} x {world_size} processes "
-                             f"({len(dataset)} images); lower batch_size")
 
-    def _batches(self, epoch: int) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        by_bucket: dict[int, list[int]] = {}
-        for i, b in enumerate(self.dataset.item_bucket):
-            by_bucket.setdefault(b, []).append(i)
-        per_step = self.batch_size * self.world_size
-        out = []
-        for b in sorted(by_bucket):
-            idx = by_bucket[b]
-            perm = [idx[j] for j in torch.randperm(len(idx), generator=g).tolist()]
-            out += [perm[k:k + per_step] for k in range(0, len(perm) - per_step + 1, per_step)]
-        order = torch.randperm(len(out), generator=g).tolist()
-        return [out[j][self.rank * self.batch_size:(self.rank + 1) * self.batch_size] for j in order]
-
-    def __len__(self) -> int:
-        return len(self._batches(0))
-
-    def __iter__(self) -> Iterator[dict]:
-        if hasattr(self.dataset, "epoch"):
-            self.dataset.epoch = self.epoch
-        for idx in self._batches(self.epoch)[self.batch:]:
-            self.batch += 1
-            yield _collate([self.dataset[i] for i in idx])
-        self.epoch += 1
-        self.batch = 0
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "num_items": len(self.dataset)}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        if int(state.get("num_items", len(self.dataset))) != len(self.dataset):
-            raise ValueError(f"the dataset changed since the checkpoint ({state['num_items']} -> "
-                             f"{len(self.dataset)} images); the data order cannot be resumed")
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+def list_report(listing: FolderListing, min_size: int = 0) -> tuple[str, dict]:
+    """`list=true`: every image with its prompt, then every image a run would skip (each one decoded) and why."""
+    counter, why = check_images(listing.root, [i.path for i in listing.items], min_size)
+    *lines, total = listing.report().splitlines()  # the counts line stays last
+    lines += [f"would skip {path}: {reason}" for path, reason in sorted(why.items())]
+    lines += [f"check (every image decoded, min_size={min_size}): {counter.summary()}", total]
+    counts = {**listing.counts, "would_skip": counter.bad, "would_filter": sum(counter.filtered.values()),
+              "skip_reasons": dict(sorted(counter.counts.items())), "filter_reasons": dict(counter.filtered)}
+    return "\n".join(lines), counts

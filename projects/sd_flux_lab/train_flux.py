@@ -44,6 +44,7 @@ class Config(TrainConfig):
     resolution: int = 512
     crop: str = "center"  # center | random
     hflip: float = 0.0
+    min_image_size: int = 16  # shorter side below this: left out, counted as filtered (0 = keep all)
     batch_size: int = 1
     num_workers: int = 2
     caption_dropout: float = 0.0
@@ -173,7 +174,8 @@ def main(cfg=None):
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     transformer, _ = trainer.add("transformer", transformer, opt, trainable_only=cfg.lora)
 
-    source = FolderSource(data, transform=image_transform(cfg.resolution, crop=cfg.crop, hflip_p=cfg.hflip))
+    source = FolderSource(data, transform=image_transform(cfg.resolution, crop=cfg.crop, hflip_p=cfg.hflip),
+                          min_size=cfg.min_image_size)
     loader = ResumableLoader(source, cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
                              uncond_p=cfg.caption_dropout, rank=trainer.rank, world_size=trainer.world_size,
                              drop_last=True)
@@ -217,7 +219,8 @@ def main(cfg=None):
                 pipe.transformer = raw
                 save_flux2(pipe, layers, out / "pipeline", max_len, info.get("sample_size", 0))
                 exported["pipeline"] = str(out / "pipeline")
-    trainer.finish({"steps": trainer.global_step, **exported})
+    trainer.finish({"steps": trainer.global_step, "skipped": loader.skips.bad, **exported})
+    print(f"data: {loader.skips.summary()}" + (f"\n{loader.skips.listing()}" if loader.skips.counts else ""))
     print(f"trained {trainer.global_step} steps -> {json.dumps(exported)}")
     return exported
 

@@ -6,7 +6,9 @@ models.py preset for `arch`/`scale`, with `vae=` a trained AutoencoderKL folder)
 UNet by an original-format checkpoint (.safetensors with SD key names; its config comes from the base folder).
 
 Prompts: shared.data folder rules (folder names, `.cap`/`.txt` overrides, `__` folders skipped); `list=true`
-prints every image with its prompt and the counts, and stops.
+prints every image with its prompt, every image a run would skip and why (each image decoded), and the counts,
+and stops. Bad files (truncated, empty, not an image, dangling links) and images whose shorter side is below
+`min_image_size` are skipped and counted; the run's end prints how many and why (also in metrics.json).
 
 Outputs in run_dir: pipeline/ (the full diffusers pipeline with the trained UNet, EMA weights when ema_decay > 0),
 samples/step_*.png (validation prompts x seeds every sample_every steps), checkpoints/ (resume: start the same
@@ -27,7 +29,7 @@ import torch
 
 from projects.sd_flux_lab import models
 from projects.sd_flux_lab.conditioning import CONDITIONING
-from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents
+from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents, list_report, skip_summary
 from projects.sd_flux_lab.loss import diffusion_loss
 from projects.sd_flux_lab.sampling import generate, grid
 from shared.config import resolve
@@ -49,6 +51,8 @@ class Config(TrainConfig):
     buckets: bool = field(default=False, metadata={"help": "aspect-ratio buckets of ~resolution^2 pixels"})
     crop: str = "center"  # center | random
     hflip: float = 0.0
+    min_image_size: int = field(default=16, metadata={"help": "images with a shorter side below this many pixels "
+                                                              "are left out (counted as filtered); 0 = keep all"})
     batch_size: int = 16
     epochs: int = field(default=0, metadata={"help": "> 0: train this many epochs (sets max_steps)"})
     lr: float = 1e-4
@@ -129,14 +133,15 @@ def main(cfg=None):
         torch.set_num_threads(cfg.threads)
     listing = list_images(cfg.data_dir)
     if cfg.list:
-        print(listing.report())
-        return listing.counts
+        text, counts = list_report(listing, cfg.min_image_size)
+        print(text)
+        return counts
     pipe, arch, _ = load_base(cfg)
     factor = pipe.vae_scale_factor
     if cfg.resolution % factor:
         raise ValueError(f"resolution={cfg.resolution} must be a multiple of the VAE's factor {factor}")
     images = BucketedImages(listing, cfg.resolution, buckets=cfg.buckets, multiple=factor * 8 if cfg.buckets
-                            else factor, crop=cfg.crop, hflip=cfg.hflip, seed=cfg.seed)
+                            else factor, crop=cfg.crop, hflip=cfg.hflip, seed=cfg.seed, min_size=cfg.min_image_size)
     probe = BucketBatches(images, cfg.batch_size, cfg.seed)
     if cfg.epochs > 0:
         cfg.max_steps = cfg.epochs * len(probe)  # before the Trainer: LR schedule and progress use it
@@ -202,10 +207,15 @@ def main(cfg=None):
                 getattr(pipe, name).to("cpu", torch.float32)
         save_samples(pipe, arch, raw, cfg, samples_dir / f"step_{trainer.global_step:07d}.png")
         models.save_pipeline(pipe.to("cpu"), Path(cfg.run_dir) / "pipeline")
-    trainer.finish({"images": len(images)})
+    skipped = {"skipped_listing": images.skips.bad, "filtered_listing": sum(images.skips.filtered.values()),
+               "skipped_training": loader.skips.bad, "samples_read": loader.skips.seen,
+               "skip_reasons": ", ".join(f"{r}={images.skips.counts.get(r, 0) + loader.skips.counts.get(r, 0)}"
+                                         for r in sorted({*images.skips.counts, *loader.skips.counts}))}
+    trainer.finish({"images": len(images), **skipped})
     if trainer.is_main:
+        print(skip_summary(images, loader))
         print(f"{arch}: {trainer.global_step} steps on {len(images)} images -> {Path(cfg.run_dir) / 'pipeline'}")
-    return {"steps": trainer.global_step, "images": len(images), "arch": arch}
+    return {"steps": trainer.global_step, "images": len(images), "arch": arch, **skipped}
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 
 from projects.sd_flux_lab import models
-from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents
+from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents, skip_summary
 from projects.sd_flux_lab.loss import FlowMatchingLoss
 from projects.sd_flux_lab.sampling import decode, grid
 from shared.config import cli, resolve
@@ -60,6 +60,7 @@ class Config(TrainConfig):
     time_sampling: str = "logit_normal"  # uniform | logit_normal
     shift: float = 1.0
     caption_dropout: float = 0.1
+    min_image_size: int = 16  # shorter side below this: left out, counted as filtered (0 = keep all)
     validation_prompts: List[str] = field(default_factory=lambda: ["a red handwritten three",
                                                                    "a blue handwritten seven"])
     validation_seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3])
@@ -170,7 +171,7 @@ def main(cfg=None):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tok, enc, vae = load_text_and_vae(cfg)
-    images = BucketedImages(list_images(cfg.data_dir), cfg.resolution, seed=cfg.seed)
+    images = BucketedImages(list_images(cfg.data_dir), cfg.resolution, seed=cfg.seed, min_size=cfg.min_image_size)
     trainer = Trainer(cfg)
     dev = trainer.device
     vae.to(dev)
@@ -231,8 +232,11 @@ def main(cfg=None):
         save_samples(trainer.global_step)
         with atomic_dir(Path(cfg.run_dir) / "transformer") as tmp:
             raw.to("cpu").save_pretrained(str(tmp))
-    trainer.finish({"images": len(images)})
-    return {"steps": trainer.global_step}
+    skipped = {"skipped_listing": images.skips.bad, "skipped_training": loader.skips.bad}
+    trainer.finish({"images": len(images), **skipped})
+    if trainer.is_main:
+        print(skip_summary(images, loader))
+    return {"steps": trainer.global_step, **skipped}
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL
 from torch import nn
 
 from projects.sd_flux_lab import models
-from projects.sd_flux_lab.data import BucketBatches, BucketedImages
+from projects.sd_flux_lab.data import BucketBatches, BucketedImages, skip_summary
 from projects.sd_flux_lab.loss import HingeGANLoss, VAELoss, build_perceptual
 from projects.sd_flux_lab.sampling import grid
 from shared.config import cli, resolve
@@ -52,6 +52,7 @@ class Config(TrainConfig):
     gan_start: int = 0  # steps of reconstruction-only training before the GAN term
     disc_lr: float = 1e-4
     scale_images: int = 256
+    min_image_size: int = 16  # shorter side below this: left out, counted as filtered (0 = keep all)
     threads: int = 0
 
 
@@ -94,7 +95,7 @@ def build_vae(cfg) -> AutoencoderKL:
 
 @torch.no_grad()
 def latent_scale(vae: AutoencoderKL, dataset, n: int, device) -> float:
-    xs = torch.stack([dataset[i]["pixels"] for i in range(min(n, len(dataset)))]).to(device)
+    xs = torch.stack([s["pixels"] for s in dataset.first_good(n)]).to(device)
     return float(1.0 / vae.encode(xs).latent_dist.sample(torch.Generator(device).manual_seed(0)).std())
 
 
@@ -102,7 +103,7 @@ def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    images = BucketedImages(list_images(cfg.data_dir), cfg.resolution, seed=cfg.seed)
+    images = BucketedImages(list_images(cfg.data_dir), cfg.resolution, seed=cfg.seed, min_size=cfg.min_image_size)
     perceptual = build_perceptual(cfg.perceptual)  # bad options fail before the Trainer takes signals and files
     if perceptual is None and cfg.perceptual_weight > 0:
         raise ValueError(f"perceptual_weight={cfg.perceptual_weight} needs perceptual=<name>:<weights path>")
@@ -147,7 +148,7 @@ def main(cfg=None):
     if trainer.is_main:
         raw.eval()
         with torch.no_grad():
-            xs = torch.stack([images[i]["pixels"] for i in range(min(cfg.scale_images, len(images)))]).to(dev)
+            xs = torch.stack([s["pixels"] for s in images.first_good(cfg.scale_images)]).to(dev)
             rec = raw.decode(raw.encode(xs).latent_dist.mode()).sample.clamp(-1, 1)
             mse = float(((rec - xs) / 2).pow(2).mean())  # in 0..1 pixel units
         metrics = {"recon_mse": mse, "psnr": 10 * math.log10(1 / max(mse, 1e-12)),
@@ -159,8 +160,10 @@ def main(cfg=None):
         both = ((both + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         (Path(cfg.run_dir) / "samples").mkdir(parents=True, exist_ok=True)
         grid(both, min(8, len(xs))).save(Path(cfg.run_dir) / "samples" / "recon.png")
+        print(skip_summary(images, loader))
         print(f"vae: {trainer.global_step} steps, recon MSE {mse:.5f} (PSNR {metrics['psnr']:.2f} dB), "
               f"scaling_factor {metrics['scaling_factor']:.4f} -> {Path(cfg.run_dir) / 'vae'}")
+    metrics.update(skipped_listing=images.skips.bad, skipped_training=loader.skips.bad)
     trainer.finish(metrics)
     return metrics
 

@@ -5,17 +5,27 @@ Sources (what to read):
     ShardSource(shards, transform, image_keys, caption_key, extra_keys, filter=SampleFilter(...))   WebDataset
     LMDBSource(path | LMDBDataset)                   LMDB written by LMDBWriter
     open_source(path, **kw)                          picks one of the above from what is at `path`
-Loader (how to read it):
+Loaders (how to read it; both: iter() = one epoch of this rank, state_dict()/load_state_dict() resume mid-epoch,
+.skips counts bad data and travels in the state):
+    DatasetLoader(dataset, batch_size, seed, rank, world_size, batch_sampler=None, max_skip_rate, ...)
+        map-style datasets and in-memory tensors (what Trainer.loader() builds); batch samplers:
+        PermutationBatches (default), BucketBatchSampler(item_bucket, batch_size, seed, rank, world_size)
     ResumableLoader(source, batch_size, num_workers, seed, uncond_p, max_skip_rate, ...)
-        iter() = one epoch of this rank; state_dict()/load_state_dict() resume mid-epoch; .skips counts bad data
+        streamed sources (shards, LMDB, folders) with per-sample augmentation seeds and a shuffle buffer
 Random access:
     LMDBWriter(path) .add(**fields) .close();  LMDBDataset(path)[i];  read_manifest(path)
+Decoding / checking:
+    decode_image(bytes, name, background=(255, 255, 255), min_size=0): every PIL mode to RGB (16-bit scaled, alpha
+        composited on `background`, CMYK, EXIF orientation); BadSample / Filtered("too_small") otherwise
+    probe_image(path, min_size) -> (w, h) from the header;  check_images(root, listing, min_size) -> SkipCounter
 Listing / transforms:
     list_images(root) -> FolderListing (.items, .counts, .report());  image_transform(size, crop, hflip_p);
     CaptionDropout(p, seed);  drop_condition(cond, empty, p, generator)
 Converters (step scripts): shared/data/folder_to_shards.py, folder_to_lmdb.py, digits_formats.py
 """
-from shared.data.decode import decode_image, read_file
+from shared.data.buckets import BucketBatchSampler, make_buckets, nearest_bucket
+from shared.data.dataset_loader import DatasetLoader, PermutationBatches
+from shared.data.decode import BACKGROUND, check_images, decode_image, probe_image, read_file
 from shared.data.folder import FolderItem, FolderListing, FolderSource, folder_prompt, list_images, read_caption_file
 from shared.data.lmdb_store import IncompleteDatabase, LMDBDataset, LMDBSource, LMDBWriter, read_manifest
 from shared.data.loader import ResumableLoader, dist_info, open_source
@@ -25,7 +35,8 @@ from shared.data.transforms import (CaptionDropout, center_crop, drop_condition,
                                     random_resized_crop, resize_side, to_uint8_tensor)
 
 __all__ = [
-    "BadSample", "CaptionDropout", "Filtered", "FolderItem", "FolderListing", "FolderSource", "IncompleteDatabase",
+    "BACKGROUND", "BadSample", "BucketBatchSampler", "CaptionDropout", "DatasetLoader", "PermutationBatches",
+    "check_images", "make_buckets", "nearest_bucket", "probe_image", "Filtered", "FolderItem", "FolderListing", "FolderSource", "IncompleteDatabase",
     "LMDBDataset", "LMDBSource", "LMDBWriter", "ResumableLoader", "SampleFilter", "ShardSource", "SkipCounter",
     "TooManyBadSamples", "center_crop", "decode_image", "dist_info", "drop_condition", "expand_shards",
     "folder_prompt", "hflip", "image_transform", "iter_shard", "list_images", "open_source", "random_resized_crop",

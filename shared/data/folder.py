@@ -159,14 +159,17 @@ class FolderSource:
     """Loader source over an image folder: one unit per image, shuffled per epoch by the loader.
 
     Samples: {"image": transform(PIL RGB), "caption": str, "key": relative path, **{k: meta[k] for extra_keys}}.
-    Images without a prompt are skipped as `missing_caption` unless `allow_empty_caption`.
+    Images without a prompt are skipped as `missing_caption` unless `allow_empty_caption`; images whose shorter
+    side is below `min_size` are filtered (`too_small`). Decoding follows shared.data.decode (every PIL mode, alpha
+    composited on `background`, EXIF orientation).
     """
 
     buffered = False  # units are single images; the loader's unit shuffle is a full shuffle
 
     def __init__(self, root: str | Path, transform: Callable | None = None, extra_keys: Sequence[str] = (),
                  allow_empty_caption: bool = False, exts: Sequence[str] = IMAGE_EXTS,
-                 listing: FolderListing | None = None):
+                 listing: FolderListing | None = None, min_size: int = 0,
+                 background: tuple[int, int, int] = (255, 255, 255)):
         from shared.data.transforms import to_uint8_tensor
 
         self.root = Path(root)
@@ -175,6 +178,7 @@ class FolderSource:
         self.transform = transform or to_uint8_tensor
         self.extra_keys = tuple(extra_keys)
         self.allow_empty_caption = allow_empty_caption
+        self.min_size, self.background = int(min_size), tuple(background)
 
     def __repr__(self) -> str:
         return f"FolderSource({self.root}, {len(self.items)} images)"
@@ -193,7 +197,7 @@ class FolderSource:
         name = str(self.root / rel)
         if not prompt and not self.allow_empty_caption:
             raise BadSample("missing_caption", name, "no caption file and no folder prompt")
-        img = decode_image(read_file(self.root / rel), name)
+        img = decode_image(read_file(self.root / rel), name, background=self.background, min_size=self.min_size)
         sample = {"image": self.transform(img), "caption": prompt, "key": rel}
         for k in self.extra_keys:
             if k not in meta:

@@ -107,10 +107,10 @@ class _EpochStream(IterableDataset):
         replaying = [start > 0]
         lost = [0]  # samples lost before they became items (broken tar members): counted as seen and bad
 
-        def report(reason: str, file: str, detail: str = "") -> None:
+        def report(reason: str, file: str, detail: str = "", count: int = 1) -> None:
             if not replaying[0]:  # replayed skips were counted before the checkpoint
-                events.append((reason, file, detail))
-                lost[0] += 1
+                events.append((reason, file, detail, count))
+                lost[0] += count
 
         raw = chain.from_iterable(self.source.read(u, report) for u in mine)
         if self.source.buffered and self.shuffle and self.shuffle_buffer > 1:

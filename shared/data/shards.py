@@ -113,14 +113,54 @@ def _tar_files(path: str, report) -> Iterator[dict]:
             report("broken_member", f"{path}:{name}", f"{type(e).__name__}: {e}")
 
 
-def iter_shard(path: str, report, suffixes: Iterable[str] | None = None) -> Iterator[dict]:
-    """Samples (dicts of raw member bytes keyed by extension, plus __key__/__url__) of one shard."""
+def iter_shard(path: str, report, suffixes: Iterable[str] | None = None, expected: int | None = None
+               ) -> Iterator[dict]:
+    """Samples (dicts of raw member bytes keyed by extension, plus __key__/__url__) of one shard.
+
+    A shard that ends early (cut mid-member or mid-header) loses every sample from the cut on: they are reported as
+    one `truncated_shard` event counting `expected - read` samples when the shard's sample count is known (its
+    index.json entry), else as one sample with "how many unknown" in the detail."""
+    cut: list[tuple[str, str, str]] = []
+
+    def shard_report(reason: str, file: str, detail: str = "", count: int = 1) -> None:
+        if reason == "truncated_shard":
+            cut.append((reason, file, detail))  # held until we know how many samples were read
+        else:
+            report(reason, file, detail, count) if count != 1 else report(reason, file, detail)
+
     def handler(exn: Exception) -> bool:
         report("broken_member", path, str(exn.args[0]) if exn.args else type(exn).__name__)
         return True  # e.g. a duplicate member name: report and keep reading
 
-    yield from group_by_keys(_tar_files(path, report), suffixes=set(suffixes) if suffixes else None,
-                             handler=handler)
+    read = 0
+    for sample in group_by_keys(_tar_files(path, shard_report), suffixes=set(suffixes) if suffixes else None,
+                                handler=handler):
+        read += 1
+        yield sample
+    if cut:
+        reason, file, detail = cut[0]
+        if expected is not None and expected > read:
+            report(reason, file, f"{detail}; the rest of the shard is unreadable: {expected - read} samples lost "
+                                 f"({expected} in {INDEX_FILE}, {read} read)", expected - read)
+        else:
+            report(reason, file, f"{detail}; the rest of the shard is unreadable: the samples after it are lost "
+                                 f"(how many unknown: no {INDEX_FILE} entry for this shard)")
+
+
+def shard_counts(shards: Sequence[str]) -> dict[str, int]:
+    """{shard path: sample count} from the index.json beside the shards (written by write_shards), where present."""
+    out: dict[str, int] = {}
+    for folder in sorted({os.path.dirname(s) for s in shards}):
+        path = os.path.join(folder, INDEX_FILE)
+        try:
+            with open(path) as f:
+                index = json.load(f)
+            counts = {e["file"]: int(e["count"]) for e in index.get("shards", [])}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # no index or an unreadable one: counts unknown, nothing worse
+        out.update({s: counts[os.path.basename(s)] for s in shards
+                    if os.path.dirname(s) == folder and os.path.basename(s) in counts})
+    return out
 
 
 def _caption_spec(caption_key: str) -> tuple[str, str | None]:
@@ -155,6 +195,7 @@ class ShardSource:
         self.filter = filter or SampleFilter()
         self.allow_empty_caption = allow_empty_caption
         self.suffixes = set(self.image_keys) | {self.caption_member, self.meta_key}
+        self.counts = shard_counts(self.shards)  # to count the samples a truncated shard lost
 
     def __repr__(self) -> str:
         return f"ShardSource({len(self.shards)} shards, first {self.shards[0]})"
@@ -167,7 +208,7 @@ class ShardSource:
         return f"shards:{len(self.shards)}:{hashlib.sha256(names.encode()).hexdigest()[:16]}"
 
     def read(self, unit: str, report) -> Iterator[dict]:
-        return iter_shard(unit, report, self.suffixes)
+        return iter_shard(unit, report, self.suffixes, self.counts.get(unit))
 
     def decode(self, raw: dict) -> dict:
         name = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"

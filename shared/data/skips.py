@@ -64,17 +64,21 @@ class SkipCounter:
         self.counts: dict[str, int] = {}
         self.files: dict[str, list[str]] = {}
         self.filtered: dict[str, int] = {}
+        self.named: dict[str, int] = {}  # samples accounted for by the named files, per reason
 
     # -- recording -------------------------------------------------------------------------------------------
-    def record(self, reason: str, file: str, detail: str = "") -> None:
-        n = self.counts.get(reason, 0) + 1
+    def record(self, reason: str, file: str, detail: str = "", count: int = 1) -> None:
+        """`count` samples lost for one cause (e.g. the rest of a truncated shard), named once."""
+        n = self.counts.get(reason, 0) + count
         self.counts[reason] = n
         files = self.files.setdefault(reason, [])
         if len(files) < self.max_files:
-            files.append(str(file))
-        if n <= self.log_first:
+            # one cause, many samples (the rest of a cut shard): named once, with how many and why
+            files.append(str(file) if count == 1 else f"{file} [{count} samples: {detail}]")
+            self.named[reason] = self.named.get(reason, 0) + count
+        if n - count < self.log_first:
             log.warning("skipped %s: %s%s", file, reason, f" ({detail})" if detail else "")
-        elif n == self.log_first + 1:
+        elif n - count <= self.log_first < n:
             log.warning("more samples skipped for '%s'; further ones are counted, not logged", reason)
 
     def record_filtered(self, reason: str, n: int = 1) -> None:
@@ -86,8 +90,8 @@ class SkipCounter:
     def absorb(self, events: Iterable[tuple[str, str, str]], seen: int = 0,
                filtered: Mapping[str, int] | None = None) -> None:
         """Add what a loader worker reported alongside a batch."""
-        for reason, file, detail in events:
-            self.record(reason, file, detail)
+        for event in events:  # (reason, file, detail) or (reason, file, detail, count)
+            self.record(*event)
         self.seen += seen
         for reason, n in (filtered or {}).items():
             self.record_filtered(reason, n)
@@ -116,7 +120,7 @@ class SkipCounter:
         for reason, n in sorted(self.counts.items()):
             files = self.files.get(reason, [])
             shown = files[:per_reason]
-            more = n - len(shown)
+            more = n - (self.named.get(reason, len(files)) if len(shown) == len(files) else len(shown))
             lines.append(f"  {reason} ({n}): " + ", ".join(shown) + (f", ... and {more} more" if more else ""))
         return "\n".join(lines)
 
@@ -130,13 +134,15 @@ class SkipCounter:
     # -- persistence -----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"seen": self.seen, "bad": self.bad, "counts": dict(self.counts),
-                "files": {k: list(v) for k, v in self.files.items()}, "filtered": dict(self.filtered)}
+                "files": {k: list(v) for k, v in self.files.items()}, "filtered": dict(self.filtered),
+                "named": dict(self.named)}
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
         self.seen = int(d.get("seen", 0))
         self.counts = {str(k): int(v) for k, v in d.get("counts", {}).items()}
         self.files = {str(k): [str(f) for f in v] for k, v in d.get("files", {}).items()}
         self.filtered = {str(k): int(v) for k, v in d.get("filtered", {}).items()}
+        self.named = {str(k): int(v) for k, v in d.get("named", {}).items()}
 
     @classmethod
     def load(cls, d: Mapping[str, Any], **kw) -> "SkipCounter":

@@ -7,7 +7,8 @@ pax `path`/`size` records); it is checked against `tarfile` in tests/test_data_s
 
 Forgiving: a block whose checksum fails is skipped, and reading resumes at the next valid header (tarfile's
 `ignore_zeros` behaviour); the skipped span is reported as a broken member. A member cut short by the end of
-the file is reported and ends the shard. Nothing here raises on bad data.
+the file ends the shard and is reported as `truncated_shard` (ShardSource then counts every sample lost after
+that point, from the shard's index.json entry). Nothing here raises on bad data.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def read_members(f: BinaryIO, path: str, report: Callable[[str, str, str], None]
         buf = f.read(BLOCK)
         if len(buf) < BLOCK:
             if buf.strip(b"\0"):
-                report("broken_member", f"{path}@{offset}", f"truncated header after {last}")
+                report("truncated_shard", f"{path}@{offset}", f"the file ends inside a header after {last}")
             return
         if not buf.strip(b"\0"):  # end-of-archive marker or record padding
             offset += BLOCK
@@ -83,7 +84,8 @@ def read_members(f: BinaryIO, path: str, report: Callable[[str, str, str], None]
         if typ in _DATA_TYPES:
             data = f.read(padded)
             if len(data) < size:
-                report("broken_member", f"{path}:{name}", f"unexpected end of data ({len(data)} of {size} bytes)")
+                report("truncated_shard", f"{path}:{name}", f"the file ends inside this member ({len(data)} of "
+                       f"{size} bytes, at byte {offset + BLOCK + len(data)})")
                 return
             data = data[:size]
         elif seekable:

@@ -16,6 +16,10 @@ no arbitrary unpickling.
 Test hook: SHARED_TRAIN_CKPT_FAULT = "die" | "pause:SECONDS", optionally "@N" to act only on the N-th save of the
 process (e.g. "die@2", "pause@1:5"). It fires mid-write: after the weights and state are on disk, before meta.json
 and the rename; "die" SIGKILLs the process.
+
+A full disk: the write fails with shared.io.DiskFull "no space left on device while writing <file> (<n> bytes
+free)" (torch.save and safetensors themselves say "unexpected pos ..." or "basic_ios::clear", naming nothing), the
+partial checkpoint is removed, and the previous one stays the newest complete checkpoint.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from shared.io import _fsync_dir, replace_dir
+from shared.io import _fsync_dir, replace_dir, reporting_disk_full
 
 FAULT_ENV = "SHARED_TRAIN_CKPT_FAULT"
 _NAME_RE = re.compile(r"^ckpt-(\d{8,})$")
@@ -172,30 +176,44 @@ class Checkpointer:
         self._saves += 1
         final = self.dir / f"ckpt-{step:08d}"
         tmp = self.dir / f".ckpt-{step:08d}.tmp"
+        try:
+            return self._save(step, final, tmp, tensors, state, rank_state, milestone, meta)
+        except OSError:
+            # a full disk (DiskFull names the file): give the partial write's space back; the previous checkpoint
+            # was never touched, so a resume loads it
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _save(self, step, final, tmp, tensors, state, rank_state, milestone, meta) -> Path:
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         barrier()
         rank_file = tmp / f"rank{self.rank:05d}.pt"
-        torch.save(dict(rank_state or {}), rank_file)
-        _fsync_file(rank_file)
+        with reporting_disk_full(rank_file):
+            torch.save(dict(rank_state or {}), rank_file)
+            _fsync_file(rank_file)
         if self.rank == 0:
             for stem, sd in (tensors or {}).items():
                 if not _STEM_RE.match(stem):
                     raise ValueError(f"bad checkpoint file stem {stem!r} (letters, digits, _ . - only)")
                 path = tmp / f"{stem}.safetensors"
-                save_file(cpu_tensors(sd), str(path), metadata={"step": str(step)})
-                _fsync_file(path)
+                with reporting_disk_full(path):
+                    save_file(cpu_tensors(sd), str(path), metadata={"step": str(step)})
+                    _fsync_file(path)
             self._fault(tmp)
-            torch.save(dict(state or {}), tmp / "state.pt")
-            _fsync_file(tmp / "state.pt")
+            with reporting_disk_full(tmp / "state.pt"):
+                torch.save(dict(state or {}), tmp / "state.pt")
+                _fsync_file(tmp / "state.pt")
         barrier()
         if self.rank == 0:
             files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
             record = {"step": step, "milestone": milestone, "world_size": self.world_size,
                       "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files, **dict(meta or {})}
-            (tmp / "meta.json").write_text(json.dumps(record, indent=2) + "\n")
-            _fsync_file(tmp / "meta.json")
+            with reporting_disk_full(tmp / "meta.json"):
+                (tmp / "meta.json").write_text(json.dumps(record, indent=2) + "\n")
+                _fsync_file(tmp / "meta.json")
             _fsync_dir(tmp)
             replace_dir(tmp, final)  # the same step saved again (a milestone tag added) is swapped out
             self.prune()
