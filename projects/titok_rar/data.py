@@ -11,6 +11,7 @@ Corrupt samples are skipped and counted by shared.data (ResumableLoader's `skips
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,13 +40,10 @@ def image_source(path: str, size: int, resize: int = 0, random_crop: bool = Fals
     if not path:
         raise ValueError("dataset: no data path (dataset.params.train_shards_path_or_url or data=...)")
     tf = transform or _Transform(resize or size, size, random_crop, random_flip)
-    src = open_source(path, transform=tf, **_extra_keys(path))
-    return src
+    return open_source(path, transform=tf, **_extra_keys(path))
 
 
 def _extra_keys(path: str) -> dict:
-    from shared.data import ShardSource  # noqa: F401 - only to decide which kwargs the source takes
-    from pathlib import Path
     p = Path(path)
     is_shards = str(path).endswith(".tar") or any(c in str(path) for c in "{*?[") or (p.is_dir() and any(p.glob("*.tar")))
     # shards: the class index and caption live in <key>.json; folders: caption from .txt / metadata.jsonl

@@ -1,9 +1,9 @@
 """Reconstruction quality of a tokenizer: rFID / FD, PSNR, SSIM, codebook usage, tokens per image, speed.
 
-    python projects/titok_rar/evaluate.py tokenizer=results/toy/titok_rar/k16/stage2/final \
-        data=data/toy/titok_rar/digits/shards/test experiment=k16_stage2 scale=toy \
+    python projects/titok_rar/evaluate.py tokenizer=results/toy/titok_rar/k16/stage2/final \\
+        data=data/toy/titok_rar/digits/shards/test experiment=k16_stage2 scale=toy \\
         extractor=digits:results/toy/digits_features/features.safetensors
-    python projects/titok_rar/evaluate.py tokenizer=downloads/titok_rar/tokenizer_titok_l32_imagenet scale=paper \
+    python projects/titok_rar/evaluate.py tokenizer=downloads/titok_rar/titok_l32 scale=paper \\
         data=data/paper/titok_rar/shards/val experiment=titok_l32 image_size=256    # rFID 2.21 in the paper
 
 Every image of `data` is encoded and decoded once (centre crop, `image_size`); originals and reconstructions are

@@ -1,8 +1,8 @@
 """Encode a dataset once into token files (token_data.py) for the generators to train from.
 
-    python projects/titok_rar/pretokenize.py tokenizer=results/toy/titok_rar/k16/stage2/final \
+    python projects/titok_rar/pretokenize.py tokenizer=results/toy/titok_rar/k16/stage2/final \\
         data=data/toy/titok_rar/digits/shards/train out_dir=data/toy/titok_rar/tokens/k16 scale=toy
-    python projects/titok_rar/pretokenize.py tokenizer=downloads/titok_rar/tokenizer_titok_l32_imagenet \
+    python projects/titok_rar/pretokenize.py tokenizer=downloads/titok_rar/titok_l32 \\
         data=data/paper/titok_rar/shards/train out_dir=data/paper/titok_rar/tokens/titok_l32 scale=paper ten_crop=true
 
 The original (RAR's scripts/pretokenization.py) writes one JSONL line per image; we write tokens.npy / labels.npy

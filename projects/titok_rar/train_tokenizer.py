@@ -1,8 +1,8 @@
 """Train an image tokenizer: the MaskGIT-VQGAN (toy proxy-code teacher), TiTok stage 1, stage 2, or single stage.
 
-    python projects/titok_rar/train_tokenizer.py config=projects/titok_rar/configs/training/TiTok/stage1/titok_b64.yaml \
+    python projects/titok_rar/train_tokenizer.py config=projects/titok_rar/configs/training/TiTok/stage1/titok_b64.yaml \\
         experiment.output_dir=runs/titok_b64_stage1 model.vq_model.num_latent_tokens=64
-    python projects/titok_rar/train_tokenizer.py projects/titok_rar/configs/toy/titok_stage1.yaml scale=toy \
+    python projects/titok_rar/train_tokenizer.py projects/titok_rar/configs/toy/titok_stage1.yaml scale=toy \\
         model.vq_model.num_latent_tokens=16 experiment.output_dir=results/toy/titok_rar/k16/stage1
     accelerate launch / torchrun --nproc_per_node 8 -m projects.titok_rar.train_tokenizer config=...   (DDP)
 
@@ -308,6 +308,17 @@ def main(cfg=None):
     if cfg.training.enable_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     stage = stage_of(cfg)
+    pixel = stage in ("vqgan", "stage2", "single")
+    try:  # checked before any model is built: a bad path fails in a second, not after minutes
+        perceptual = build_perceptual(cfg.losses.perceptual_loss) if pixel else None
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from None
+    pre = cfg.dataset.preprocessing
+    try:
+        source = image_source(cfg.dataset.params.train_shards_path_or_url, pre.crop_size, pre.resize_shorter_edge,
+                              pre.random_crop, pre.random_flip)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"dataset.params.train_shards_path_or_url: {e}") from None
     teacher = _teacher(cfg) if stage in ("stage1", "stage2") else None
     model = build_model(cfg, stage, teacher)
     if stage == "stage2":
@@ -326,24 +337,24 @@ def main(cfg=None):
         if stage == "stage2":
             raw.encoder.eval()
 
-    pixel = stage in ("vqgan", "stage2", "single")
-    disc = loss_fn = None
+    disc = raw_disc = loss_fn = None
     if pixel:
         quantize_mode = "vae" if stage == "single" and raw.config.quantize_mode == "vae" else "vq"
-        loss_fn = PixelLoss(cfg.losses, build_perceptual(cfg.losses.perceptual_loss), quantize_mode).to(trainer.device)
+        try:
+            loss_fn = PixelLoss(cfg.losses, perceptual, quantize_mode).to(trainer.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if cfg.losses.discriminator_weight > 0:
             disc = PatchDiscriminator(cfg.model.discriminator_channels, cfg.model.discriminator_layers)
             # (betas, wd as the generator's: the original builds both AdamW from optimizer.params)
             dopt = torch.optim.AdamW(disc.parameters(), lr=o.discriminator_learning_rate, betas=(o.beta1, o.beta2),
                                      weight_decay=o.weight_decay)
             disc, _ = trainer.add("discriminator", disc, dopt, ema=False)
+            raw_disc = trainer.unit("discriminator").raw
             trainer.register("lecam", _LeCamState(loss_fn))   # its EMAs of D's logits resume with the run
     else:
         proxy = ProxyCodeLoss(cfg.losses.quantizer_weight)
 
-    pre = cfg.dataset.preprocessing
-    source = image_source(cfg.dataset.params.train_shards_path_or_url, pre.crop_size, pre.resize_shorter_edge,
-                          pre.random_crop, pre.random_flip)
     loader = ResumableLoader(source, cfg.training.per_gpu_batch_size, num_workers=cfg.dataset.params.num_workers_per_gpu,
                              seed=cfg.training.seed, rank=trainer.rank, world_size=trainer.world_size, drop_last=True)
     monitor = CodebookMonitor(raw.codebook_size) if stage == "vqgan" or raw.config.quantize_mode == "vq" else None
@@ -358,7 +369,9 @@ def main(cfg=None):
             loss, parts = proxy(logits, codes, q)
         else:
             recon, q = model(images)
-            loss, parts = loss_fn.generator_loss(images, recon, q, step, disc)
+            # D's unwrapped module for the generator's term: a second DDP forward of D before its own backward
+            # would confuse DDP's gradient reducer (its parameters get no gradient from this term)
+            loss, parts = loss_fn.generator_loss(images, recon, q, step, raw_disc)
         trainer.backward(loss)
         trainer.optimizer_step("tokenizer")
         if disc is not None and loss_fn.gan_active(step):
