@@ -205,3 +205,32 @@ def test_results_respect_the_umask(tmp_path):
         os.umask(old)
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("*/*")}
     assert modes == {"a/config.yaml": 0o644, "a/run.json": 0o644, "b/config.yaml": 0o600, "b/run.json": 0o600}
+
+
+def test_workflow_schema_declares_the_draft_snakemake_validates_with(tmp_path):
+    """snakemake.utils.validate checks with Draft 2020-12 and warns "No validator found for JSON Schema version"
+    for any other $schema; the check stays real (a bad value is refused)."""
+    import logging
+    from pathlib import Path
+
+    import jsonschema
+    from snakemake.logging import logger
+    from snakemake.utils import validate
+
+    schema_path = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())
+    assert jsonschema.validators.validator_for(schema) is jsonschema.Draft202012Validator
+    jsonschema.Draft202012Validator.check_schema(schema)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        cfg = {"scale": "tiny"}
+        validate(cfg, str(schema_path))
+        assert cfg["launcher"] == "local"  # defaults filled
+        with pytest.raises(Exception, match="'huge' is not one of"):
+            validate({"scale": "huge"}, str(schema_path))
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "No validator found" in r.getMessage()]

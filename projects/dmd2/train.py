@@ -45,19 +45,21 @@ class Config(TrainConfig):
     scale: str = "toy"
     recipe: str = "digits_1step_gan"
     run_dir: str = "results/toy/dmd2/digits_1step_gan"
-    backbone: str = "edm"  # edm (pixel space, class labels) | sd (SD1.5/SDXL pipeline folder)
+    backbone: str = field(default="edm", metadata={"choices": ("edm", "sd")})  # edm: pixel space, class labels;
+    #   sd: an SD1.5/SDXL pipeline folder
     teacher: str = ""  # edm: folder with edm.json + model.safetensors, or a weights file; sd: pipeline folder
     teacher_config: str = ""  # edm: EDM_CONFIGS name when `teacher` is a bare weights file (imagenet64)
     teacher_strip_prefix: str = ""  # edm: key prefix to strip from a released checkpoint's state dict
     data: str = ""  # LMDB from prepare.py (images+labels for edm, latents+captions for sd)
     resolution: int = 0  # sd: image resolution; 0 = the UNet's sample_size x the VAE factor
-    batch_size: int = 32  # per process
+    batch_size: int = field(default=32, metadata={"min": 1})  # per process
     generator_lr: float = 2e-6
     guidance_lr: float = 2e-6
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     weight_decay: float = 0.01
-    dfake_gen_update_ratio: int = 5  # generator updated every this many steps; the fake denoiser every step
+    # generator updated every this many steps; the fake denoiser every step
+    dfake_gen_update_ratio: int = field(default=5, metadata={"min": 1})
     min_step_percent: float = 0.02
     max_step_percent: float = 0.98
     real_guidance_scale: float = 1.0

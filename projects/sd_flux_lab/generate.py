@@ -26,7 +26,7 @@ import datetime
 import inspect
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class Config:
     scale: str = "paper"
     pipeline: str = "downloads/sd15"  # a diffusers pipeline folder (SD1.5, SDXL or FLUX.2), loaded offline
-    mode: str = "auto"  # auto | txt2img | img2img | edit
+    mode: str = field(default="auto", metadata={"choices": ("auto", "txt2img", "img2img", "edit")})
     prompt: str = ""
     prompt_file: str = ""  # one prompt per line; used when `prompt` is empty
     negative_prompt: str = ""
@@ -65,12 +65,12 @@ class Config:
     steps: int = 0  # 0 = the mode's default (50 / 50 / 15)
     sampler: str = ""  # a shared.samplers name; "" = the pipeline's own scheduler
     seed: int = 0  # image i of a prompt uses seed + i
-    num_images: int = 1  # per prompt
+    num_images: int = field(default=1, metadata={"min": 1})  # per prompt
     height: int = 0  # 0 = the pipeline's default (txt2img) or the input image's size
     width: int = 0
     lora: str = ""  # a LoRA adapter folder (train_flux.py lora=true writes one) to load into the pipeline
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "fp32"  # fp32 | bf16 | fp16
+    dtype: str = field(default="fp32", metadata={"choices": ("fp32", "bf16", "fp16")})
     out_dir: str = "results/paper/sd_flux_lab/generate"
 
 
