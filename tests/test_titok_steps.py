@@ -175,3 +175,35 @@ def test_paper_plan_uses_eight_gpus():
     train = out.split("rule titok_paper_train:")[1].split("\n\n")[0]
     assert "gpus=8" in train and "nproc_per_node=8" in train and "--backend slurm" in train
     assert "configs/training/TiTok/stage1/titok_b64.yaml" in out and "stage2/titok_b64.yaml" in out
+
+
+def test_stage1_resumes_from_its_checkpoint(chain, tmp_path):
+    import shutil
+    run = tmp_path / "s1"
+    shutil.copytree(chain["root"] / "s1", run)
+    over = {"model": {"vq_model": {**TINY_VIT, "pretrained_tokenizer_weight": str(chain["vqgan"])}}}
+    _train("titok_stage1.yaml", run, chain["shards"], training={"max_train_steps": 3}, **over)
+    steps = [r["step"] for r in _metrics(run) if "loss" in r]
+    assert steps == [1, 2, 3]          # steps 1-2 from the first run, only step 3 trained now
+    assert (run / "checkpoints").is_dir()
+
+
+def test_stage2_two_process_gloo(chain, tmp_path):
+    """DDP (torchrun through shared.launch, gloo on CPU): tokenizer and discriminator wrapped, GAN + LeCam on."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    run = tmp_path / "s2ddp"
+    py = sys.executable
+    args = [f"{CFG / 'titok_stage2.yaml'}", "scale=tiny", "threads=1", "training.max_train_steps=2",
+            "training.per_gpu_batch_size=4", "experiment.save_every=0", "experiment.log_every=1",
+            f"experiment.output_dir={run}", f"experiment.init_weight={chain['s1']}",
+            f"dataset.params.train_shards_path_or_url={chain['shards']}", "losses.discriminator_start=0",
+            f"losses.perceptual_loss=digits:{chain['feats']}",
+            f"model.vq_model.pretrained_tokenizer_weight={chain['vqgan']}"] + [
+            f"model.vq_model.{k}={v}" for k, v in TINY_VIT.items()]
+    r = subprocess.run([py, "-m", "shared.launch", "--nproc-per-node", "2", "--", py,
+                        "projects/titok_rar/train_tokenizer.py", *args], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _metrics(run)
+    assert any("d_loss" in row and "gan_loss" in row and "lecam_loss" in row for row in rows)
+    assert (run / "final/model.safetensors").is_file()
