@@ -180,6 +180,7 @@ class Config:
     lr_scheduler: LRScheduler = field(default_factory=LRScheduler)
     training: Training = field(default_factory=Training)
     threads: int = 0              # torch CPU threads; 0 = torch default
+    progress: bool = True         # progress bar (false in the workflow's logs)
     preempt_signals: str = "SIGUSR2,SIGTERM"
 
 
@@ -230,7 +231,8 @@ def train_config(cfg) -> TrainConfig:
                        max_grad_norm=t.max_grad_norm, lr_schedule=s.scheduler, warmup_steps=s.params.warmup_steps,
                        min_lr_ratio=s.params.end_lr / o.learning_rate if o.learning_rate else 0.0,
                        ema_decay=t.ema_decay if t.use_ema else 0.0, ckpt_every=cfg.experiment.save_every,
-                       log_every=cfg.experiment.log_every, preempt_signals=cfg.preempt_signals)
+                       log_every=cfg.experiment.log_every, preempt_signals=cfg.preempt_signals,
+                       progress=cfg.progress)
 
 
 def _teacher(cfg) -> MaskGITVQGAN:

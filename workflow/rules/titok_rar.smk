@@ -72,7 +72,7 @@ rule titok_train_vqgan:
     params:
         extra=lambda w: tt_scale_opts(w.scale),
     shell:
-        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/vqgan_digits.yaml scale={{wildcards.scale}} threads=1 "
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/vqgan_digits.yaml scale={{wildcards.scale}} threads=1 progress=false "
                f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
                f"losses.perceptual_loss=digits:{{input.features}} training.enable_tf32=false "
                f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/vqgan {{params.extra}}")
@@ -96,7 +96,7 @@ rule titok_train_stage1:
     params:
         extra=lambda w: tt_scale_opts(w.scale),
     shell:
-        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_stage1.yaml scale={{wildcards.scale}} threads=1 "
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_stage1.yaml scale={{wildcards.scale}} threads=1 progress=false "
                f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
                f"model.vq_model.num_latent_tokens={{wildcards.k}} "
                f"model.vq_model.pretrained_tokenizer_weight=results/{{wildcards.scale}}/titok_rar/vqgan/final "
@@ -123,7 +123,7 @@ rule titok_train_stage2:
     params:
         extra=lambda w: tt_scale_opts(w.scale),
     shell:
-        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_stage2.yaml scale={{wildcards.scale}} threads=1 "
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_stage2.yaml scale={{wildcards.scale}} threads=1 progress=false "
                f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
                f"model.vq_model.num_latent_tokens={{wildcards.k}} losses.perceptual_loss=digits:{{input.features}} "
                f"model.vq_model.pretrained_tokenizer_weight=results/{{wildcards.scale}}/titok_rar/vqgan/final "
@@ -150,7 +150,7 @@ rule titok_train_single:
         extra=lambda w: tt_scale_opts(w.scale),
     shell:
         launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_single_{{wildcards.mode}}.yaml scale={{wildcards.scale}} "
-               f"threads=1 dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
+               f"threads=1 progress=false dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
                f"model.vq_model.num_latent_tokens={{wildcards.k}} losses.perceptual_loss=digits:{{input.features}} "
                f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/k{{wildcards.k}}_{{wildcards.mode}}/single "
                f"{{params.extra}}")
