@@ -133,6 +133,26 @@ def test_sharded_sampling_equals_one_run(setup, tmp_path):
     assert json.loads((tmp_path / "bic" / "samples.json").read_text())["resolution"] == 32
 
 
+def test_held_out_upsampling_keeps_names_for_psnr(setup, tmp_path):
+    import numpy as np
+
+    from shared.metrics.recon import psnr
+
+    root, _, digits = setup
+    for up in ("bicubic:4", str(root / "up")):
+        out = tmp_path / up.replace("/", "_").replace(":", "_")
+        sample_step.main({"scale": "tiny", "upsampler": up, "low_res_images": str(digits / "test"), "num_images": 2,
+                          "upsample_steps": "2", "out_dir": str(out)})
+        stems = sorted(p.stem for p in (digits / "test").glob("*.png"))[:2]
+        assert sorted(p.stem for p in out.glob("*.png")) == stems
+        assert (out / f"{stems[0]}.txt").read_text() == (digits / "test" / f"{stems[0]}.txt").read_text().strip() + "\n"
+        a = np.asarray(Image.open(out / f"{stems[0]}.png"))
+        b = np.asarray(Image.open(digits / "test" / f"{stems[0]}.png").convert("RGB"))
+        assert a.shape == b.shape == (32, 32, 3)
+        if up.startswith("bicubic"):  # 8 px and back: blurred but close to the original
+            assert psnr(a, b) > 15
+
+
 def _png(colour=(200, 30, 30), size=(40, 40)):
     buf = io.BytesIO()
     Image.new("RGB", size, colour).save(buf, format="PNG")

@@ -83,7 +83,7 @@ def main(cfg=None):
     steps = info["steps"]
     from projects.glide_finetune.diffusion import respacing_steps
 
-    n_steps = respacing_steps(steps) if isinstance(steps, str) else int(steps)
+    n_steps = int(steps) if str(steps).isdigit() else respacing_steps(steps)  # "fast27" -> 27
     return shared_eval.main({"scale": cfg.scale, "images": str(images), "reference": str(reference),
                              "metrics": list(cfg.metrics), "extractor": cfg.extractor, "clip": cfg.clip,
                              "experiment": cfg.experiment or images.name, "checkpoint": cfg.checkpoint,

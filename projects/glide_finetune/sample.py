@@ -3,8 +3,12 @@
 Sample i uses seed `seed + i` for the base and `seed + i + 10**6` for the upsampler, so any shard can be re-run
 alone and gives the same images. Shards: `num_shards`/`shard_index` (default: SLURM array task, or torchrun's
 RANK/WORLD_SIZE); sample i belongs to shard i % num_shards. Existing images are kept (a re-run fills the gaps).
-Writes <i:06d>.png (the final resolution) + <i:06d>.txt (the prompt), base/<i:06d>.png when upsampling, and,
+Writes <i:06d>.png (the final resolution) + <i:06d>.txt (the prompt), <out_dir>_base/<i:06d>.png with
+save_base=true when upsampling, and,
 once all shards are complete, samples.json (what was sampled and how, read by evaluate.py).
+With `low_res_images=<folder>` the upsampler (or `upsampler=bicubic:4`) upsamples those real images, downsampled
+to its input size, instead of base samples; the outputs keep the images' names, so evaluate.py pairs them with
+the originals for PSNR.
 
     python projects/glide_finetune/sample.py base=results/toy/glide/base prompts=data/toy/glide/eval_prompts.txt \
         out_dir=results/toy/glide/samples/base sampler=plms steps=50 guidance_scale=3
@@ -47,6 +51,10 @@ class Config:
     upsample_sampler: str = option("glide", choices=tuple(SAMPLERS))
     upsample_steps: str = "fast27"
     upsample_temp: float = option(0.997, help="the upsampler's starting noise is N(0, temp^2)")
+    low_res_images: str = option("", help="folder of real images (+ .txt captions): upsample them instead of base "
+                                          "samples (held-out PSNR); outputs keep the images' names")
+    save_base: bool = option(False, help="also keep the upsampler's inputs, in <out_dir>_base/")
+    low_res_size: int = option(8, help="with low_res_images and upsampler=bicubic:<k>: the low-res size")
     seed: int = 0
     batch_size: int = 16
     num_shards: int = option(0, help="0 = from SLURM_ARRAY_TASK_COUNT / WORLD_SIZE, else 1")
@@ -107,19 +115,37 @@ def _save_png(x: torch.Tensor, path: Path) -> None:
         Image.fromarray(arr).save(tmp, format="PNG")
 
 
+def held_out(cfg) -> list[tuple[str, Path, str]]:
+    """(name, image file, caption) of the real images to upsample (low_res_images=<folder> with <stem>.txt)."""
+    folder = Path(cfg.low_res_images)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")) \
+        if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"low_res_images={folder}: no images there")
+    out = []
+    for p in files[: cfg.num_images or None]:
+        cap = p.with_suffix(".txt")
+        out.append((p.stem, p, cap.read_text().strip() if cap.is_file() else ""))
+    return out
+
+
+def _low_res(path: Path, size: int) -> torch.Tensor:
+    """A real image at the upsampler's input size (bicubic, as train.py conditions), in [-1, 1]."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
+    return x.float() / 127.5 - 1
+
+
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    prompts = read_prompts(cfg)
-    n = cfg.num_images or len(prompts)
     shard, num_shards = shard_of(cfg)
     device = _device(cfg)
     out = Path(cfg.out_dir)
-    base, _, base_opts = _load(cfg.base, "base", cfg, device)
-    if base.super_res:
-        raise ValueError(f"base={cfg.base} is an upsampler ({base.found.message}); give it as upsampler=")
-    up = up_opts = None
+    up = up_opts = base = base_opts = None
     bicubic = 0
     if cfg.upsampler.startswith("bicubic"):
         try:
@@ -130,34 +156,58 @@ def main(cfg=None):
         up, _, up_opts = _load(cfg.upsampler, "upsample", cfg, device)
         if not up.super_res:
             raise ValueError(f"upsampler={cfg.upsampler} is not a super-resolution model ({up.found.message})")
-    todo = [i for i in range(shard, n, num_shards) if not (out / f"{i:06d}.png").is_file()]
+    if cfg.low_res_images:  # upsample real images (held-out PSNR), no base model
+        if not (up or bicubic):
+            raise ValueError("low_res_images= needs upsampler=<model> or upsampler=bicubic:<factor>")
+        items = held_out(cfg)
+        low_size = int(up_opts["image_size"]) // 4 if up_opts else cfg.low_res_size
+        names, prompts = [name for name, _, _ in items], [c for _, _, c in items]
+    else:
+        items, prompts = None, read_prompts(cfg)
+        n = cfg.num_images or len(prompts)
+        names = [f"{i:06d}" for i in range(n)]
+        prompts = [prompts[i % len(prompts)] for i in range(n)]
+        base, _, base_opts = _load(cfg.base, "base", cfg, device)
+        if base.super_res:
+            raise ValueError(f"base={cfg.base} is an upsampler ({base.found.message}); give it as upsampler=")
+    n = len(names)
+    todo = [i for i in range(shard, n, num_shards) if not (out / f"{names[i]}.png").is_file()]
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out, name=f"sample_config.shard{shard}.yaml")
     t0, nfe = time.perf_counter(), [0]
     for start in range(0, len(todo), cfg.batch_size):
         idx = todo[start:start + cfg.batch_size]
-        ps = [prompts[i % len(prompts)] for i in idx]
-        x = generate(base, base_opts, base.tokenizer, ps, seeds=[cfg.seed + i for i in idx], sampler=cfg.sampler,
-                     steps=cfg.steps, guidance_scale=cfg.guidance_scale, sampler_eta=cfg.sampler_eta,
-                     dpm_order=cfg.dpm_order, device=device, count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1))
+        ps = [prompts[i] for i in idx]
+        if items is not None:
+            x = torch.stack([_low_res(items[i][1], low_size) for i in idx]).to(device)
+        else:
+            x = generate(base, base_opts, base.tokenizer, ps, seeds=[cfg.seed + i for i in idx], sampler=cfg.sampler,
+                         steps=cfg.steps, guidance_scale=cfg.guidance_scale, sampler_eta=cfg.sampler_eta,
+                         dpm_order=cfg.dpm_order, device=device, count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1))
         if bicubic:
             x = torch.nn.functional.interpolate(x, scale_factor=bicubic, mode="bicubic", align_corners=False).clamp(-1, 1)
         if up is not None:
-            for j, i in enumerate(idx):
-                _save_png(x[j], out / "base" / f"{i:06d}.png")
+            if cfg.save_base:  # beside out_dir, not inside: evaluation reads out_dir recursively
+                for j, i in enumerate(idx):
+                    _save_png(x[j], out.with_name(out.name + "_base") / f"{names[i]}.png")
             x = upsample(up, up_opts, up.tokenizer, ps, x, seeds=[cfg.seed + i + UPSAMPLER_SEED_OFFSET for i in idx],
                          sampler=cfg.upsample_sampler, steps=cfg.upsample_steps, upsample_temp=cfg.upsample_temp,
                          sampler_eta=cfg.sampler_eta, dpm_order=cfg.dpm_order, device=device)
         for j, i in enumerate(idx):
-            (out / f"{i:06d}.txt").write_text(ps[j] + "\n")
-            _save_png(x[j], out / f"{i:06d}.png")
+            (out / f"{names[i]}.txt").write_text(ps[j] + "\n")
+            _save_png(x[j], out / f"{names[i]}.png")
     seconds = time.perf_counter() - t0
-    done = all((out / f"{i:06d}.png").is_file() for i in range(n))
-    info = {"num_images": n, "sampler": cfg.sampler, "steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
-            "sampler_eta": cfg.sampler_eta, "dpm_order": cfg.dpm_order, "base": cfg.base, "upsampler": cfg.upsampler,
+    done = all((out / f"{name}.png").is_file() for name in names)
+    resolution = int(up_opts["image_size"]) if up_opts else (
+        (low_size if items is not None else int(base_opts["image_size"])) * max(1, bicubic))
+    held = items is not None
+    info = {"num_images": n, "sampler": cfg.upsample_sampler if held and up else ("bicubic" if held else cfg.sampler),
+            "steps": cfg.upsample_steps if held and up else ("0" if held else cfg.steps),
+            "guidance_scale": cfg.guidance_scale, "sampler_eta": cfg.sampler_eta, "dpm_order": cfg.dpm_order,
+            "base": "" if held else cfg.base, "upsampler": cfg.upsampler, "low_res_images": cfg.low_res_images,
             "upsample_sampler": cfg.upsample_sampler if cfg.upsampler else "", "seed": cfg.seed,
-            "resolution": int(up_opts["image_size"] if up_opts else base_opts["image_size"] * max(1, bicubic)),
-            "base_found": base.found.message, "shards": num_shards}
+            "resolution": resolution, "base_found": base.found.message if base is not None else "",
+            "shards": num_shards}
     write_json(out / f"timing.shard{shard}.json", {"images": len(todo), "seconds": seconds,
                                                     "seconds_per_image": seconds / max(1, len(todo)),
                                                     "base_forward_calls": nfe[0], "device": str(device)})

@@ -27,8 +27,8 @@ GLIDE_RUNS = {
 
 wildcard_constraints:
     glide_run="|".join(GLIDE_RUNS),
-    glide_model="base|base_u0|finetune|base_x4|base_bicubic",
-    glide_prompts="eval|finetune|rest",
+    glide_model="base|base_u0|finetune|base_x4|base_bicubic|up_heldout|bicubic_heldout",
+    glide_prompts="eval|finetune|rest|test",
     glide_sampler="plms|ddim|euler|euler_a|dpm\\+\\+|ddpm|glide",
 
 
@@ -44,7 +44,7 @@ rule glide_prepare:
     conda:
         conda_env("glide_finetune")
     shell:
-        step(f"{GLIDE}/prepare.py scale={{wildcards.scale}} digits={{input}} out_dir={{output}} > {{log}} 2>&1")
+        step(f"{GLIDE}/prepare.py scale={{wildcards.scale}} digits={{input}} out_dir={{output}}")
 
 
 def _glide_train_inputs(w):
@@ -87,19 +87,28 @@ rule glide_train:
                f"run_dir=results/{{wildcards.scale}}/glide/runs/{{wildcards.glide_run}} threads=1")
 
 
+# sample folders: <model>__<prompts>__<sampler>_<steps>_g<guidance>. base_x4 = base chained with the upsampler,
+# base_bicubic = base + bicubic x4; *_heldout (prompts "test") upsample the real test images downsampled to 8 px
+# (the sampler/steps are the upsampler's), so evaluate.py pairs them with the originals for PSNR.
 def _glide_sample_inputs(w):
-    base = "finetune" if w.glide_model == "finetune" else ("base_u0" if w.glide_model == "base_u0" else "base")
-    out = {"base": f"results/{w.scale}/glide/runs/{base}/model.safetensors", "prepared": f"data/{w.scale}/glide"}
-    if w.glide_model == "base_x4":
+    out = {"prepared": f"data/{w.scale}/glide", "digits": f"data/{w.scale}/digits"}
+    if not w.glide_model.endswith("_heldout"):
+        base = w.glide_model if w.glide_model in ("finetune", "base_u0") else "base"
+        out["base"] = f"results/{w.scale}/glide/runs/{base}/model.safetensors"
+    if w.glide_model in ("base_x4", "up_heldout"):
         out["up"] = f"results/{w.scale}/glide/runs/upsample/model.safetensors"
     return out
 
 
 def _glide_sample_args(w, input):
-    args = f"base={os.path.dirname(input.base)}"
-    if w.glide_model == "base_x4":
-        args += f" upsampler={os.path.dirname(input.up)}"
-    elif w.glide_model == "base_bicubic":
+    up = f"upsampler={os.path.dirname(input.up)}" if "up" in input.keys() else ""
+    if w.glide_model.endswith("_heldout"):
+        if w.glide_prompts != "test":
+            raise ValueError(f"{w.glide_model} upsamples the test images: use prompts 'test'")
+        return (f"{up or 'upsampler=bicubic:4'} low_res_images={input.digits}/test upsample_sampler={w.glide_sampler} "
+                f"upsample_steps={w.steps}")
+    args = f"base={os.path.dirname(input.base)} {up}"
+    if w.glide_model == "base_bicubic":
         args += " upsampler=bicubic:4"
     return args + f" prompts=data/{w.scale}/glide/{w.glide_prompts}_prompts.txt"
 
@@ -144,9 +153,10 @@ rule glide_evaluate:
         conda_env("glide_finetune")
     params:
         images=lambda w, input: os.path.dirname(input.samples),
+        metrics=lambda w: "[fd,prompt_accuracy,psnr]" if "_heldout__" in w.name else "[fd,prompt_accuracy]",
     shell:
         launch(f"{GLIDE}/evaluate.py scale={{wildcards.scale}} images={{params.images}} reference={{input.digits}}/test "
-               f"extractor=digits:{{input.features}} metrics=[fd,prompt_accuracy] experiment={{wildcards.name}} "
+               f"extractor=digits:{{input.features}} metrics={{params.metrics}} experiment={{wildcards.name}} "
                f"out={{output}} threads=1")
 
 
@@ -160,8 +170,10 @@ GLIDE_TOY_TABLES = {
     "finetune": ("GLIDE toy fine-tune on the magenta digits: the fine-tuned subset and drift on the rest",
                  ["base__finetune__glide_27_g3.0", "finetune__finetune__glide_27_g3.0",
                   "base__rest__glide_27_g3.0", "finetune__rest__glide_27_g3.0"]),
-    "upsampler": ("GLIDE toy upsampler (8 -> 32 px) against bicubic upscaling of the same base samples",
-                  ["base_bicubic__eval__glide_27_g3.0", "base_x4__eval__glide_27_g3.0"]),
+    "upsampler": ("GLIDE toy upsampler (8 -> 32 px) against bicubic upscaling: of the same base samples (FD, prompt "
+                  "accuracy) and of the held-out test images (PSNR against the originals)",
+                  ["base_bicubic__eval__glide_27_g3.0", "base_x4__eval__glide_27_g3.0",
+                   "bicubic_heldout__test__glide_27_g1.0", "up_heldout__test__glide_27_g1.0"]),
     "uncond": ("GLIDE toy: what classifier-free guidance needs (uncond_p 0 vs 0.2)",
                ["base__eval__glide_27_g1.0", "base__eval__glide_27_g3.0",
                 "base_u0__eval__glide_27_g1.0", "base_u0__eval__glide_27_g3.0"]),
@@ -190,7 +202,7 @@ rule glide_table:
         title=lambda w: _glide_tables(w.scale)[w.which][0],
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs='{params.inputs}' title='{params.title}' "
-             "out_md={output.md} out_csv={output.csv} > {log} 2>&1")
+             "out_md={output.md} out_csv={output.csv}")
 
 
 rule glide_compare_samplers:
