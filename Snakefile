@@ -16,6 +16,9 @@ include: "workflow/rules/samplers.smk"
 include: "workflow/rules/sd_flux_lab_tools.smk"
 include: "workflow/rules/sd_flux_lab.smk"
 include: "workflow/rules/dmd2.smk"
+include: "workflow/rules/leaderboard.smk"
+
+report: "workflow/report/workflow.rst"
 include: "workflow/rules/titok_rar.smk"
 include: "workflow/rules/titok_rar_generators.smk"
 include: "workflow/rules/glide_finetune.smk"
@@ -25,8 +28,31 @@ rule all:
     default_target: True
     input:
         targets_for(config["scale"], default_only=True),
+        f"results/{config['scale']}/leaderboard/default/leaderboard.md",
 
 
 rule smoke:
     input:
         targets_for("tiny"),
+
+
+# One table over every project at the configured scale (runs every project's chain first).
+rule leaderboard:
+    input:
+        f"results/{config['scale']}/leaderboard/all/leaderboard.md",
+
+
+# Every project's toy chain, then the full leaderboard (and, at the end, the report: see onsuccess below).
+rule toy:
+    input:
+        targets_for("toy"),
+        "results/toy/leaderboard/all/leaderboard.md",
+
+
+# The default target, `toy` and `leaderboard` end with the HTML report of what they ran
+# (results/<scale>/report.html; `--no-hooks` skips it). Any target: snakemake --report report.html <target>.
+REPORT_TARGETS = {"all", "toy", "leaderboard"}
+
+
+onsuccess:
+    write_report_after(REPORT_TARGETS)

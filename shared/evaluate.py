@@ -4,7 +4,8 @@ Writes ONE JSON per (experiment, checkpoint, sampler, steps):
 
     {experiment, checkpoint, sampler, steps, scale, images, reference, resolution, num_images_found,
      num_images_read, num_unreadable, unreadable: [...], metrics: [{metric, value, num_samples,
-     reference_id, extractor_id, ...extras}, ...]}
+     reference_id, extractor_id, ...extras}, ...], info: {method, paper, project, nfe, parameters,
+     seconds_per_image, train_steps: what the leaderboard shows, where given (method=, paper=, info=)}}
 
 `reference` is an image folder (its statistics are cached in `reference_stats`, default
 results/<scale>/reference_stats/<folder>-<hash>-<extractor>.npz, and reused while the folder is unchanged) or a
@@ -58,6 +59,11 @@ class Config:
     clip: str = _opt("", "local CLIP folder (transformers format) for clip_score")
     clip_prefix: str = _opt("", "text put before every caption for clip_score, e.g. 'A photo depicts '")
     codes: str = _opt("", ".npy/.npz of token indices for codebook_usage / codebook_perplexity")
+    method: str = _opt("", "leaderboard: the method's name (default: experiment)")
+    paper: str = _opt("", "leaderboard: the paper the method comes from")
+    project: str = _opt("", "leaderboard: the project folder (default: from the output path)")
+    info: list[str] = _opt([], "leaderboard: JSON files (a sampling step's samples.json, a training metrics.json) "
+                               "whose keys nfe, parameters, seconds_per_image, train_steps are copied into `info`")
     codebook_size: int = _opt(0, "codebook size for the codebook metrics")
     kid_subsets: int = 100
     kid_subset_size: int = 1000
@@ -151,7 +157,28 @@ def evaluate(cfg) -> dict:
         "resolution": report.resolution, "num_images_found": report.found, "num_images_read": report.read,
         "num_unreadable": len(report.unreadable), "unreadable": report.unreadable[:100],
         "metrics": entries,
+        "info": collect_info(cfg),
     }
+
+
+INFO_KEYS = ("method", "paper", "project", "nfe", "parameters", "seconds_per_image", "train_steps")
+
+
+def collect_info(cfg) -> dict:
+    """The leaderboard's extra columns (shared/tables.py kind=leaderboard): from the `info` files, then the
+    method/paper/project options."""
+    from shared.io import read_json
+
+    info: dict = {}
+    for path in cfg.info:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"info: {path} does not exist (a JSON file with any of {', '.join(INFO_KEYS)})")
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"info: {path} is not a JSON object")
+        info.update({k: data[k] for k in INFO_KEYS if k in data})
+    info.update({k: cfg[k] for k in ("method", "paper", "project") if cfg[k]})
+    return info
 
 
 def main(cfg=None):

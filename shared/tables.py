@@ -9,6 +9,12 @@ so are inputs of another scale than `scale`.
 
     python shared/tables.py inputs='results/toy/eval/*/*.json' title="Real vs real" scale=toy
     python shared/tables.py inputs=[a.json,b.json] paper='{glide: {fid: 12.24}}' out_md=t.md out_csv=t.csv
+    python shared/tables.py kind=leaderboard inputs='results/toy/**/eval/**/*.json' scale=toy
+
+The leaderboard (`kind=leaderboard`) puts every evaluation JSON in one table, one row per method: method, paper,
+steps, NFE, FD, prompt accuracy, CLIP score, parameters, seconds per image, training steps (the last five from
+the JSON's `info`, which shared/evaluate.py's `info=` and shared/samplers/compare.py fill), plus an FD-vs-NFE
+scatter (`out_png`). FDs against different references are labelled, not refused.
 """
 from __future__ import annotations
 
@@ -47,6 +53,8 @@ class Config:
     notes: Any = _opt(None, "a string or list of strings printed under the table")
     metrics: list[str] = _opt([], "column order/selection; empty = all, as they first appear")
     digits: int = _opt(4, "significant digits in the Markdown")
+    kind: str = _opt("table", "table | leaderboard (one row per method over all projects, + a quality-vs-NFE plot)")
+    out_png: str = _opt("", "leaderboard: the FD-vs-NFE scatter; '' = beside out_md")
 
 
 class TableError(ValueError):
@@ -200,8 +208,106 @@ def build(cfg) -> tuple[str, str]:
     return "\n".join(md), buf.getvalue()
 
 
+# --- the leaderboard: every method of every project in one table ------------------------------------------------
+LEADERBOARD_COLUMNS = ("method", "paper", "project", "sampler", "steps", "nfe", "fd", "prompt_accuracy",
+                       "clip_score", "parameters", "seconds_per_image", "train_steps", "fd_reference")
+# Columns a step may record under "info" in its evaluation JSON (shared/evaluate.py `info=`, compare.py).
+INFO_KEYS = ("method", "paper", "project", "nfe", "parameters", "seconds_per_image", "train_steps")
+
+
+def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tuple, str]]:
+    """One row per evaluation JSON; FD columns of different (reference, extractor) pairs are labelled R1, R2, ...
+    (returned as {(reference_id, extractor_id): label}) instead of refused: the leaderboard shows all methods, and
+    says which FDs may be compared."""
+    rows, refs = [], {}
+    for f in files:
+        d = read_json(f)
+        if d.get("scale") != scale:
+            raise TableError(f"{f}: scale '{d.get('scale')}' in a '{scale}' leaderboard")
+        metrics = {e["metric"]: e for e in d.get("metrics", [])}
+        info = d.get("info") or {}
+        fd = metrics.get("fd") or metrics.get("fid")
+        label = ""
+        if fd is not None:
+            label = refs.setdefault((fd.get("reference_id"), fd.get("extractor_id")), f"R{len(refs) + 1}")
+        project = info.get("project") or (f.parts[f.parts.index(scale) + 1] if scale in f.parts[:-1] else "")
+        row = {"method": info.get("method") or d["experiment"], "paper": info.get("paper", ""), "project": project,
+               "sampler": d["sampler"], "steps": d["steps"], "nfe": info.get("nfe"),
+               "fd": fd["value"] if fd else None,
+               "prompt_accuracy": metrics["prompt_accuracy"]["value"] if "prompt_accuracy" in metrics else None,
+               "clip_score": metrics["clip_score"]["value"] if "clip_score" in metrics else None,
+               "parameters": info.get("parameters"), "seconds_per_image": info.get("seconds_per_image"),
+               "train_steps": info.get("train_steps"), "fd_reference": label, "source": str(f)}
+        rows.append(row)
+    rows.sort(key=lambda r: (r["fd_reference"], r["fd"] if r["fd"] is not None else float("inf")))
+    return rows, refs
+
+
+def _cell(v, digits: int) -> str:
+    if v is None or v == "":
+        return "–"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int) and abs(v) >= 10000:
+        return f"{v / 1e6:.2f}M" if abs(v) >= 1e6 else f"{v / 1e3:.0f}k"
+    return _fmt(float(v), digits) if isinstance(v, float) else str(v)
+
+
+def build_leaderboard(cfg) -> tuple[str, str, list[dict]]:
+    files = expand_inputs(cfg.inputs)
+    rows, refs = leaderboard_rows(files, cfg.scale)
+    caption = (f"**{cfg.title}** — scale: **{cfg.scale}**, {len(rows)} evaluations. "
+               + ("Toy-scale numbers on the toy digits with the digits feature CNN: comparable with each other "
+                  "(same FD reference), NOT with the papers' numbers." if cfg.scale != "paper" else
+                  "Paper-scale numbers."))
+    md = [caption, "", "| " + " | ".join(LEADERBOARD_COLUMNS) + " |", "|" + "---|" * 5 + "---:|" * 8]
+    md += ["| " + " | ".join(_cell(r[c], cfg.digits) for c in LEADERBOARD_COLUMNS) + " |" for r in rows]
+    md += ["", "Columns: `nfe` network evaluations per image (guidance counts twice); `fd` Frechet distance "
+           "(lower is better) to the reference named in `fd_reference`; `prompt_accuracy` fraction of images "
+           "classified as the digit and colour asked for (higher is better); `seconds_per_image` sampling time "
+           "on the machine that ran it; `train_steps` optimizer steps of the model sampled; – = not recorded by "
+           "that project's steps.", "", "FD references (only FDs with the same label are comparable):"]
+    md += [f"- {label}: reference `{ref}`, extractor `{ext}`" for (ref, ext), label in refs.items()]
+    md += ["", "Sources: " + ", ".join(f"`{f}`" for f in files), ""]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*LEADERBOARD_COLUMNS, "source"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return "\n".join(md), buf.getvalue(), rows
+
+
+def leaderboard_plot(rows: list[dict], out_png: Path, title: str) -> Path | None:
+    """FD against NFE, one point per method (of the largest FD reference group); None if nothing to draw."""
+    from shared import plots
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["fd"] is not None and (r["nfe"] or r["steps"]):
+            groups.setdefault(r["fd_reference"], []).append(r)
+    if not groups:
+        return None
+    label, chosen = max(groups.items(), key=lambda kv: len(kv[1]))
+    points = [{"label": f"{r['method']} ({r['steps']} steps)" if r["steps"] else r["method"],
+               "x": r["nfe"] or r["steps"], "y": r["fd"], "group": r["project"]} for r in chosen]
+    return plots.scatter(points, out_png, xlabel="NFE (network evaluations per image; steps where not recorded)",
+                         ylabel=f"FD to reference {label}", better="lower", logx=True, title=title)
+
+
 def main(cfg=None):
     cfg = resolve(Config, cfg)
+    if cfg.kind not in ("table", "leaderboard"):
+        raise ValueError(f"kind={cfg.kind!r}: use table or leaderboard")
+    if cfg.kind == "leaderboard":
+        md, table_csv, rows = build_leaderboard(cfg)
+        out_md = Path(cfg.out_md or Path("results") / cfg.scale / "leaderboard" / "leaderboard.md")
+        out_csv = Path(cfg.out_csv or out_md.with_suffix(".csv"))
+        write_text(out_md, md)
+        write_text(out_csv, table_csv)
+        png = leaderboard_plot(rows, Path(cfg.out_png or out_md.with_suffix(".png")),
+                               f"{cfg.title} ({cfg.scale} scale)")
+        save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
+        print(f"wrote {out_md}, {out_csv}" + (f", {png}" if png else ""))
+        return md
     md, table_csv = build(cfg)
     out_md = Path(cfg.out_md or Path("results") / cfg.scale / "tables" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cfg.title)}.md")
     out_csv = Path(cfg.out_csv or out_md.with_suffix(".csv"))

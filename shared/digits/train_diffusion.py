@@ -67,7 +67,7 @@ class Config(TrainConfig):
     lr: float = 2e-3
     p_uncond: float = 0.1  # fraction of labels replaced by the null label (for classifier-free guidance)
     snr_gamma: float = field(default=5.0, metadata={"help": "min-SNR-gamma loss weight; 0 = plain MSE"})
-    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     layers_per_block: int = 1
     attention: bool = True  # self-attention in the lowest-resolution block
     norm_groups: int = 8
@@ -76,7 +76,7 @@ class Config(TrainConfig):
     threads: int = field(default=1, metadata={"help": "torch threads; 1 keeps results independent of the "
                                                       "machine (see README Performance); 0 = torch default"})
     # Trainer options with this step's defaults
-    max_steps: int = 4000
+    max_steps: int = 1800
     lr_schedule: str = "cosine"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1

@@ -5,13 +5,15 @@ The model folder is a diffusers DDPMPipeline folder: unet/ (a UNet2DModel with c
 three). Every (sampler, steps) pair starts from the same noise and generator seed.
 
 Outputs in out_dir:
-    grid.png      rows = samplers, columns = step counts; each cell shows the first `grid_per_cell` samples; the
-                  `reference` row (many-step DDPM) below, in the first column
+    grid.png      rows = samplers, columns = step counts; each cell shows `grid_per_cell` samples (digit i in
+                  colour i); the `reference` row (many-step DDPM) below, in the first column
     results.md    time per image, model evaluations, Frechet distance (digits features vs the reference
     results.csv   split) and label accuracy from the digits classifier, one row per sampler x steps (+ reference;
                   results.md also has the guidance sweep)
     fd_vs_nfe.png, accuracy_vs_nfe.png            quality against NFE per sampler (+ .csv, shared/plots.py)
     fd_vs_guidance.png, accuracy_vs_guidance.png  with guidance_sweep: quality against the guidance scale
+    eval/<sampler>_<steps>.json   each row in shared/evaluate.py's format (+ NFE, s/image, parameters, training
+                                  steps under `info`), for shared/tables.py's leaderboard
 
 A model that works at a lower resolution than the data (labels.json `image_size`) has its samples upsampled
 (bicubic) to the data's size before scoring and in the grid.
@@ -36,8 +38,9 @@ from shared import plots
 from shared.config import cli, resolve, save_resolved
 from shared.digits import features as digits_features
 from shared.digits.dataset import caption, load_arrays, parse_caption
-from shared.io import atomic_path, read_json, write_text
+from shared.io import atomic_path, read_json, write_json, write_text
 from shared.metrics import frechet_from_features
+from shared.metrics.images import list_images, set_id
 from shared.metrics.prompt import PromptAccuracy
 from shared.samplers.registry import get_preset
 from shared.samplers.sampling import sample
@@ -73,7 +76,8 @@ class Config:
 
 
 PRESETS = {
-    "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2},
+    "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2,
+             "reference": "ddpm:4", "guidance_sweep": [1.0, 2.0], "guidance_sampler": "ddim:2"},
     # toy: ddpm and guidance 2 alongside the ODE samplers: at the toy training budget the ODE samplers stay noisy at
     # few steps, and the table should show that next to what works
     # toy: the question is whether the fast ODE samplers at 10-25 steps get close to many-step ancestral DDPM
@@ -120,6 +124,18 @@ def parse_reference(text: str) -> tuple[str, int] | None:
         raise ValueError(f"reference={text!r}: expected sampler:steps, e.g. ddpm:250")
     get_preset(name)
     return name, int(steps)
+
+
+def grid_samples(labels: list[int], n_colours: int, count: int) -> list[int]:
+    """Indices of the samples a grid cell shows: digit i in colour i (0 red, 1 green, 2 blue, ...) where those
+    labels were sampled, so one row shows several digits and colours; else the first samples."""
+    wanted = [(i % 10) * n_colours + i % n_colours for i in range(count)]
+    first = {}
+    for i, label in enumerate(labels):
+        first.setdefault(label, i)
+    picked = [first[w] for w in wanted if w in first]
+    rest = [i for i in range(len(labels)) if i not in picked]
+    return (picked + rest)[:count]
 
 
 def grid_size(rows: int, cols: int, per_cell: int, image_size: int) -> tuple[int, int]:
@@ -188,6 +204,30 @@ def write_plots(rows: list[dict], guidance_rows: list[dict], reference: tuple[st
                                        out / f"{stem}.png", xlabel="classifier-free guidance scale (1 = none)",
                                        ylabel=label, better=better, title="Quality vs guidance"))
     return written
+
+
+def evaluation_json(row: dict, cfg, info: dict, ids: dict) -> dict:
+    """One comparison row in shared/evaluate.py's format (what shared/tables.py's tables and leaderboard read),
+    with the leaderboard's extra columns under `info`."""
+    n = row["images"]
+    return {
+        "experiment": "digits_diffusion", "checkpoint": str(cfg.model_dir), "sampler": row["sampler"],
+        "steps": row["steps"], "scale": cfg.scale, "images": "", "reference": str(cfg.reference_dir),
+        "resolution": "", "num_images_found": n, "num_images_read": n, "num_unreadable": 0, "unreadable": [],
+        "metrics": [{"metric": "fd", "value": row["fd"], "num_samples": n, **ids},
+                    {"metric": "prompt_accuracy", "value": row["label_accuracy"], "num_samples": n,
+                     "reference_id": None, "extractor_id": ids["extractor_id"], "digit": row["digit_accuracy"],
+                     "colour": row["colour_accuracy"]}],
+        "info": {"method": f"pixel DDPM-trained UNet + {row['sampler']}", "project": "samplers",
+                 "paper": PAPERS.get(row["sampler"], ""), "nfe": row["nfe"],
+                 "seconds_per_image": row["seconds_per_image"], "guidance_scale": cfg.guidance_scale, **info},
+    }
+
+
+# Where each sampler comes from (the leaderboard's "paper" column).
+PAPERS = {"ddpm": "Ho et al. 2020 (DDPM)", "ddim": "Song et al. 2021 (DDIM)", "euler": "Karras et al. 2022 (EDM)",
+          "heun": "Karras et al. 2022 (EDM)", "dpm++": "Lu et al. 2022 (DPM-Solver++)",
+          "unipc": "Zhao et al. 2023 (UniPC)", "plms": "Liu et al. 2022 (PNDM)", "euler_a": "Karras et al. 2022"}
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
@@ -260,6 +300,7 @@ def main(cfg=None):
               f"ms/image, FD {fd:.3f}, label accuracy {acc['joint']:.3f}", flush=True)
         return row, images
 
+    grid_index = grid_samples(all_labels.tolist(), n_colours, cfg.grid_per_cell)
     runs = [(name, n_steps) for name in cfg.samplers for n_steps in cfg.steps]
     reference = parse_reference(cfg.reference)
     if reference is not None:
@@ -268,7 +309,7 @@ def main(cfg=None):
     for name, n_steps in runs:
         row, images = run(name, n_steps, cfg.guidance_scale)
         rows.append(row)
-        cells[(name, n_steps)] = images[:cfg.grid_per_cell]
+        cells[(name, n_steps)] = images[grid_index]
         if cfg.save_images:
             folder = out / "images" / f"{name}_{n_steps}"
             for i, (im, text) in enumerate(zip(images, captions)):
@@ -297,6 +338,12 @@ def main(cfg=None):
     writer.writerows(rows)
     write_text(out / "results.csv", buf.getvalue())
     write_plots(rows, guidance_rows, reference, out, f"{cfg.scale} scale, guidance {cfg.guidance_scale:g}")
+    info = {"parameters": sum(p.numel() for p in unet.parameters()), "train_steps": encoding.get("train_step"),
+            "resolution": f"{unet.config.sample_size} px model, scored at {image_size} px"}
+    ids = {"reference_id": set_id(Path(cfg.reference_dir), list_images(Path(cfg.reference_dir))),
+           "extractor_id": net.extractor_id}
+    for row in rows:
+        write_json(out / "eval" / f"{row['sampler']}_{row['steps']}.json", evaluation_json(row, cfg, info, ids))
     save_resolved(cfg, out)
     print(f"wrote {out / 'grid.png'}, {out / 'results.md'}, {out / 'results.csv'}")
     return rows

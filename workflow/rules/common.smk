@@ -156,3 +156,27 @@ def _forward_sigterm_to_jobs():
 
 onstart:
     _forward_sigterm_to_jobs()
+
+
+# --- the HTML report at the end of a run ----------------------------------------------------------------
+def write_report_after(report_targets):
+    """After a successful run of one of `report_targets` (none named = the default target), write
+    results/<scale>/report.html with `snakemake --report` (same Snakefile, directory and --config)."""
+    import subprocess
+
+    targets = set(workflow.dag_settings.targets) or {"all"}
+    if not targets <= set(report_targets):
+        return
+    scale = "toy" if targets == {"toy"} else config["scale"]
+    out = os.path.join("results", scale, "report.html")
+    overrides = [f"{k}={v}" for k, v in workflow.config_settings.overwrite_config.items()]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", workflow.main_snakefile, "--directory", os.getcwd(),
+           "--nolock", "--report", out, *sorted(targets)]
+    if overrides:
+        cmd += ["--config", *overrides]
+    print(f"writing the report: {out}", flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"the report failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
+    else:
+        print(f"report: {out} (open it in a browser)", flush=True)

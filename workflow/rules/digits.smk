@@ -20,6 +20,8 @@ rule train_digits_features:
     output:
         weights="results/{scale}/digits_features/features.safetensors",
         metrics="results/{scale}/digits_features/metrics.json",
+        config=report("results/{scale}/digits_features/config.yaml", caption="../report/provenance.rst",
+                      category="Provenance", labels={"step": "train_digits_features", "file": "config.yaml"}),
     log:
         "logs/{scale}/train_digits_features.log",
     threads: train_threads
@@ -46,7 +48,8 @@ rule evaluate_digits_real:
     shell:
         launch("shared/evaluate.py scale={wildcards.scale} images={input.data}/test reference={input.data}/train "
                "extractor=digits:{input.features} metrics=[fd,kid,prompt_accuracy] "
-               "experiment=real_test_vs_train checkpoint=none sampler=none steps=0 out={output}")
+               "experiment=real_test_vs_train checkpoint=none sampler=none steps=0 out={output} "
+               "method='real test images (no model)' project=digits")
 
 
 rule table_digits:
@@ -56,7 +59,8 @@ rule table_digits:
         conda_env("shared")
     output:
         md="results/{scale}/tables/digits.md",
-        csv="results/{scale}/tables/digits.csv",
+        csv=report("results/{scale}/tables/digits.csv", caption="../report/digits_table.rst",
+                   category="Digits (toy data)", labels={"table": "real test vs train"}),
     log:
         "logs/{scale}/table_digits.log",
     shell:

@@ -1,11 +1,19 @@
 # Sampler comparison (shared.samplers): quality vs NFE per sampler on a small class-conditional digits model.
+DD = "results/{scale}/digits_diffusion"
+SC = "results/{scale}/sampler_compare"
 
 
 rule train_digits_diffusion:
     input:
         "data/{scale}/digits",
     output:
-        "results/{scale}/digits_diffusion/metrics.json",
+        metrics=f"{DD}/metrics.json",
+        curves=report(f"{DD}/curves.png", caption="../report/training_curves.rst", category="Samplers",
+                      subcategory="Training", labels={"run": "digits diffusion", "figure": "training curves"}),
+        config=report(f"{DD}/config.yaml", caption="../report/provenance.rst", category="Provenance",
+                      labels={"step": "train_digits_diffusion", "file": "config.yaml"}),
+        run=report(f"{DD}/run.json", caption="../report/provenance.rst", category="Provenance",
+                   labels={"step": "train_digits_diffusion", "file": "run.json"}),
     log:
         "logs/{scale}/train_digits_diffusion.log",
     conda:
@@ -18,14 +26,28 @@ rule train_digits_diffusion:
                "out_dir=results/{wildcards.scale}/digits_diffusion")
 
 
+def _sc_plot(name, what):
+    return report(f"{SC}/{name}.png", caption="../report/sampler_plots.rst", category="Samplers",
+                  subcategory="Quality vs NFE and guidance", labels={"figure": what})
+
+
 rule compare_samplers:
     input:
-        model="results/{scale}/digits_diffusion/metrics.json",
-        features="results/{scale}/digits_features/features.safetensors",
+        model=rules.train_digits_diffusion.output.metrics,
+        features=rules.train_digits_features.output.weights,
         data="data/{scale}/digits",
     output:
-        grid="results/{scale}/sampler_compare/grid.png",
-        table="results/{scale}/sampler_compare/results.md",
+        grid=report(f"{SC}/grid.png", caption="../report/sampler_grid.rst", category="Samplers",
+                    subcategory="Samples", labels={"figure": "sampler x steps grid"}),
+        table=f"{SC}/results.md",
+        csv=report(f"{SC}/results.csv", caption="../report/sampler_table.rst", category="Samplers",
+                   subcategory="Tables", labels={"table": "samplers x steps"}),
+        fd_nfe=_sc_plot("fd_vs_nfe", "FD vs NFE"),
+        acc_nfe=_sc_plot("accuracy_vs_nfe", "prompt accuracy vs NFE"),
+        fd_guidance=_sc_plot("fd_vs_guidance", "FD vs guidance"),
+        acc_guidance=_sc_plot("accuracy_vs_guidance", "prompt accuracy vs guidance"),
+        config=report(f"{SC}/config.yaml", caption="../report/provenance.rst", category="Provenance",
+                      labels={"step": "compare_samplers", "file": "config.yaml"}),
     log:
         "logs/{scale}/compare_samplers.log",
     conda:
@@ -40,4 +62,5 @@ rule compare_samplers:
 
 @register_targets
 def sampler_targets(scale):
-    return [f"results/{scale}/sampler_compare/grid.png", f"results/{scale}/sampler_compare/results.md"]
+    return [f"results/{scale}/sampler_compare/grid.png", f"results/{scale}/sampler_compare/results.md",
+            f"results/{scale}/sampler_compare/results.csv"]
