@@ -7,7 +7,7 @@
 
 The original (RAR's scripts/pretokenization.py) writes one JSONL line per image; we write tokens.npy / labels.npy
 / captions.json / meta.json (see token_data.py for why: memory-mapped, 2 bytes a token, no parsing).
-`ten_crop=true`: each image resized on its short side to round(image_size x crop_range) and cut into torchvision's
+`ten_crop=true`: each image centre-cropped to a square of int(image_size x crop_range) and cut into torchvision's
 ten crops (four corners, centre, and their mirror images) of image_size: tokens (N, 10, K), as RAR's
 `--ten_crop` augmentation (crop_range 1.1); the generator draws one crop per epoch. Otherwise a centre crop, (N, K).
 Labels come from the shards (`label` in each sample's JSON, -1 without), captions from the samples' text.
@@ -48,15 +48,15 @@ PRESETS = {"tiny": {"max_images": 48, "batch_size": 16}, "toy": {}, "paper": {"i
 
 
 class TenCrop:
-    """PIL -> uint8 (10, 3, S, S): short side to round(S x crop_range), then torchvision's TenCrop(S)."""
+    """PIL -> uint8 (10, 3, S, S): a centre square of int(S x crop_range) (short side resized to it first), then
+    torchvision's TenCrop(S), as RAR's pretokenization (center_crop_arr to the larger size, then TenCrop)."""
     def __init__(self, size: int, crop_range: float):
-        self.size, self.resize = size, int(round(size * crop_range))
+        self.size, self.crop = size, int(size * crop_range)
 
     def __call__(self, img):
         from torchvision.transforms import v2
-        img = v2.Resize(self.resize, antialias=True)(img.convert("RGB"))
-        crops = v2.TenCrop(self.size)(img)
-        return torch.stack([v2.PILToTensor()(c) for c in crops])
+        img = v2.CenterCrop(self.crop)(v2.Resize(self.crop, antialias=True)(img.convert("RGB")))
+        return torch.stack([v2.PILToTensor()(c) for c in v2.TenCrop(self.size)(img)])
 
 
 def main(cfg=None):
