@@ -6,7 +6,7 @@
 # Targets: eval_rar, eval_maskgit, eval_maskgen (at config["scale"]); the tiny chain joins `smoke`.
 
 TRG = "projects/titok_rar"
-TRG_RECIPES = f"{TRG}/configs/generator"
+TRG_RECIPES = f"{REPO}/{TRG}/configs/generator"  # absolute: steps may run in another --directory
 # gFID reported by the papers: RAR (arXiv:2411.00776, Table 3 / README_RAR.md); TiTok with MaskGIT (arXiv:2406.07550,
 # Table 2: TiTok-L-32 2.77, B-64 2.48, S-128 1.97)
 TRG_PAPER_FID = {"rar_b": 1.95, "rar_l": 1.70, "rar_xl": 1.50, "rar_xxl": 1.48,
