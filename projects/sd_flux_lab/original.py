@@ -58,7 +58,9 @@ TRAIN_SD_ALIASES: dict[str, Any] = {
 # has no counterpart: the rate stays constant.)
 TRAIN_SD_DEFAULTS = ["base=downloads/sd15", "run_dir=tuned/sd15", "resolution=1024", "epochs=5", "batch_size=4",
                      "lr=1e-4", "t_max=700", "lr_schedule=constant", "warmup_steps=0", "ema_decay=0",
-                     "caption_dropout=0", "noise_offset=0", "cache_latents=false"]
+                     "caption_dropout=0", "noise_offset=0", "cache_latents=false",
+                     # the original drew no samples; keep the end-of-run validation grid to one image per prompt
+                     "validation_seeds=[0]"]
 
 # generation (train_sd.py with --prompt / --prompt_file / --init_image and no --images): our generate.py
 TRAIN_SD_GENERATE_ALIASES: dict[str, Any] = {
