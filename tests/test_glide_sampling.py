@@ -137,3 +137,20 @@ def test_unknown_sampler_and_dpm_order(tok):
         generate(model, model.options, tok, ["a"], seeds=[0], sampler="heun2")
     with pytest.raises(ValueError, match="dpm_order=3"):
         generate(model, model.options, tok, ["a"], seeds=[0], sampler="dpm++", dpm_order=3)
+
+
+def test_inpainting_keeps_the_known_pixels(tok):
+    model = perturbed(tiny_options(inpaint=True, n_vocab=300, text_ctx=16))
+    image = torch.rand(2, 3, 8, 8) * 2 - 1
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[..., :, :4] = 1  # keep the left half
+    x = generate(model, model.options, tok, ["a red handwritten seven"] * 2, seeds=[0, 1], sampler="glide",
+                 steps="5", guidance_scale=3.0, inpaint_image=image, inpaint_mask=mask)
+    # the last step has no noise and its x0 estimate carries the known pixels, so they come back exactly
+    torch.testing.assert_close(x[..., :4], image[..., :4].clamp(-1, 1), atol=1e-4, rtol=0)
+    assert (x[..., 4:] - image[..., 4:]).abs().mean() > 0.1
+    with pytest.raises(ValueError, match="needs inpaint_image and inpaint_mask"):
+        generate(model, model.options, tok, ["a"], seeds=[0], sampler="glide", steps="2")
+    with pytest.raises(ValueError, match="needs sampler='glide'"):
+        generate(model, model.options, tok, ["a"], seeds=[0], sampler="euler", steps="2", inpaint_image=image[:1],
+                 inpaint_mask=mask[:1])

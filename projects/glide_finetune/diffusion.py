@@ -160,8 +160,10 @@ class GaussianDiffusion:
         return frac * max_log + (1 - frac) * min_log
 
     def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                        clip_denoised: bool = True) -> dict[str, torch.Tensor]:
-        """From a 6-channel model output at step index t: the reverse step's mean, log variance and x0 estimate."""
+                        clip_denoised: bool = True,
+                        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """From a 6-channel model output at step index t: the reverse step's mean, log variance and x0 estimate.
+        `denoised_fn` edits the x0 estimate before the posterior (inpainting pastes the known pixels there)."""
         c = x_t.shape[1]
         if model_output.shape[1] != 2 * c:
             raise ValueError(f"model output has {model_output.shape[1]} channels; GLIDE models predict {2 * c} "
@@ -169,6 +171,8 @@ class GaussianDiffusion:
         eps, var_values = model_output[:, :c], model_output[:, c:]
         log_var = self.model_log_variance(var_values, t)
         x0 = self.predict_x0_from_eps(x_t, t, eps)
+        if denoised_fn is not None:
+            x0 = denoised_fn(x0)
         if clip_denoised:
             x0 = x0.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(x0, x_t, t)
@@ -183,6 +187,7 @@ class GaussianDiffusion:
                       generator: torch.Generator | Sequence[torch.Generator] | None = None,
                       device: torch.device | str | None = None,
                       model_kwargs: Mapping[str, Any] | None = None, clip_denoised: bool = True,
+                      denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       progress: bool = False, callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Ancestral sampling with the learned variance over this (respaced) diffusion's steps.
 
@@ -198,7 +203,8 @@ class GaussianDiffusion:
         kw = dict(model_kwargs or {})
         for i in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, leave=False, desc="glide ddpm"):
             t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
-            out = self.p_mean_variance(model_fn(x, self.model_timesteps(t), **kw).float(), x, t, clip_denoised)
+            out = self.p_mean_variance(model_fn(x, self.model_timesteps(t), **kw).float(), x, t, clip_denoised,
+                                       denoised_fn)
             z = randn(x.shape, generator, device)
             x = out["mean"] + (float(i > 0) * torch.exp(0.5 * out["log_variance"])) * z
             if callback is not None:

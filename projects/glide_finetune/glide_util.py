@@ -208,10 +208,12 @@ def sample(model: GlideUNet, options: Mapping[str, Any], side_x: int, side_y: in
            batch_size: int = 1, guidance_scale: float = 4.0, device: str | torch.device | None = None,
            prediction_respacing: str = "100", upsample_enabled: bool = False, image_to_upsample: Any = None,
            upsample_temp: float = 0.997, sampler: str = "plms", sampler_eta: float = 0.0, dpm_order: int = 2,
-           seed: int = 0, tokenizer: Any = None) -> torch.Tensor:
+           seed: int = 0, tokenizer: Any = None, inpaint_image: Any = None,
+           inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
     """(batch_size, 3, side_y, side_x) samples in [-1, 1]. A super-resolution model upsamples `image_to_upsample`
     (path, PIL image or tensor in [-1, 1]); its respacing defaults to fast27 and its sampler to GLIDE's DDPM,
-    as GLIDE samples its upsampler. Sample i uses seed `seed + i`."""
+    as GLIDE samples its upsampler. Inpainting models take `inpaint_image` (path, PIL or tensor) and
+    `inpaint_mask` ((B|1, 1, H, W), 1 = keep) and sample with GLIDE's DDPM. Sample i uses seed `seed + i`."""
     from projects.glide_finetune.sampling import generate, upsample
 
     tok = tokenizer or getattr(model, "tokenizer", None)
@@ -234,6 +236,15 @@ def sample(model: GlideUNet, options: Mapping[str, Any], side_x: int, side_y: in
                         sampler="glide" if sampler == "plms" and prediction_respacing == "100" else sampler,
                         steps="fast27" if prediction_respacing == "100" else prediction_respacing,
                         upsample_temp=upsample_temp, sampler_eta=sampler_eta, dpm_order=dpm_order, device=device)
+    inpaint = {}
+    if model.inpaint:
+        if inpaint_image is None or inpaint_mask is None:
+            raise ValueError("an inpainting model needs inpaint_image and inpaint_mask")
+        image = _as_image_tensor(inpaint_image, side_x if not isinstance(inpaint_image, torch.Tensor) else None, device)
+        inpaint = {"inpaint_image": image.expand(batch_size, -1, -1, -1),
+                   "inpaint_mask": inpaint_mask.to(device).float().expand(batch_size, -1, -1, -1)}
+        if sampler == "plms":  # the known pixels are pasted into each step's x0 estimate: GLIDE's own sampler
+            sampler = "glide"
     return generate(model, options, tok, prompts, seeds=seeds, sampler=sampler, steps=prediction_respacing,
                     guidance_scale=guidance_scale, sampler_eta=sampler_eta, dpm_order=dpm_order, side_x=side_x,
-                    side_y=side_y, device=device)
+                    side_y=side_y, device=device, **inpaint)

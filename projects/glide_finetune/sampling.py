@@ -78,8 +78,10 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
                 uncond: Mapping[str, Any] | None, *, seeds: Sequence[int], sampler: str = "plms",
                 steps: str | int = "100", guidance_scale: float = 1.0, sampler_eta: float = 0.0, dpm_order: int = 2,
                 noise_scale: float = 1.0, device: torch.device | str = "cpu", progress: bool = False,
-                count_nfe: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Core loop for both stages: x_T = noise_scale * N(0, I) per sample seed, then the named sampler."""
+                count_nfe: Callable[[int], None] | None = None,
+                denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Core loop for both stages: x_T = noise_scale * N(0, I) per sample seed, then the named sampler.
+    `denoised_fn` (GLIDE's own sampler only) edits each step's x0 estimate."""
     device = torch.device(device)
     gens = generators(seeds, device)
     if len(gens) != shape[0]:
@@ -99,7 +101,10 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
         def model_fn(x, t):
             return guided_output(denoiser, x, t.to(x.dtype), cond, uncond if guided else None, guidance_scale, GUIDANCE)
 
-        return diffusion.p_sample_loop(model_fn, shape, noise=x_T, generator=gens, device=device, progress=progress)
+        return diffusion.p_sample_loop(model_fn, shape, noise=x_T, generator=gens, device=device, progress=progress,
+                                       denoised_fn=denoised_fn)
+    if denoised_fn is not None:
+        raise ValueError(f"sampler={sampler!r}: editing the x0 estimate (inpainting) needs sampler='glide'")
     n = respacing_steps(steps, int(options["diffusion_steps"])) if isinstance(steps, str) else int(steps)
     eta = float(sampler_eta) if SAMPLERS[sampler].takes_eta else None
     return shared_sample(denoiser, shape, preset, n, generator=gens, cond=dict(cond),
@@ -117,14 +122,28 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
 def generate(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str], *, seeds: Sequence[int],
              sampler: str = "plms", steps: str | int = "100", guidance_scale: float = 3.0, sampler_eta: float = 0.0,
              dpm_order: int = 2, side_x: int | None = None, side_y: int | None = None,
-             device: torch.device | str = "cpu", progress: bool = False, count_nfe=None) -> torch.Tensor:
-    """Base-model samples (B, 3, side_y, side_x) in [-1, 1], guided with the empty prompt."""
+             device: torch.device | str = "cpu", progress: bool = False, count_nfe=None,
+             inpaint_image: torch.Tensor | None = None, inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Base-model samples (B, 3, side_y, side_x) in [-1, 1], guided with the empty prompt.
+
+    Inpainting models: `inpaint_image` (B, 3, H, W) in [-1, 1] and `inpaint_mask` (B, 1, H, W), 1 = keep. Both
+    halves of the guided batch see them, and (sampler="glide", as GLIDE's notebook does) each step's x0 estimate
+    takes the known pixels from the image."""
     h = side_y or int(options["image_size"])
     w = side_x or int(options["image_size"])
     cond, uncond = text_condition(model, tokenizer, prompts, device)
+    denoised_fn = None
+    if getattr(model, "inpaint", False):
+        if inpaint_image is None or inpaint_mask is None:
+            raise ValueError("an inpainting model needs inpaint_image and inpaint_mask")
+        image, mask = inpaint_image.to(device).float(), inpaint_mask.to(device).float()
+        cond.update(inpaint_image=image, inpaint_mask=mask)
+
+        def denoised_fn(x0):
+            return x0 * (1 - mask) + image * mask
     out = run_sampler(model, options, (len(prompts), 3, h, w), cond, uncond, seeds=seeds, sampler=sampler,
                       steps=steps, guidance_scale=guidance_scale, sampler_eta=sampler_eta, dpm_order=dpm_order,
-                      device=device, progress=progress, count_nfe=count_nfe)
+                      device=device, progress=progress, count_nfe=count_nfe, denoised_fn=denoised_fn)
     return out.clamp(-1, 1)
 
 
