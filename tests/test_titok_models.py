@@ -192,3 +192,16 @@ def test_token_data_roundtrip_and_errors(tmp_path):
         token_data.write_tokens(tmp_path / "u", tokens, np.arange(6), meta={"codebook_size": 100, "tokenizer": "x"})
     with pytest.raises(FileNotFoundError, match="pretokenize.py"):
         token_data.load_tokens(tmp_path / "missing")
+
+
+def test_bare_weights_file_with_original_config(tmp_path):
+    """The original's inference path: configs/infer/<name>.yaml + tokenizer_<name>.bin (a torch state dict)."""
+    model = TiTok(small_titok_config(4)).eval()
+    torch.save(model.state_dict(), tmp_path / "tokenizer_tiny.bin")
+    yaml_text = json.dumps(model.config.to_dict())  # JSON is YAML; the infer configs' shape: model.vq_model + dataset
+    (tmp_path / "tiny.yaml").write_text(yaml_text)
+    again = load_tokenizer(tmp_path / "tokenizer_tiny.bin", config=str(tmp_path / "tiny.yaml"))
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(again.encode(x), model.encode(x))
+    with pytest.raises(ValueError, match="weights do not match the config"):
+        load_tokenizer(tmp_path / "tokenizer_tiny.bin", config=small_titok_config(8).to_dict())

@@ -94,14 +94,29 @@ def build_released(name: str, stage: int = 2) -> TiTok:
     return TiTok(released_config(name, stage))
 
 
-def load_tokenizer(path_or_folder: str | Path):
-    """A tokenizer from a save_pretrained folder (config.json + weights) or the released MaskGIT-VQGAN file."""
+def load_tokenizer(path_or_folder: str | Path, config: str | Mapping | None = None):
+    """A tokenizer from a save_pretrained folder (config.json + weights), the released MaskGIT-VQGAN file, or a
+    bare TiTok weights file (the original's `tokenizer_titok_b64.bin`) with `config` = a RELEASED name, a
+    YAML/JSON config in the original's shape (configs/infer/*.yaml) or such a mapping. Loading is strict."""
+    from projects.titok_rar.hub import load_strict, read_state_dict
     path = Path(path_or_folder)
     if path.is_file():
-        if path.suffix in (".bin", ".pt", ".pth", ".safetensors"):
+        if path.suffix not in (".bin", ".pt", ".pth", ".safetensors"):
+            raise ValueError(f"{path}: expected a tokenizer folder (config.json + model.safetensors) or a weights file")
+        if config is None:
             return MaskGITVQGAN.from_released(str(path))
-        raise ValueError(f"{path}: expected a tokenizer folder (config.json + model.safetensors) or the "
-                         "MaskGIT-VQGAN .bin file")
+        if isinstance(config, str) and config in RELEASED:
+            cfg = released_config(config)
+        elif isinstance(config, Mapping):
+            cfg = TiTokConfig.from_dict(config)
+        else:
+            from omegaconf import OmegaConf
+            if not Path(config).is_file():
+                raise FileNotFoundError(f"config={config}: neither a released name ({', '.join(RELEASED)}) nor a file")
+            cfg = TiTokConfig.from_dict(OmegaConf.to_container(OmegaConf.load(config), resolve=False))
+        model = TiTok(cfg)
+        load_strict(model, read_state_dict(path), str(path))
+        return model.eval()
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no tokenizer here (expected a folder with config.json)")
     cfg_path = path / "config.json"
