@@ -239,8 +239,9 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
     Values are YAML (`lr=1e-4`, `sizes=[1,2]`), except for the schema's `str` options, which keep the text
     as typed: `title=Ablation: no GAN` is a title, not a mapping. With a schema, every YAML file and option is
     checked against it here, so an unknown key names the file (or the option) it came from; values are
-    type-checked by `resolve`. `aliases`: other tools' option names (see `Alias`, `Refused`); `positional`:
-    fields taken, in order, by arguments that are neither options nor YAML files.
+    type-checked by `resolve`. `config=exp.yaml` (where the schema has no `config` option) is the file itself.
+    `aliases`: other tools' option names (see `Alias`, `Refused`); `positional`: fields taken, in order, by
+    arguments that are neither options nor YAML files.
     """
     aliases = {k.replace("-", "_"): v for k, v in (aliases or {}).items()}
     hints = _hints(schema)
@@ -302,6 +303,9 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
                 layers.append(_value_layer(key, text, kind, "command line"))
         elif "=" in arg and not arg.startswith("-") and not Path(arg).exists():
             key, _, value = arg.partition("=")
+            if key == "config" and "config" not in fields:  # `config=exp.yaml` (OmegaConf CLI habit) = a YAML file
+                argv.insert(i, value)
+                continue
             if key in raw_text:
                 layers.append(OmegaConf.create({key: value}))
             else:

@@ -129,6 +129,9 @@ def test_aliases_refused_and_positional(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("epochs: 4\n")
     assert resolve(Gnu, parse_argv([str(f), "photos"], Gnu, positional=["data_dir"])).epochs == 4  # file, then dir
+    assert resolve(Gnu, parse_argv([f"config={f}", "batch_size=2"], Gnu)).epochs == 4  # config=FILE is the file
+    with pytest.raises(ConfigError, match="no such config file"):
+        parse_argv([f"config={tmp_path / 'missing.yaml'}"], Gnu)
 
 
 def test_unknown_key_in_yaml_names_the_file(tmp_path):

@@ -106,7 +106,7 @@ def test_train_sd_original_training_commands(lab, monkeypatch):
     assert (lab / "tuned/sd15.previous/pipeline/model_index.json").is_file()
 
 
-def test_train_sd_original_generation_commands(lab, monkeypatch):
+def test_train_sd_original_generation_commands(lab, monkeypatch, capsys):
     """Without --images, the original train_sd.py generates: txt2img from a prompt file or a prompt, img2img."""
     from projects.sd_flux_lab.generate import read_png_settings
 
@@ -127,6 +127,10 @@ def test_train_sd_original_generation_commands(lab, monkeypatch):
     (image,) = (lab / "out_one").glob("*.png")
     params = read_png_settings(image)["parameters"]
     assert (params["steps"], params["guidance"], params["mode"]) == (50, 7.0, "txt2img")  # as the original
+
+    with pytest.raises(AssertionError, match="exit 2"):  # an option the original ignored here is refused, saying why
+        run(script, '--load_model ./tuned/sd15/ --prompt "x" --unet ./models/x.safetensors', lab, monkeypatch)
+    assert "--unet has no meaning here: the original ignores --unet when generating" in capsys.readouterr().err
 
     run(script, '--load_model ./tuned/sd15/ --init_image input.jpg --prompt "water color style" --image_size 32 '
                 "--batch 1 --output out_i2i --steps 2", lab, monkeypatch)
