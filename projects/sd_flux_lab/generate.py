@@ -15,7 +15,8 @@ uses embedded (distilled) guidance and has no negative prompt. `sampler=` takes 
 Outputs: `<out_dir>/<YYYYmmdd-HHMMSS>_<index>.png`, the prompt and every setting in the PNG's tEXt chunks
 (`prompt`, `negative_prompt`, `parameters` = JSON), plus `generate.yaml` (resolved config).
 
-    python projects/sd_flux_lab/generate.py pipeline=models/tiny/sd15 prompt="a red seven" steps=4 out_dir=out
+    python projects/sd_flux_lab/base.py scale=tiny arch=sd15 out_dir=results/tiny/sd_flux_lab/base_sd15
+    python projects/sd_flux_lab/generate.py scale=tiny prompt="a red seven"   # the tiny preset reads that base
     python -m projects.sd_flux_lab.generate pipeline=downloads/sdxl init_image=in.png strength=0.6 sampler=dpm++
     python -m projects.sd_flux_lab.generate pipeline=downloads/flux2 input_dir=photos prompt="make it winter"
 """
@@ -75,8 +76,11 @@ class Config:
 
 
 PRESETS = {
-    "tiny": {"pipeline": "models/tiny/sd15", "steps": 2, "out_dir": "results/tiny/sd_flux_lab/generate"},
-    "toy": {"pipeline": "models/toy/sd15", "steps": 20, "out_dir": "results/toy/sd_flux_lab/generate"},
+    # the base pipelines base.py / the workflow put there (nothing makes a models/<scale>/sd15)
+    "tiny": {"pipeline": "results/tiny/sd_flux_lab/base_sd15/pipeline", "steps": 2,
+             "out_dir": "results/tiny/sd_flux_lab/generate"},
+    "toy": {"pipeline": "results/toy/sd_flux_lab/base_sd15/pipeline", "steps": 20,
+            "out_dir": "results/toy/sd_flux_lab/generate"},
     "paper": {},
 }
 
