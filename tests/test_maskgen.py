@@ -78,3 +78,31 @@ def test_unknown_config_keys_are_named():
         maskgen_config("tiny", decoder_width=3)
     with pytest.raises(KeyError, match="unknown MaskGen size"):
         maskgen_config("huge")
+
+
+def test_open_clip_text_encoder_from_a_local_file(tmp_path):
+    """The paper's text path: an open_clip text tower from a weights file (no download); its pooled embedding is
+    open_clip's own encode_text, the hidden states are the penultimate block's (MaskGen's condition)."""
+    import json
+
+    import open_clip
+
+    from projects.titok_rar.maskgen import OpenCLIPText
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 16, "patch_size": 8,
+                                           "head_width": 8},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2}}
+    (tmp_path / "tiny-clip-maskgen-test.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(tmp_path / "tiny-clip-maskgen-test.json"))
+    torch.manual_seed(0)
+    clip = open_clip.create_model("tiny-clip-maskgen-test")
+    torch.save(clip.state_dict(), tmp_path / "weights.pt")
+    text = OpenCLIPText("tiny-clip-maskgen-test", pretrained=str(tmp_path / "weights.pt"))
+    hidden, pooled = text(["a red handwritten seven", ""])
+    assert hidden.shape == (2, 77, 16) and pooled.shape == (2, 16)
+    ids = open_clip.get_tokenizer("tiny-clip-maskgen-test")(["a red handwritten seven", ""])
+    with torch.no_grad():
+        assert torch.allclose(pooled, clip.encode_text(ids), atol=1e-5)
+    assert text.decoder_guidance(["a"]).shape == (1, 77, 16)
+    with pytest.raises(ValueError, match="pretrained"):
+        OpenCLIPText("tiny-clip-maskgen-test", pretrained="")

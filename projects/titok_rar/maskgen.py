@@ -134,6 +134,7 @@ class OpenCLIPText(nn.Module):
         self.transformer, self.ln_final = model.transformer, model.ln_final
         self.text_projection, self.attn_mask = model.text_projection, model.attn_mask
         self.text_pool_type = getattr(model, "text_pool_type", "argmax")
+        self.eos_id = getattr(model, "text_eos_id", None)
         self.width = int(self.token_embedding.weight.shape[1])
 
     def forward(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,8 +146,13 @@ class OpenCLIPText(nn.Module):
             x = block(x, attn_mask=self.attn_mask)
         penultimate = x
         x = self.ln_final(self.transformer.resblocks[-1](x, attn_mask=self.attn_mask))
-        pooled, _ = text_global_pool(x, ids, self.text_pool_type)
-        return penultimate, pooled @ self.text_projection
+        try:
+            pooled = text_global_pool(x, ids, self.text_pool_type, eos_token_id=self.eos_id)
+        except TypeError:  # older open_clip: no eos_token_id argument
+            pooled = text_global_pool(x, ids, self.text_pool_type)
+        pooled = pooled[0] if isinstance(pooled, tuple) else pooled  # older open_clip returns (pooled, tokens)
+        proj = self.text_projection
+        return penultimate, proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
 
     def decoder_guidance(self, captions: Sequence[str]) -> torch.Tensor:
         """TA-TiTok's text guidance: the final (ln_final) token states of the text tower."""
