@@ -300,6 +300,53 @@ def test_dmd2_imagenet_example_and_checkpoint_evaluation(dmd2_run, monkeypatch):
     assert "step" not in out  # evaluated checkpoints are not evaluated again
 
 
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from test_metrics import tiny_clip as build  # the metrics tests' tiny local CLIP (tests/ is on sys.path)
+
+    return build.__wrapped__(tmp_path_factory)
+
+
+def test_dmd2_text_to_image_checkpoint_evaluation(dmd2_run, tiny_clip, tmp_path, monkeypatch):
+    """test_folder_sdxl.py's and test_folder_sd.py's options on a text-to-image run (its one checkpoint holds the
+    teacher's own UNet as the generator: what is checked is the plumbing and the options)."""
+    from projects.dmd2 import train
+    from projects.dmd2.tiny import tiny_pipeline
+    from shared.config import resolve, save_resolved
+    from shared.train.checkpoint import Checkpointer
+
+    pipe = tiny_pipeline("sd15", seed=1)
+    pipe.save_pretrained(tmp_path / "downloads/sd15")
+    run_dir = tmp_path / "run"
+    save_resolved(resolve(train.Config, {"scale": "tiny", "recipe": "toy_sd15_1step", "teacher": "downloads/sd15",
+                                         "run_dir": "run"}, train.PRESETS), run_dir)
+    unet = {k: v.contiguous() for k, v in pipe.unet.state_dict().items()}
+    Checkpointer(run_dir / "checkpoints").save(1, tensors={"model.generator": unet})
+    shutil.copy(next((run_dir / "checkpoints").glob("ckpt-*/model.generator.safetensors")),
+                run_dir / "generator.safetensors")  # the run has finished
+    (tmp_path / "prompts.txt").write_text("a red handwritten seven\na blue handwritten three\n")
+    shutil.copytree(dmd2_run / "digits/train", tmp_path / "ref")
+    feats = f"digits:{dmd2_run / 'features/features.safetensors'}"
+    run_module("projects.dmd2.evaluate_checkpoints",
+               f"--folder run --conditioning_timestep 999 --num_step 4 --eval_res 32 --ref_dir ref "
+               f"--anno_path prompts.txt --total_eval_samples 24 --clip_score --clip {tiny_clip} --scale tiny "
+               f"--extractor {feats}", tmp_path, monkeypatch)
+    (line,) = [json.loads(x) for x in (run_dir / "eval/results.jsonl").read_text().splitlines()]
+    assert np.isfinite(line["metrics"]["fd"]) and np.isfinite(line["metrics"]["clip_score"])
+    assert json.loads((run_dir / "eval/step_0000001/samples/samples.json").read_text())["timesteps"] == \
+        [999, 749, 499, 249]
+    shutil.rmtree(run_dir / "eval")
+    run_module("projects.dmd2.evaluate_checkpoints",
+               f"--folder run --image_resolution 32 --latent_resolution 16 --num_train_timesteps 1000 --eval_res 16 "
+               f"--ref_dir ref --total_eval_samples 24 --model_id runwayml/stable-diffusion-v1-5 --pred_eps "
+               f"--anno_path prompts.txt --scale tiny --extractor {feats}", tmp_path, monkeypatch)
+    info = json.loads((run_dir / "eval/step_0000001/generator.json").read_text())
+    assert info["teacher"] == "downloads/sd15"  # the hub id read from the download rule's folder
+    with pytest.raises(AssertionError, match="exit 2"):  # a restated size that disagrees with the model
+        run_module("projects.dmd2.evaluate_checkpoints", "--folder run --image_resolution 512 --ref_dir ref "
+                                                         "--anno_path prompts.txt --scale tiny", tmp_path, monkeypatch)
+
+
 def test_dmd2_text_to_image_sdxl_demo(tmp_path, monkeypatch):
     """`demo.text_to_image_sdxl --checkpoint_path CKPT --precision ... --num_step 1 --conditioning_timestep 399`
     with a released-style UNet .bin and the SDXL pipeline where the download rule puts it."""
