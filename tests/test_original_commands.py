@@ -191,6 +191,10 @@ def test_other_tools_with_natural_options(lab, monkeypatch):
     run(LAB / "train_vae.py", "--scale tiny --data-dir images --run-dir runs/vae --max-steps 2 --batch-size 4", lab,
         monkeypatch)
     assert (lab / "runs/vae/vae/config.json").is_file()
+    run(LAB / "train_transformer.py", "--scale tiny --data-dir images --run-dir runs/flux_toy --max-steps 2 "
+                                      "--validation-prompts 'a girl' --validation-seeds 0", lab, monkeypatch)
+    assert yaml.safe_load((lab / "runs/flux_toy/config.yaml").read_text())["validation_prompts"] == ["a girl"]
+    assert (lab / "runs/flux_toy/transformer/config.json").is_file()
 
 
 def test_web_sd_serves_with_model_and_unet(lab, monkeypatch):
