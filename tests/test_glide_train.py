@@ -177,3 +177,35 @@ def test_webdataset_layout_filters_and_corrupt_samples(tmp_path):
     GlideFilter(min_similarity=0.3).check_meta({"similarity": 0.3})  # on the bound: kept
     with pytest.raises(ValueError, match="wds_dataset_name='coyo'"):
         make_source(str(tmp_path / "shards"), 16, use_webdataset=True, wds_dataset_name="coyo")
+
+
+def test_bloom_filter_rate_dedup_and_white_border(tmp_path):
+    from projects.glide_finetune.data import BloomFilter, DedupFilter, trim_white_border
+
+    bloom = BloomFilter.for_capacity(5000, 0.01)
+    early = sum(bloom.add(f"item {i}") for i in range(5000))  # false positives while filling: rare
+    assert early < 50, early
+    assert all(bloom.add(f"item {i}") for i in range(5000))  # no false negatives: every repeat is caught
+    fp = sum(f"other {i}" in bloom for i in range(5000)) / 5000  # queried, not inserted: the rate at capacity
+    assert 0.002 < fp < 0.03 and abs(bloom.false_positive_rate(5000) - 0.01) < 0.002, fp
+    samples = [{"__key__": f"s{i}", "png": _png(), "txt": ["a cat", "A  cat", "a dog"][i % 3],
+                "json": {"url": f"http://x/{i % 2}"}} for i in range(6)]
+    write_shards(samples, tmp_path / "sh", shard_size=100)
+    src = make_source(str(tmp_path / "sh"), 16, use_webdataset=True, wds_dataset_name="synthetic", crop="center",
+                      data_filter=DedupFilter(dedup_captions=True, dedup_capacity=100))
+    loader = make_loader(src, 1, uncond_p=0.0, seed=0, rank=0, world_size=1)
+    kept = sorted(" ".join(b["caption"][0].lower().split()) for b in loader)  # the first of each, in shuffled order
+    assert kept == ["a cat", "a dog"]  # "A  cat" counts as "a cat"
+    assert loader.skips.filtered == {"duplicate_caption": 4}
+    src = make_source(str(tmp_path / "sh"), 16, use_webdataset=True, wds_dataset_name="synthetic", crop="center",
+                      data_filter=DedupFilter(dedup_urls=True, dedup_capacity=100))
+    loader = make_loader(src, 1, uncond_p=0.0, seed=0, rank=0, world_size=1)
+    assert len(list(loader)) == 2 and loader.skips.filtered == {"duplicate_url": 4}
+    img = Image.new("RGB", (40, 30), (255, 255, 255))
+    img.paste(Image.new("RGB", (30, 20), (10, 200, 30)), (5, 6))
+    assert trim_white_border(img).size == (30, 20)
+    small = Image.new("RGB", (40, 30), (255, 255, 255))
+    small.paste(Image.new("RGB", (4, 4), (0, 0, 0)), (1, 1))
+    assert trim_white_border(small).size == (40, 30)  # a speck is not the picture: kept whole
+    blank = Image.new("RGB", (20, 20), (255, 255, 255))
+    assert trim_white_border(blank).size == (20, 20)  # nothing to keep: unchanged

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from shared.config import Alias, ConfigError, Refused, cli, option, resolve
 from shared.io import write_json
 from shared.train import TextEmbeddingCache, TrainConfig, Trainer
-from projects.glide_finetune.data import GlideFilter, make_loader, make_source
+from projects.glide_finetune.data import DedupFilter, make_loader, make_source
 from projects.glide_finetune.diffusion import LOSSES, create_diffusion
 from projects.glide_finetune.glide_util import INFO_FILE, WEIGHTS_FILE, identify, read_state_dict, resolve_path
 from projects.glide_finetune.sampling import generate, quantize_8bit, upsample
@@ -81,6 +81,11 @@ class Config(TrainConfig):
     min_similarity: float = option(0.0, help="LAION CLIP similarity bounds (0 = none)")
     max_similarity: float = 0.0
     max_punsafe: float = 0.0
+    dedup_captions: bool = option(False, help="drop repeated captions (Bloom filter per loader stream)")
+    dedup_urls: bool = option(False, help="drop repeated URLs (metadata 'url')")
+    dedup_fp_rate: float = option(1e-4, help="Bloom filter false-positive rate at dedup_capacity items")
+    dedup_capacity: int = 1_000_000
+    trim_white: bool = option(False, help="crop white margins before cropping")
     train_upsample: bool = False
     upscale_factor: int = option(4, min=1)
     side_x: int = option(64, help="base resolution (the upsampler's input); must equal side_y")
@@ -209,13 +214,15 @@ def main(cfg=None):
     if int(opts["image_size"]) != side:
         raise ConfigError(f"the network's image_size is {opts['image_size']} but side_x"
                           f"{' x upscale_factor' if cfg.train_upsample else ''} = {side}")
-    filt = GlideFilter(min_size=cfg.min_size, min_aspect=cfg.min_aspect, max_aspect=cfg.max_aspect,
+    filt = DedupFilter(min_size=cfg.min_size, min_aspect=cfg.min_aspect, max_aspect=cfg.max_aspect,
                        max_punsafe=cfg.max_punsafe, min_similarity=cfg.min_similarity,
-                       max_similarity=cfg.max_similarity)
+                       max_similarity=cfg.max_similarity, dedup_captions=cfg.dedup_captions,
+                       dedup_urls=cfg.dedup_urls, dedup_fp_rate=cfg.dedup_fp_rate,
+                       dedup_capacity=cfg.dedup_capacity)
     source = make_source(cfg.data_dir, side, use_webdataset=cfg.use_webdataset,
                          wds_dataset_name=cfg.wds_dataset_name, wds_caption_key=cfg.wds_caption_key,
                          wds_image_key=cfg.wds_image_key, crop=cfg.crop, resize_ratio=cfg.resize_ratio,
-                         data_filter=filt)
+                         data_filter=filt, trim_white=cfg.trim_white)
     if cfg.epochs > 0:
         if cfg.use_webdataset:
             raise ConfigError("epochs= needs a folder (shards have no known length); give max_steps")
