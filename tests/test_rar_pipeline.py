@@ -100,3 +100,28 @@ def test_bad_inputs(data, tmp_path):
     with pytest.raises(ConfigError, match="checkpoint="):
         sample.main({"config": f"{RECIPES}/tiny_rar.yaml", "scale": "tiny", "checkpoint": str(tmp_path / "nope"),
                      "tokenizer": str(data / "vq")})
+
+
+def test_a_released_style_weights_file_samples_as_sample_imagenet_rar(data, tmp_path):
+    """A bare .bin state dict (the released files' form) with the architecture given as config overrides."""
+    from projects.titok_rar.rar import RAR, rar_config
+
+    g = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_seq_len=16,
+             condition_num_classes=80)
+    torch.manual_seed(3)
+    torch.save(RAR(rar_config(codebook_size=16, **g)).state_dict(), tmp_path / "rar_tiny.bin")
+    out = sample.main({"config": f"{RECIPES}/rar.yaml", "scale": "tiny", "generator": "rar",
+                       "experiment": {"output_dir": str(tmp_path / "rar_tiny"),
+                                      "generator_checkpoint": str(tmp_path / "rar_tiny.bin"),
+                                      "tokenizer_checkpoint": str(data / "vq")},
+                       "model": {"vq_model": {"codebook_size": 16, "num_latent_tokens": 16}, "generator": g},
+                       "num_images": 4})
+    assert np.load(out / "samples.npz")["arr_0"].shape == (4, 16, 16, 3)
+    assert sample.read_json(out / "samples.json")["sampling"]["guidance_scale"] == 16.0  # rar.yaml's RAR-B value
+    with pytest.raises(ValueError, match="does not match RAR"):
+        sample.main({"config": f"{RECIPES}/rar.yaml", "scale": "tiny", "generator": "rar", "num_images": 1,
+                     "experiment": {"output_dir": str(tmp_path / "bad"),
+                                    "generator_checkpoint": str(tmp_path / "rar_tiny.bin"),
+                                    "tokenizer_checkpoint": str(data / "vq")},
+                     "model": {"vq_model": {"codebook_size": 16, "num_latent_tokens": 16},
+                               "generator": {**g, "hidden_size": 64}}})
