@@ -232,6 +232,23 @@ def _is_yaml_file(arg: str) -> bool:
     return arg.endswith((".yaml", ".yml")) or Path(arg).is_file()
 
 
+def _yaml_layer(arg: str, schema: type | None) -> DictConfig:
+    path = Path(arg)
+    if not path.is_file():
+        raise ConfigError(f"{arg}: no such config file (expected a YAML file, key=value or --key value)")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # yaml errors carry line numbers; keep them
+        raise ConfigError(f"{arg}: not valid YAML: {e}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{arg}: expected a mapping of key: value at the top level")
+    if schema is not None:  # unknown keys and wrong types are reported against this file
+        structured = OmegaConf.structured(schema)
+        OmegaConf.set_struct(structured, True)
+        _merge(structured, loaded, str(arg))
+    return loaded
+
+
 def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping[str, Any] | None = None,
                positional: Sequence[str] = ()) -> DictConfig:
     """`[file.yaml ...] [key=value | --key value | --key=value | --flag | --no-flag ...]` -> one DictConfig.
@@ -272,9 +289,9 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
                     if key.startswith("no_") and _kind(hints.get(key[3:])) == "bool":
                         key, negate = key[3:], True
                     else:
+                        known = [n.replace("_", "-") for n in _option_names(schema, aliases)]
                         raise ConfigError(f"command line: unknown option '{shown}'."
-                                          f"{_close(shown.replace('_', '-'), [n.replace('_', '-') for n in _option_names(schema, aliases)])}"
-                                          f" See --help for the options.")
+                                          f"{_close(shown.replace('_', '-'), known)} See --help for the options.")
             takes_no_value = spec.flag if spec is not None and (spec.flag or spec.convert) else \
                 _kind(hints.get(key)) == "bool"
             if not eq and takes_no_value:
@@ -304,7 +321,7 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
         elif "=" in arg and not arg.startswith("-") and not Path(arg).exists():
             key, _, value = arg.partition("=")
             if key == "config" and "config" not in fields:  # `config=exp.yaml` (OmegaConf CLI habit) = a YAML file
-                argv.insert(i, value)
+                layers.append(_yaml_layer(value, schema))
                 continue
             if key in raw_text:
                 layers.append(OmegaConf.create({key: value}))
@@ -316,20 +333,7 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
         elif free and not _is_yaml_file(arg):
             layers.append(OmegaConf.create({free.pop(0): arg}))
         else:
-            path = Path(arg)
-            if not path.is_file():
-                raise ConfigError(f"{arg}: no such config file (expected a YAML file, key=value or --key value)")
-            try:
-                loaded = OmegaConf.load(path)
-            except Exception as e:  # yaml errors carry line numbers; keep them
-                raise ConfigError(f"{arg}: not valid YAML: {e}") from None
-            if not isinstance(loaded, DictConfig):
-                raise ConfigError(f"{arg}: expected a mapping of key: value at the top level")
-            if schema is not None:  # unknown keys and wrong types are reported against this file
-                structured = OmegaConf.structured(schema)
-                OmegaConf.set_struct(structured, True)
-                _merge(structured, loaded, str(arg))
-            layers.append(loaded)
+            layers.append(_yaml_layer(arg, schema))
     return OmegaConf.merge(*layers) if layers else OmegaConf.create({})
 
 
