@@ -5,6 +5,12 @@ KL mean = (sum p log p - sum_c S_c log(S_c / n)) / n. Sample i goes to split i %
 torchmetrics shuffles and then cuts contiguous chunks, so with splits=1 the two agree exactly.
 With the Inception-v3 logits this is the paper metric; with the digits classifier's digit logits it is
 the toy analogue (10 classes, so at most 10).
+
+Kept hand-written rather than torchmetrics' `InceptionScore`, which stores every sample's logits, splits after a
+`torch.randperm` from torch's global RNG and reports the std with ddof=1. Measured on the toy digits (360 test
+images, a trained digits CNN): splits=1 agree to the printed digit (2.465221); splits=10 give ours 2.385691 +-
+0.065359 and torchmetrics 2.400361 +- 0.120316, 2.396652 +- 0.128092, 2.400764 +- 0.089764 for torch seeds 0, 1, 2,
+i.e. a different number per seed and a changed table. The test holds ours against torchmetrics at splits=1.
 """
 from __future__ import annotations
 

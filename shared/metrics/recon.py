@@ -6,30 +6,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def psnr(image: np.ndarray, original: np.ndarray, data_range: float = 255.0) -> float:
-    """PSNR in dB of one image; identical images are capped at mse=1e-10 (about 148 dB) so JSON stays finite."""
-    mse = np.mean((np.asarray(image, np.float64) - np.asarray(original, np.float64)) ** 2)
-    return float(10 * np.log10(data_range ** 2 / max(mse, 1e-10)))
+    """PSNR in dB of one image: torchmetrics' `peak_signal_noise_ratio` (in float64), capped at mse=1e-10 (about
+    148 dB for identical images, where torchmetrics gives inf) so the JSON stays finite."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    a, b = (torch.from_numpy(np.asarray(x, np.float64)) for x in (image, original))
+    cap = 10 * np.log10(data_range ** 2 / 1e-10)
+    return min(float(peak_signal_noise_ratio(a, b, data_range=data_range)), float(cap))
 
 
-def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+def ssim(image: np.ndarray, original: np.ndarray, data_range: float = 255.0, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03, border: str = "valid") -> float:
+    """Mean SSIM (Wang et al. 2004) of one (H, W, C) or (H, W) image pair with a Gaussian window of size
+    2 * int(3.5 sigma + 0.5) + 1 (11 for sigma 1.5): torchmetrics' `structural_similarity_index_measure` in float64.
 
-
-def ssim(image: np.ndarray, original: np.ndarray, data_range: float = 255.0, window: int = 11,
-         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, border: str = "valid") -> float:
-    """Mean SSIM (Wang et al. 2004) of one (H, W, C) or (H, W) image pair with a Gaussian window.
-
-    border="valid": the mean over window positions inside the image (skimage's `structural_similarity(...,
-    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`, pytorch-msssim); border="reflect": the
-    image is reflect-padded and every pixel counts (torchmetrics' StructuralSimilarityIndexMeasure).
+    border="reflect": torchmetrics' number (the image reflect-padded, every pixel counts). border="valid": the mean
+    of the same SSIM map over window positions inside the image, i.e. without its (window - 1) / 2 border pixels
+    (skimage's `structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`,
+    pytorch-msssim), which torchmetrics does not offer, so its full map is cropped here.
     """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     if border not in ("valid", "reflect"):
         raise ValueError(f"SSIM: border must be 'valid' or 'reflect', got {border!r}")
     a, b = np.asarray(image, np.float64), np.asarray(original, np.float64)
@@ -37,21 +37,16 @@ def ssim(image: np.ndarray, original: np.ndarray, data_range: float = 255.0, win
         raise ValueError(f"SSIM: shapes differ {a.shape} vs {b.shape}")
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
+    window = 2 * int(3.5 * sigma + 0.5) + 1
     if min(a.shape[:2]) < window:
         raise ValueError(f"SSIM: image {a.shape[:2]} smaller than the {window}x{window} window")
-    x = torch.from_numpy(a).permute(2, 0, 1)[:, None]  # (C, 1, H, W)
-    y = torch.from_numpy(b).permute(2, 0, 1)[:, None]
+    x, y = (torch.from_numpy(t).permute(2, 0, 1)[None] for t in (a, b))  # (1, C, H, W)
+    value, full = structural_similarity_index_measure(x, y, sigma=sigma, data_range=data_range, k1=k1, k2=k2,
+                                                      return_full_image=True)
     if border == "reflect":
-        pad = (window - 1) // 2
-        x, y = (F.pad(t, (pad,) * 4, mode="reflect") for t in (x, y))
-    w = _gaussian_window(window, sigma)[None, None]
-    mx, my = F.conv2d(x, w), F.conv2d(y, w)
-    sxx = (F.conv2d(x * x, w) - mx ** 2).clamp_min(0)
-    syy = (F.conv2d(y * y, w) - my ** 2).clamp_min(0)
-    sxy = F.conv2d(x * y, w) - mx * my
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
-    return float(s.mean())
+        return float(value)
+    pad = (window - 1) // 2
+    return float(full[..., pad:-pad, pad:-pad].mean())
 
 
 def codebook_stats(codes, codebook_size: int) -> dict[str, float]:
