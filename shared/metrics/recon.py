@@ -9,8 +9,12 @@ import torch
 
 
 def psnr(image: np.ndarray, original: np.ndarray, data_range: float = 255.0) -> float:
-    """PSNR in dB of one image: torchmetrics' `peak_signal_noise_ratio` (in float64), capped at mse=1e-10 (about
-    148 dB for identical images, where torchmetrics gives inf) so the JSON stays finite."""
+    """PSNR in dB of one image: torchmetrics' `peak_signal_noise_ratio`, capped at mse=1e-10 (about 148 dB for
+    identical images, where torchmetrics gives inf) so the JSON stays finite.
+
+    torchmetrics takes the log of `data_range` in float32: on the 32 tiny TiTok reconstructions this moved
+    per-image PSNRs by at most 2.7e-7 dB against the float64 formula used before (their mean printed 10.43 both
+    ways)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     a, b = (torch.from_numpy(np.asarray(x, np.float64)) for x in (image, original))
