@@ -69,6 +69,7 @@ def test_every_tiny_example_is_covered():
     assert all(tiny_examples(s) for s in CHAIN)
 
 
+@pytest.mark.slow  # ~20 s on 2 quiet cores: nine tiny steps, one diffusers import
 def test_tiny_examples_run_as_documented(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ran = []

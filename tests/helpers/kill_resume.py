@@ -84,14 +84,17 @@ SCRIPTS: dict[str, Script] = {s.name: s for s in [
     Script("train_features", "shared.digits.train_features",
            lambda w, r: ["scale=tiny", f"data_dir={w / 'digits'}", f"out_dir={r}", "threads=1"],
            outputs=("features.safetensors",), kill_range=(1, 2), needs=("digits",)),
-    # glide_finetune / titok_rar training steps: add one entry each here (module, tiny options, needs).
+    Script("glide_train", "projects.glide_finetune.train",
+           lambda w, r: ["scale=tiny", f"data_dir={w / 'digits/train'}", f"tokenizer={w / 'glide_tok'}",
+                         f"run_dir={r}", "max_steps=6", "ckpt_every=2", "progress=false"], needs=("glide",)),
+    # titok_rar's train_tokenizer / train_generator: add one entry each here (module, tiny options, needs).
 ]}
 
 
 def prepare_work(work: Path, needs: Sequence[str]) -> Path:
     """Build the tiny fixtures the scripts need under `work` (each once; kept across calls)."""
     need = set(needs)
-    if need & {"digits", "lab", "dmd2"} and not (work / "digits").is_dir():
+    if need & {"digits", "lab", "dmd2", "glide"} and not (work / "digits").is_dir():
         from shared.digits import prepare as digits_prepare
         digits_prepare.main({"scale": "tiny", "out_dir": str(work / "digits")})
     if "lab" in need and not (work / "lab").is_dir():
@@ -106,6 +109,9 @@ def prepare_work(work: Path, needs: Sequence[str]) -> Path:
         prepare.main({"scale": "tiny", "kind": "edm", "images": str(work / "digits/train"),
                       "eval_images": str(work / "digits/test"), "out_dir": str(work / "edm")})
         save_tiny_edm(work / "teacher", "tiny", seed=0)
+    if "glide" in need and not (work / "glide_tok").is_dir():
+        from projects.glide_finetune.tokenizer import main as glide_tokenizer
+        glide_tokenizer({"scale": "tiny", "captions": str(work / "digits/train"), "out_dir": str(work / "glide_tok")})
     return work
 
 
