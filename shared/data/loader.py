@@ -21,6 +21,13 @@ change.
 
 Bad data never stops an epoch: it is counted on `loader.skips` (a SkipCounter, saved in state_dict), and the
 loader raises TooManyBadSamples, listing the files, when the bad share passes `max_skip_rate`.
+
+Map-style data (tensors, LMDBDataset, sd_flux_lab's BucketedImages) goes through shared.data.DatasetLoader instead.
+Why this stream loader is ours and not torchdata's StatefulDataLoader (pinned): StatefulDataLoader resumes an
+IterableDataset only through the dataset's own state_dict(), per worker; webdataset's pipeline has none, so the
+stream position (replayed without decoding), the shuffle buffer's seeded order, the rank x worker split and the skip
+counts that travel with each batch would all still be written here, and its fast-forward of a map-style sampler
+(re-drawing the skipped batches) is what DatasetLoader already does by indexing.
 """
 from __future__ import annotations
 
