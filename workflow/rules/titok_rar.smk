@@ -11,7 +11,7 @@
 # vqgan | titok_l32 | titok_b64 | titok_s128 (paper, the released tokenizers).
 
 TT = "projects/titok_rar"
-TT_CFG = f"{TT}/configs"
+TT_CFG = os.path.join(REPO, TT, "configs")  # absolute: steps run in the working directory (--directory)
 TT_K = {"tiny": [8], "toy": [4, 8, 16, 32]}
 TT_SINGLE_K = 16
 # rFID on ImageNet val 50k reported for the released tokenizers: TiTok paper (arXiv:2406.07550) Table 2 /
