@@ -234,10 +234,10 @@ def main(cfg=None):
         torch.set_num_threads(cfg.threads)
     device = _device(cfg)
     out = Path(cfg.out_dir or cfg.experiment.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     loaded = load_model(cfg, device)
     kind = loaded.kind
     tok = load_tok(cfg, device)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
     kw, nfe = sampling_settings(kind, cfg, loaded.model)
     if kind == "maskgen":
         prompts = prompts_of(cfg)
