@@ -2,6 +2,15 @@
 
 Steps count optimizer updates. Warm-up is linear and reaches the full rate at step `warmup_steps - 1`, so the first
 update never runs at lr 0. Add a schedule with `@register_schedule("name")`.
+
+Kept hand-written rather than diffusers' `get_scheduler` (0.42.1), which is the same family but lacks three things
+the Trainer's runs rely on (measured, tests/test_schedules.py holds the relation):
+- its warm-up starts at lr 0 (warmup 4: 0, .25, .5, .75, 1 where ours gives .25, .5, .75, 1), so the first update
+  is wasted and every warm-up step runs one step behind ours; after the warm-up the two agree exactly;
+- it has no final-rate floor (`min_lr_ratio`) for cosine or linear decay: ours is min + (1 - min) * its shape;
+- past `num_training_steps` its cosine rises again (0.0245 at step 11 of 10) where ours stays at the floor.
+With no warm-up and no floor, constant / cosine / linear equal diffusers' up to total_steps (to 1e-15: linear
+rounds 1 - step / total where diffusers rounds (total - step) / total).
 """
 from __future__ import annotations
 
