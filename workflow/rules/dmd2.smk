@@ -19,6 +19,8 @@ rule dmd2_prepare_digits:
         "data/{scale}/digits",
     output:
         directory("data/{scale}/dmd2/digits"),
+    log:
+        "logs/{scale}/dmd2_prepare_digits.log",
     conda:
         conda_env("dmd2")
     shell:
@@ -32,6 +34,8 @@ rule dmd2_prepare_sd:
         pipe=lambda w: dmd2_teacher_pipeline(w.scale, w.arch) + "/model_index.json",
     output:
         directory("data/{scale}/dmd2/{arch}"),
+    log:
+        "logs/{scale}/dmd2_prepare_sd.{arch}.log",
     wildcard_constraints:
         arch="sd15|sdxl",
     threads: config["local_threads"]
@@ -50,6 +54,8 @@ rule dmd2_teacher:
         "data/{scale}/dmd2/digits",
     output:
         "results/{scale}/dmd2/teacher/model.safetensors",
+    log:
+        "logs/{scale}/dmd2_teacher.log",
     threads: config["local_threads"]
     resources:
         **heavy(gpus=1, mem_mb=4000, runtime=240),
@@ -72,6 +78,8 @@ rule dmd2_train:
         unpack(_dmd2_train_inputs),
     output:
         "results/{scale}/dmd2/runs/{recipe}/generator.safetensors",
+    log:
+        "logs/{scale}/dmd2_train.{recipe}.log",
     wildcard_constraints:
         recipe="digits_1step|digits_1step_gan|toy_sd15_1step|toy_sdxl_4step|toy_sdxl_1step",
     threads: config["local_threads"]
@@ -98,6 +106,8 @@ rule dmd2_sample_generator:
         data=_dmd2_prompts,
     output:
         "results/{scale}/dmd2/samples/{name}/samples.json",
+    log:
+        "logs/{scale}/dmd2_sample_generator.{name}.log",
     wildcard_constraints:
         name="digits_1step|digits_1step_gan|toy_sd15_1step|toy_sdxl_4step|toy_sdxl_1step",
     threads: config["local_threads"]
@@ -118,6 +128,8 @@ rule dmd2_sample_teacher:
         data=_dmd2_prompts,
     output:
         "results/{scale}/dmd2/samples/teacher_{family}_{sampler}_{steps}_g{guidance}/samples.json",
+    log:
+        "logs/{scale}/dmd2_sample_teacher.{family}.{sampler}.{steps}.{guidance}.log",
     wildcard_constraints:
         family="edm|sd15|sdxl", sampler="[a-z_+]+", steps=r"\d+", guidance=r"[\d.]+",
     threads: config["local_threads"]
@@ -142,6 +154,8 @@ rule dmd2_evaluate_toy:
         features="results/{scale}/digits_features/features.safetensors",
     output:
         "results/{scale}/dmd2/eval/{name}.json",
+    log:
+        "logs/{scale}/dmd2_evaluate_toy.{name}.log",
     wildcard_constraints:
         scale="tiny|toy",
     threads: config["local_threads"]
@@ -179,6 +193,8 @@ rule dmd2_table_toy:
     output:
         md="results/{scale}/tables/dmd2_{which}.md",
         csv="results/{scale}/tables/dmd2_{which}.csv",
+    log:
+        "logs/{scale}/dmd2_table_toy.{which}.log",
     wildcard_constraints:
         scale="tiny|toy", which="imagenet64|sdxl|sd15",
     conda:
@@ -205,6 +221,8 @@ rule dmd2_grid_toy:
         lambda w: [f"results/{w.scale}/dmd2/samples/{r}/samples.json" for r in _dmd2_rows(w.scale, w.which)],
     output:
         "results/{scale}/dmd2/grids/{which}.png",
+    log:
+        "logs/{scale}/dmd2_grid_toy.{which}.log",
     wildcard_constraints:
         scale="tiny|toy", which="imagenet64|sdxl|sd15",
     conda:
@@ -221,6 +239,8 @@ rule dmd2_grid_toy:
 rule dmd2_download:
     output:
         "downloads/dmd2/{item}/download.json",
+    log:
+        "logs/dmd2_download.{item}.log",
     wildcard_constraints:
         item="dmd2_sdxl_4step|dmd2_sdxl_1step|dmd2_sd15_1step|dmd2_imagenet64|inception|clip_vit_g14",
     conda:
@@ -234,6 +254,8 @@ rule dmd2_download_coco:
     output:
         prompts="downloads/dmd2/coco{n}k/prompts.txt",
         images=directory("downloads/dmd2/coco{n}k/images"),
+    log:
+        "logs/dmd2_download_coco.{n}.log",
     wildcard_constraints:
         n="10|30",
     conda:
@@ -258,6 +280,8 @@ rule dmd2_paper_sample_sd:
         prompts=lambda w: f"downloads/dmd2/coco{DMD2_PAPER_SD[w.arch]['coco']}k/prompts.txt",
     output:
         "results/paper/dmd2/samples/released_{arch}/samples.json",
+    log:
+        "logs/dmd2_paper_sample_sd.{arch}.log",
     wildcard_constraints:
         arch="sdxl|sd15",
     resources:
@@ -284,6 +308,8 @@ rule dmd2_paper_evaluate_sd:
         clip="downloads/dmd2/clip_vit_g14/download.json",
     output:
         "results/paper/dmd2/eval/released_{arch}.json",
+    log:
+        "logs/dmd2_paper_evaluate_sd.{arch}.log",
     wildcard_constraints:
         arch="sdxl|sd15",
     resources:
@@ -306,6 +332,8 @@ rule dmd2_paper_table_sd:
     output:
         md="results/paper/tables/dmd2_{arch}.md",
         csv="results/paper/tables/dmd2_{arch}.csv",
+    log:
+        "logs/dmd2_paper_table_sd.{arch}.log",
     wildcard_constraints:
         arch="sdxl|sd15",
     conda:
@@ -325,6 +353,8 @@ rule dmd2_download_edm_refs:
     output:
         stats="downloads/dmd2/imagenet64_edm/reference_stats.npz",
         prompts="downloads/dmd2/imagenet64_edm/eval_prompts.txt",
+    log:
+        "logs/dmd2_download_edm_refs.log",
     conda:
         conda_env("dmd2")
     shell:
@@ -338,6 +368,8 @@ rule dmd2_paper_sample_imagenet64:
         prompts="downloads/dmd2/imagenet64_edm/eval_prompts.txt",
     output:
         "results/paper/dmd2/samples/released_imagenet64/samples.json",
+    log:
+        "logs/dmd2_paper_sample_imagenet64.log",
     resources:
         **heavy(gpus=8, mem_mb=64000, runtime=120, nproc_per_node=8),
     conda:
@@ -356,6 +388,8 @@ rule dmd2_paper_evaluate_imagenet64:
         stats="downloads/dmd2/imagenet64_edm/reference_stats.npz",
     output:
         "results/paper/dmd2/eval/released_imagenet64.json",
+    log:
+        "logs/dmd2_paper_evaluate_imagenet64.log",
     resources:
         **heavy(gpus=1, mem_mb=32000, runtime=120),
     conda:
@@ -373,6 +407,8 @@ rule dmd2_paper_table_imagenet64:
     output:
         md="results/paper/tables/dmd2_imagenet64.md",
         csv="results/paper/tables/dmd2_imagenet64.csv",
+    log:
+        "logs/dmd2_paper_table_imagenet64.log",
     conda:
         conda_env("dmd2")
     params:

@@ -22,6 +22,8 @@ wildcard_constraints:
 rule sd_flux_lab_download:
     output:
         "downloads/{name}/model_index.json",
+    log:
+        "logs/sd_flux_lab_download.{name}.log",
     wildcard_constraints:
         name="sd15|sdxl_base",
     conda:
@@ -37,6 +39,8 @@ rule sd_flux_lab_prepare:
         "data/{scale}/digits",
     output:
         directory("data/{scale}/sd_flux_lab"),
+    log:
+        "logs/{scale}/sd_flux_lab_prepare.log",
     conda:
         conda_env("sd_flux_lab")
     shell:
@@ -48,6 +52,8 @@ rule sd_flux_lab_vae:
         "data/{scale}/sd_flux_lab",
     output:
         "results/{scale}/sd_flux_lab/vae/vae/config.json",
+    log:
+        "logs/{scale}/sd_flux_lab_vae.log",
     conda:
         conda_env("sd_flux_lab")
     threads: config["local_threads"]
@@ -65,6 +71,8 @@ rule sd_flux_lab_train_base:
         vae="results/{scale}/sd_flux_lab/vae/vae/config.json",
     output:
         "results/{scale}/sd_flux_lab/train_base_{sfl_arch}/pipeline/model_index.json",
+    log:
+        "logs/{scale}/sd_flux_lab_train_base.{sfl_arch}.log",
     conda:
         conda_env("sd_flux_lab")
     threads: config["local_threads"]
@@ -96,6 +104,8 @@ rule sd_flux_lab_base_sd15:
         lambda w: _sfl_base_input("sd15", w.scale),
     output:
         "results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
+    log:
+        "logs/{scale}/sd_flux_lab_base_sd15.log",
     conda:
         conda_env("sd_flux_lab")
     params:
@@ -110,6 +120,8 @@ rule sd_flux_lab_base_sdxl:
         lambda w: _sfl_base_input("sdxl", w.scale),
     output:
         "results/{scale}/sd_flux_lab/base_sdxl/pipeline/model_index.json",
+    log:
+        "logs/{scale}/sd_flux_lab_base_sdxl.log",
     conda:
         conda_env("sd_flux_lab")
     params:
@@ -126,6 +138,8 @@ rule sd_flux_lab_finetune:
         base="results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
     output:
         "results/{scale}/sd_flux_lab/finetune_blue/pipeline/model_index.json",
+    log:
+        "logs/{scale}/sd_flux_lab_finetune.log",
     conda:
         conda_env("sd_flux_lab")
     threads: config["local_threads"]
@@ -147,6 +161,8 @@ rule sd_flux_lab_samples:
         model="results/{scale}/sd_flux_lab/{sfl_model}/pipeline/model_index.json",
     output:
         directory("results/{scale}/sd_flux_lab/samples/{sfl_model}_{sfl_split}"),
+    log:
+        "logs/{scale}/sd_flux_lab_samples.{sfl_model}.{sfl_split}.log",
     conda:
         conda_env("sd_flux_lab")
     threads: config["local_threads"]
@@ -168,6 +184,8 @@ rule sd_flux_lab_evaluate:
         features="results/{scale}/digits_features/features.safetensors",
     output:
         "results/{scale}/metrics/sd_flux_lab/{sfl_model}_{sfl_split}.json",
+    log:
+        "logs/{scale}/sd_flux_lab_evaluate.{sfl_model}.{sfl_split}.log",
     conda:
         conda_env("sd_flux_lab")
     threads: config["local_threads"]
@@ -190,6 +208,8 @@ rule sd_flux_lab_table:
     output:
         md="results/{scale}/tables/sd_flux_lab_{sfl_split}.md",
         csv="results/{scale}/tables/sd_flux_lab_{sfl_split}.csv",
+    log:
+        "logs/{scale}/sd_flux_lab_table.{sfl_split}.log",
     conda:
         conda_env("sd_flux_lab")
     params:

@@ -13,6 +13,8 @@ FLUX_SMOKE_EDIT = "make it blue"
 rule flux2_random_pipeline:
     output:
         directory("models/{scale}/flux2"),
+    log:
+        "logs/{scale}/flux2_random_pipeline.log",
     wildcard_constraints:
         scale="tiny|toy",
     conda:
@@ -26,6 +28,8 @@ rule flux2_smoke_txt2img:
         "models/{scale}/flux2",
     output:
         directory("results/{scale}/sd_flux_lab/generate/flux2_txt2img"),
+    log:
+        "logs/{scale}/flux2_smoke_txt2img.log",
     wildcard_constraints:
         scale="tiny|toy",
     conda:
@@ -45,6 +49,8 @@ rule flux2_smoke_edit:
         images="results/{scale}/sd_flux_lab/generate/flux2_txt2img",
     output:
         directory("results/{scale}/sd_flux_lab/generate/flux2_edit"),
+    log:
+        "logs/{scale}/flux2_smoke_edit.log",
     wildcard_constraints:
         scale="tiny|toy",
     conda:
@@ -69,6 +75,8 @@ rule generate_paper:
         prompts="data/paper/sd_flux_lab/prompts.txt",
     output:
         directory("results/paper/sd_flux_lab/generate/{model}"),
+    log:
+        "logs/generate_paper.{model}.log",
     wildcard_constraints:
         model="sd15|sdxl_base|flux2",
     conda:
@@ -89,6 +97,8 @@ rule train_flux_paper:
         data="data/paper/{name}",
     output:
         directory("runs/paper/flux_ft/{name}/lora"),
+    log:
+        "logs/train_flux_paper.{name}.log",
     conda:
         conda_env("sd_flux_lab")
     threads: 16
