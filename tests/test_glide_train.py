@@ -209,3 +209,30 @@ def test_bloom_filter_rate_dedup_and_white_border(tmp_path):
     assert trim_white_border(small).size == (40, 30)  # a speck is not the picture: kept whole
     blank = Image.new("RGB", (20, 20), (255, 255, 255))
     assert trim_white_border(blank).size == (20, 20)  # nothing to keep: unchanged
+
+
+def test_win_rate(tmp_path, monkeypatch):
+    import numpy as np
+
+    from projects.glide_finetune import winrate
+    from shared.digits import features as digits_features
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name / f"{i:06d}.png")
+            (tmp_path / name / f"{i:06d}.txt").write_text("a red handwritten seven\n")
+    torch.manual_seed(0)
+    digits_features.save(digits_features.DigitsNet(), tmp_path / "net.safetensors")
+    same = winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / "b"),
+                         "scorer": f"digits:{tmp_path / 'net.safetensors'}", "out": str(tmp_path / "w.json")})
+    values = {m["metric"]: m["value"] for m in same["metrics"]}
+    assert values["win_rate"] == 0.5 and values["score_a"] == values["score_b"]  # identical images: all ties
+    assert json.loads((tmp_path / "w.json").read_text())["metrics"][0]["num_samples"] == 4
+    fake = iter([(np.array([1.0, 0.0, 1.0, 0.3]), "x"), (np.array([0.0, 0.0, 0.5, 0.9]), "x")])
+    monkeypatch.setattr(winrate, "scores", lambda *a, **k: next(fake))
+    r = winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / "b")})
+    assert {m["metric"]: m["value"] for m in r["metrics"]}["win_rate"] == (1 + 0.5 + 1 + 0) / 4
+    (tmp_path / "b" / "000001.txt").write_text("a blue handwritten one\n")
+    with pytest.raises(ValueError, match="not sampled from the same prompts"):
+        winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / "b")})

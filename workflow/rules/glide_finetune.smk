@@ -160,6 +160,31 @@ rule glide_evaluate:
                f"out={{output}} threads=1")
 
 
+rule glide_winrate:
+    input:
+        a="results/{scale}/glide/samples/finetune__{glide_prompts}__glide_27_g3.0/samples.json",
+        b="results/{scale}/glide/samples/base__{glide_prompts}__glide_27_g3.0/samples.json",
+        features="results/{scale}/digits_features/features.safetensors",
+    output:
+        "results/{scale}/glide/eval/winrate_finetune__{glide_prompts}.json",
+    log:
+        "logs/{scale}/glide_winrate_{glide_prompts}.log",
+    wildcard_constraints:
+        scale="tiny|toy",
+    threads: step_threads
+    resources:
+        **heavy(mem_mb=4000, runtime=30),
+    conda:
+        conda_env("glide_finetune")
+    params:
+        a=lambda w, input: os.path.dirname(input.a),
+        b=lambda w, input: os.path.dirname(input.b),
+    shell:
+        launch(f"{GLIDE}/winrate.py scale={{wildcards.scale}} a={{params.a}} b={{params.b}} "
+               f"scorer=digits:{{input.features}} experiment=winrate_finetune_vs_base__{{wildcards.glide_prompts}} "
+               f"out={{output}}")
+
+
 # toy tables: rows are sample folders (model__prompts__sampler_steps_gGUIDANCE) --------------------------------------
 GLIDE_TOY_TABLES = {
     "guidance": ("GLIDE toy base: classifier-free guidance scale sweep (glide DDPM, 27 steps)",
@@ -169,7 +194,8 @@ GLIDE_TOY_TABLES = {
                   for n in (10, 25, 50, 100)]),
     "finetune": ("GLIDE toy fine-tune on the magenta digits: the fine-tuned subset and drift on the rest",
                  ["base__finetune__glide_27_g3.0", "finetune__finetune__glide_27_g3.0",
-                  "base__rest__glide_27_g3.0", "finetune__rest__glide_27_g3.0"]),
+                  "base__rest__glide_27_g3.0", "finetune__rest__glide_27_g3.0",
+                  "winrate_finetune__finetune", "winrate_finetune__rest"]),
     "upsampler": ("GLIDE toy upsampler (8 -> 32 px) against bicubic upscaling: of the same base samples (FD, prompt "
                   "accuracy) and of the held-out test images (PSNR against the originals)",
                   ["base_bicubic__eval__glide_27_g3.0", "base_x4__eval__glide_27_g3.0",
