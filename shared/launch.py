@@ -110,14 +110,23 @@ class SlurmStep:
         self._child: _ChildProcess | None = None
 
     def _env(self) -> dict:
-        import submitit
+        """torch.distributed's env:// variables for the child, read from submitit's TorchDistributedEnvironment
+        (first host, ranks, world sizes), plus NODE_RANK, which it does not give. Two of its choices are not
+        taken: its MASTER_PORT honours an inherited MASTER_PORT (sbatch exports the submitting shell's
+        environment, so every job started from one shell would share a port, and array tasks on one node would
+        collide), so the port is `_master_port(job id)`; and `export()` is not called: it writes this process's
+        os.environ, refuses when a variable is already set (an inherited MASTER_PORT), and sets
+        CUDA_VISIBLE_DEVICES to the local rank, after which a step's cuda:LOCAL_RANK would not exist for rank > 0.
+        Checked in a simulated 2-node x 2-task SLURM environment (SLURM_* variables): the same variables as before."""
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
 
-        job = submitit.JobEnvironment()
+        job, dist = JobEnvironment(), TorchDistributedEnvironment()
         env = dict(os.environ)
         env.update(
-            MASTER_ADDR=job.hostnames[0], MASTER_PORT=str(_master_port(job.job_id)),
-            RANK=str(job.global_rank), WORLD_SIZE=str(job.num_tasks), LOCAL_RANK=str(job.local_rank),
-            LOCAL_WORLD_SIZE=str(self.nproc_per_node), NODE_RANK=str(job.node), PYTHONUNBUFFERED="1",
+            MASTER_ADDR=dist.master_addr, MASTER_PORT=str(_master_port(job.job_id)),
+            RANK=str(dist.rank), WORLD_SIZE=str(dist.world_size), LOCAL_RANK=str(dist.local_rank),
+            LOCAL_WORLD_SIZE=str(dist.local_world_size), NODE_RANK=str(job.node), PYTHONUNBUFFERED="1",
         )
         return env
 
