@@ -5,7 +5,8 @@ CPU-bound processes: how much slower does it get on a shared machine?
     python bench/bench_threads.py --competitors 2 --steps 100 --repeats 2
 
 Each measurement runs the step as a subprocess through `shared.launch.local_env` (the environment the workflow
-gives a local step) and reads its own steps/second from metrics.json (start-up excluded). Quiet and busy runs
+gives a local step) and reads its own steps/second from metrics.jsonl (start-up and the first rows' warm-up
+excluded); a run slower than --timeout is cut short and measured on the rows it logged. Quiet and busy runs
 are interleaved, so both see the same background load. Two thread policies are measured:
 
     workflow   threads=1 (what common.smk's train_threads gives training steps), OMP_WAIT_POLICY=PASSIVE
@@ -40,7 +41,16 @@ def _competitor() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def _run_step(data: Path, work: Path, steps: int, policy: str) -> float:
+def _steps_per_second(out: Path) -> float:
+    """Mean of the logged steps/s after the first row (which includes the first steps' warm-up)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    speeds = [r["steps_per_sec"] for r in rows[1:] if "steps_per_sec" in r and "loss" in r]
+    if not speeds:
+        raise RuntimeError(f"{out}: fewer than two rows logged; raise --timeout")
+    return sum(speeds) / len(speeds)
+
+
+def _run_step(data: Path, work: Path, steps: int, policy: str, timeout: float) -> float:
     opts, env_extra = POLICIES[policy]
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{policy}-"))
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
@@ -49,9 +59,14 @@ def _run_step(data: Path, work: Path, steps: int, policy: str) -> float:
         env.pop("OMP_WAIT_POLICY", None)
     cmd = [sys.executable, str(REPO / "shared/digits/train_diffusion.py"), "scale=toy", f"data_dir={data}",
            f"out_dir={out}", f"max_steps={steps}", "warmup_steps=5", "ckpt_every=0", "progress=false",
-           *(f"{k}={v}" for k, v in opts.items())]
-    subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-    return json.loads((out / "metrics.json").read_text())["steps_per_second"]
+           "log_every=5", *(f"{k}={v}" for k, v in opts.items())]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=timeout)  # a run that crawls is cut short; its logged rows still give its speed
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return _steps_per_second(out)
 
 
 def main(argv=None) -> dict:
@@ -60,6 +75,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--competitors", type=int, default=1, help="CPU-bound processes beside the busy runs")
     p.add_argument("--policies", default="workflow,old")
+    p.add_argument("--timeout", type=float, default=180, help="seconds per measurement (then cut short)")
     args = p.parse_args(argv)
     policies = [x for x in args.policies.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="bench_threads-") as tmp:
@@ -70,11 +86,11 @@ def main(argv=None) -> dict:
         results: dict[str, dict[str, list[float]]] = {pol: {"quiet": [], "busy": []} for pol in policies}
         for _ in range(args.repeats):
             for pol in policies:
-                results[pol]["quiet"].append(_run_step(data, work, args.steps, pol))
+                results[pol]["quiet"].append(_run_step(data, work, args.steps, pol, args.timeout))
                 procs = [_competitor() for _ in range(args.competitors)]
                 try:
                     time.sleep(0.5)
-                    results[pol]["busy"].append(_run_step(data, work, args.steps, pol))
+                    results[pol]["busy"].append(_run_step(data, work, args.steps, pol, args.timeout))
                 finally:
                     for proc in procs:
                         proc.kill()

@@ -107,7 +107,7 @@ def lines(series: Mapping[str, Iterable[tuple[float, float]]], out_png: str | Pa
             rows.append({"series": f"reference: {name}", "x": "", "y": float(y)})
     if not rows:
         raise ValueError(f"{out_png}: nothing to plot (no finite points)")
-    _axes(ax, xlabel, _ylabel(ylabel, better), title, logx, logy)
+    _axes(ax, xlabel, _ylabel(ylabel, better), title, logx, logy, [r["x"] for r in rows if r["x"] != ""])
     ax.legend(fontsize=8)
     return _save(fig, Path(out_png), rows, ("series", "x", "y"))
 
@@ -127,19 +127,26 @@ def scatter(points: Sequence[Mapping[str, Any]], out_png: str | Path, *, xlabel:
         ax.scatter([r["x"] for r in mine], [r["y"] for r in mine], label=g or None, s=30)
     for r in rows:
         ax.annotate(r["label"], (r["x"], r["y"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    _axes(ax, xlabel, _ylabel(ylabel, better), title, logx, logy)
+    _axes(ax, xlabel, _ylabel(ylabel, better), title, logx, logy, [r["x"] for r in rows])
     if any(groups):
         ax.legend(fontsize=8)
     return _save(fig, Path(out_png), rows, ("label", "group", "x", "y"))
 
 
-def _axes(ax, xlabel, ylabel, title, logx, logy) -> None:
+def _axes(ax, xlabel, ylabel, title, logx, logy, xs=()) -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
     if logx:
         ax.set_xscale("log")
+        ticks = sorted(set(xs))
+        if 0 < len(ticks) <= 12:  # NFE-like axes: label the values that occur, as plain numbers
+            ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)

@@ -1,5 +1,6 @@
 """Collect evaluation JSONs (shared/evaluate.py) into a paper-style table: Markdown + CSV.
 
+Writes `<out_md>.html` too (the same table as a page, what `snakemake --report` shows inline).
 Rows are (experiment, checkpoint, sampler, steps); columns are metrics, each followed by the paper's number
 in its own column where `paper` gives one (a metric's std over subsets/splits, e.g. KID's or IS's, is shown
 as "value ± std" and in a `<metric>_std` CSV column) ({experiment: {metric: value}}, inline or a YAML/JSON file). The
@@ -243,6 +244,32 @@ def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tu
     return rows, refs
 
 
+def html_table(title: str, header: list[str], body: list[list[str]], notes: list[str] = ()) -> str:
+    """A self-contained HTML page of one table (what `snakemake --report` shows inline; CSVs it only links)."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in body)
+    extra = "".join(f"<p>{escape(n)}</p>" for n in notes)
+    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
+             "td:first-child,th:first-child{text-align:left}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{style}"
+            f"</style></head><body><h3>{escape(title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{rows}"
+            f"</tbody></table>{extra}</body></html>\n")
+
+
+def markdown_to_html(md: str) -> str:
+    """The HTML page of a table Markdown written by this module (caption, one table, notes)."""
+    lines = md.splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    notes = [line.lstrip("- ").replace("*", "").replace("`", "") for line in lines
+             if line.strip() and not line.startswith("|")]
+    return html_table(notes[0] if notes else "", header, body, notes[1:])
+
+
 def _cell(v, digits: int) -> str:
     if v is None or v == "":
         return "–"
@@ -303,6 +330,7 @@ def main(cfg=None):
         out_csv = Path(cfg.out_csv or out_md.with_suffix(".csv"))
         write_text(out_md, md)
         write_text(out_csv, table_csv)
+        write_text(out_md.with_suffix(".html"), markdown_to_html(md))
         png = leaderboard_plot(rows, Path(cfg.out_png or out_md.with_suffix(".png")),
                                f"{cfg.title} ({cfg.scale} scale)")
         save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
@@ -313,8 +341,9 @@ def main(cfg=None):
     out_csv = Path(cfg.out_csv or out_md.with_suffix(".csv"))
     write_text(out_md, md)
     write_text(out_csv, table_csv)
+    write_text(out_md.with_suffix(".html"), markdown_to_html(md))
     save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
-    print(f"wrote {out_md} and {out_csv}")
+    print(f"wrote {out_md}, {out_csv} and {out_md.with_suffix('.html')}")
     return md
 
 

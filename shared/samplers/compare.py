@@ -9,7 +9,7 @@ Outputs in out_dir:
                   colour i); the `reference` row (many-step DDPM) below, in the first column
     results.md    time per image, model evaluations, Frechet distance (digits features vs the reference
     results.csv   split) and label accuracy from the digits classifier, one row per sampler x steps (+ reference;
-                  results.md also has the guidance sweep)
+                  results.md also has the guidance sweep; results.html = the table as a page, for the report)
     fd_vs_nfe.png, accuracy_vs_nfe.png            quality against NFE per sampler (+ .csv, shared/plots.py)
     fd_vs_guidance.png, accuracy_vs_guidance.png  with guidance_sweep: quality against the guidance scale
     eval/<sampler>_<steps>.json   each row in shared/evaluate.py's format (+ NFE, s/image, parameters, training
@@ -44,6 +44,7 @@ from shared.metrics.images import list_images, set_id
 from shared.metrics.prompt import PromptAccuracy
 from shared.samplers.registry import get_preset
 from shared.samplers.sampling import sample
+from shared.tables import markdown_to_html
 
 LABEL_WIDTH = 80  # px left of the grid for sampler names
 HEADER_HEIGHT = 16  # px above the grid for step counts
@@ -332,6 +333,7 @@ def main(cfg=None):
         md += "\n" + markdown_table(guidance_rows, f"Guidance sweep: {guidance_rows[0]['sampler']}, "
                                      f"{guidance_rows[0]['steps']} steps", ("guidance_scale", *COLUMNS))
     write_text(out / "results.md", md)
+    write_text(out / "results.html", markdown_to_html(markdown_table(rows, title)))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()

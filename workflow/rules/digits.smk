@@ -21,7 +21,7 @@ rule train_digits_features:
         weights="results/{scale}/digits_features/features.safetensors",
         metrics="results/{scale}/digits_features/metrics.json",
         config=report("results/{scale}/digits_features/config.yaml", caption="../report/provenance.rst",
-                      category="Provenance", labels={"step": "train_digits_features", "file": "config.yaml"}),
+                      category="Provenance", labels={"name": "train_digits_features config.yaml"}),
     log:
         "logs/{scale}/train_digits_features.log",
     threads: train_threads
@@ -59,8 +59,9 @@ rule table_digits:
         conda_env("shared")
     output:
         md="results/{scale}/tables/digits.md",
-        csv=report("results/{scale}/tables/digits.csv", caption="../report/digits_table.rst",
-                   category="Digits (toy data)", labels={"table": "real test vs train"}),
+        csv="results/{scale}/tables/digits.csv",
+        html=report("results/{scale}/tables/digits.html", caption="../report/digits_table.rst",
+                    category="Digits (toy data)", labels={"name": "real test vs train"}),
     log:
         "logs/{scale}/table_digits.log",
     shell:

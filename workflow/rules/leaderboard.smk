@@ -25,12 +25,13 @@ for _which in ("default", "all"):
             _leaderboard_rule_inputs(_which),
         output:
             md=f"results/{{scale}}/leaderboard/{_which}/leaderboard.md",
-            csv=report(f"results/{{scale}}/leaderboard/{_which}/leaderboard.csv",
-                       caption="../report/leaderboard.rst", category="Leaderboard",
-                       labels={"table": f"leaderboard ({_which})"}),
+            csv=f"results/{{scale}}/leaderboard/{_which}/leaderboard.csv",
+            html=report(f"results/{{scale}}/leaderboard/{_which}/leaderboard.html",
+                        caption="../report/leaderboard.rst", category="Leaderboard",
+                        labels={"name": f"leaderboard ({_which})"}),
             png=report(f"results/{{scale}}/leaderboard/{_which}/leaderboard.png",
                        caption="../report/leaderboard.rst", category="Leaderboard",
-                       labels={"figure": f"FD vs NFE ({_which})"}),
+                       labels={"name": f"FD vs NFE ({_which})"}),
         log:
             f"logs/{{scale}}/leaderboard_{_which}.log",
         params:

@@ -9,11 +9,11 @@ rule train_digits_diffusion:
     output:
         metrics=f"{DD}/metrics.json",
         curves=report(f"{DD}/curves.png", caption="../report/training_curves.rst", category="Samplers",
-                      subcategory="Training", labels={"run": "digits diffusion", "figure": "training curves"}),
+                      subcategory="Training", labels={"name": "digits diffusion curves"}),
         config=report(f"{DD}/config.yaml", caption="../report/provenance.rst", category="Provenance",
-                      labels={"step": "train_digits_diffusion", "file": "config.yaml"}),
+                      labels={"name": "train_digits_diffusion config.yaml"}),
         run=report(f"{DD}/run.json", caption="../report/provenance.rst", category="Provenance",
-                   labels={"step": "train_digits_diffusion", "file": "run.json"}),
+                   labels={"name": "train_digits_diffusion run.json"}),
     log:
         "logs/{scale}/train_digits_diffusion.log",
     conda:
@@ -28,7 +28,7 @@ rule train_digits_diffusion:
 
 def _sc_plot(name, what):
     return report(f"{SC}/{name}.png", caption="../report/sampler_plots.rst", category="Samplers",
-                  subcategory="Quality vs NFE and guidance", labels={"figure": what})
+                  subcategory="Quality vs NFE and guidance", labels={"name": what})
 
 
 rule compare_samplers:
@@ -38,16 +38,17 @@ rule compare_samplers:
         data="data/{scale}/digits",
     output:
         grid=report(f"{SC}/grid.png", caption="../report/sampler_grid.rst", category="Samplers",
-                    subcategory="Samples", labels={"figure": "sampler x steps grid"}),
+                    subcategory="Samples", labels={"name": "sampler x steps grid"}),
         table=f"{SC}/results.md",
-        csv=report(f"{SC}/results.csv", caption="../report/sampler_table.rst", category="Samplers",
-                   subcategory="Tables", labels={"table": "samplers x steps"}),
+        csv=f"{SC}/results.csv",
+        html=report(f"{SC}/results.html", caption="../report/sampler_table.rst", category="Samplers",
+                    subcategory="Tables", labels={"name": "samplers x steps"}),
         fd_nfe=_sc_plot("fd_vs_nfe", "FD vs NFE"),
         acc_nfe=_sc_plot("accuracy_vs_nfe", "prompt accuracy vs NFE"),
         fd_guidance=_sc_plot("fd_vs_guidance", "FD vs guidance"),
         acc_guidance=_sc_plot("accuracy_vs_guidance", "prompt accuracy vs guidance"),
         config=report(f"{SC}/config.yaml", caption="../report/provenance.rst", category="Provenance",
-                      labels={"step": "compare_samplers", "file": "config.yaml"}),
+                      labels={"name": "compare_samplers config.yaml"}),
     log:
         "logs/{scale}/compare_samplers.log",
     conda:
