@@ -5,6 +5,10 @@
 Papers report either the mean cosine (e.g. 0.31) or 100 x it (torchmetrics' CLIPScore = max(100 * mean, 0));
 evaluate writes both, as `clip_score` and `clip_score_x100`. Captions longer than the text encoder's context
 are truncated, as torchmetrics does.
+
+Not torchmetrics' `CLIPScore`: version 1.9 expects `get_image_features` / `get_text_features` to return tensors,
+which transformers 5 no longer does (the test needs an adapter to run it), it reports only max(100 * mean, 0), and
+it cannot skip uncaptioned images per pair; the test holds this scorer's number against it.
 """
 from __future__ import annotations
 
