@@ -143,3 +143,43 @@ def test_a_shard_cut_mid_member_counts_every_sample_lost(tmp_path):
     assert s.seen == 22 and s.bad == 6, s.summary()  # the cut sample and the 5 after it, all counted
     assert s.counts == {"truncated_shard": 6}
     assert "the rest of the shard is unreadable: 6 samples lost" in s.listing() and "more" not in s.listing()
+
+
+def test_dmd2_prepare_skips_and_counts_bad_files(tmp_path, capsys):
+    """The DMD2 data step (image folder -> LMDB) leaves bad files out, counts and names them."""
+    from projects.dmd2 import prepare
+    from shared.data import LMDBDataset
+
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        (root / str(i % 2)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / str(i % 2) / f"{i}.png")
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (root / "1" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (root / "1" / "empty.png").write_bytes(b"")
+    (root / "1" / "gone.png").symlink_to(root / "deleted.png")
+    path = prepare.main({"kind": "edm", "images": str(root), "eval_images": "", "labels_from": "folder",
+                         "out_dir": str(tmp_path / "out")})
+    out = capsys.readouterr().out
+    assert len(LMDBDataset(path, fields=["image", "label"])) == 6
+    assert "3 of 9 samples skipped as bad" in out and "truncated=1" in out and "unreadable=1" in out
+    assert "cut.jpg" in out and "wrote 6 records" in out
+
+
+def test_digits_steps_skip_and_count_a_bad_image(digits_tiny, tmp_path):
+    """The digits steps (train_features, the sampler comparison, ...) read splits through load_arrays: a damaged
+    file is left out with its labels, counted and named."""
+    import shutil
+
+    from shared.digits.dataset import load_arrays, read_split
+
+    split = tmp_path / "test"
+    shutil.copytree(digits_tiny / "test", split)
+    records = read_split(split)
+    (split / records[3].file).write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"1 of 80 samples skipped as bad.*not_an_image"):
+        images, digits, colours = load_arrays(split)
+    assert len(images) == len(digits) == len(colours) == 79
+    assert digits.tolist() == [r.digit for i, r in enumerate(records) if i != 3]

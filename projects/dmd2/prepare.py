@@ -5,7 +5,8 @@
               name as a class index (an ImageNet-64 folder laid out as <class index>/<file>.png)
     kind=sd   image folder + captions -> LMDB {latent (the teacher pipeline's VAE, scaled), caption}
 Prompt sets written beside it: train_prompts.txt (distinct training captions) and eval_prompts.txt
-(`num_eval_prompts` captions of `eval_images`, cycled), one per line.
+(`num_eval_prompts` captions of `eval_images`, cycled), one per line. Images that cannot be read or decoded
+(truncated, empty, not an image, dangling links) are left out, counted and named (shared.data's skip path).
 
     python projects/dmd2/prepare.py kind=edm images=data/toy/digits/train eval_images=data/toy/digits/test \
         out_dir=data/toy/dmd2/digits
@@ -23,7 +24,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from shared.config import cli, resolve, save_resolved
-from shared.data import LMDBWriter, image_transform, list_images
+from shared.data import BadSample, Filtered, LMDBWriter, SkipCounter, decode_image, image_transform, list_images, \
+    read_file
 from shared.io import write_text
 from projects.dmd2.prompts import label_of_prompt
 
@@ -62,6 +64,18 @@ def _prompt_sets(cfg, train_captions: list[str]) -> None:
         write_text(out / "eval_prompts.txt", "\n".join(caps[i % len(caps)] for i in range(n)) + "\n")
 
 
+def _read(root: Path, item, skips: SkipCounter) -> Image.Image | None:
+    """The image as RGB, or None (counted on `skips` with the file) when it cannot be used."""
+    skips.add_seen()
+    try:
+        return decode_image(read_file(root / item.path), str(root / item.path))
+    except BadSample as e:
+        skips.record(e.reason, e.file, e.detail)
+    except Filtered as e:
+        skips.record_filtered(e.reason)
+    return None
+
+
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     items = [i for i in list_images(cfg.images).items if i.prompt or cfg.labels_from == "folder"]
@@ -72,11 +86,15 @@ def main(cfg=None):
     root = Path(cfg.images)
     out = Path(cfg.out_dir)
     lmdb_path = out / "real.lmdb"
+    skips, kept = SkipCounter(), []
     if cfg.kind == "edm":
         tf = image_transform(cfg.resolution, normalize=False) if cfg.resolution else None
         with LMDBWriter(lmdb_path, meta={"kind": "edm", "source": str(root)}) as w:
             for it in tqdm(items, desc="lmdb", leave=False):
-                img = Image.open(root / it.path).convert("RGB")
+                img = _read(root, it, skips)
+                if img is None:
+                    continue
+                kept.append(it)
                 if tf is not None:
                     img = Image.fromarray(tf(img).permute(1, 2, 0).numpy())
                 w.add(image=img, label=_label(it, cfg.labels_from), caption=it.prompt)
@@ -89,16 +107,22 @@ def main(cfg=None):
         tf = image_transform(bb.resolution)
         with LMDBWriter(lmdb_path, meta={"kind": "sd", "source": str(root), "teacher": cfg.teacher}) as w:
             for i in tqdm(range(0, len(items), cfg.batch_size), desc="vae", leave=False):
-                chunk = items[i:i + cfg.batch_size]
-                x = torch.stack([tf(Image.open(root / it.path).convert("RGB")) for it in chunk])
+                pairs = [(it, img) for it in items[i:i + cfg.batch_size] if (img := _read(root, it, skips)) is not None]
+                if not pairs:
+                    continue
+                chunk = [it for it, _ in pairs]
+                kept += chunk
+                x = torch.stack([tf(img) for _, img in pairs])
                 z = bb.encode_images(x).float().cpu().numpy().astype(np.float32)
                 for it, zi in zip(chunk, z):
                     w.add(latent=zi, caption=it.prompt)
     else:
         raise ValueError(f"kind={cfg.kind!r}; expected edm or sd")
-    _prompt_sets(cfg, [it.prompt for it in items])
+    _prompt_sets(cfg, [it.prompt for it in kept])
     save_resolved(cfg, out)
-    print(f"wrote {len(items)} records to {lmdb_path}")
+    if skips.counts or skips.filtered:
+        print(f"images: {skips.summary()}\n{skips.listing()}")
+    print(f"wrote {len(kept)} records to {lmdb_path}")
     return lmdb_path
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,21 @@ def read_split(split_dir: str | Path) -> list[Record]:
 
 
 def load_arrays(split_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images uint8 N,H,W,3; digits N; colours N) of a prepared split."""
+    """(images uint8 N,H,W,3; digits N; colours N) of a prepared split. Images that cannot be read or decoded are
+    left out with their labels, counted and named in a warning (shared.data's skip path)."""
+    from shared.data import BadSample, SkipCounter, decode_image, read_file
+
     split_dir = Path(split_dir)
-    records = read_split(split_dir)
-    images = np.stack([np.asarray(Image.open(split_dir / r.file).convert("RGB")) for r in records])
-    return images, np.array([r.digit for r in records]), np.array([r.colour for r in records])
+    skips, kept, images = SkipCounter(), [], []
+    for r in read_split(split_dir):
+        skips.add_seen()
+        try:
+            images.append(np.asarray(decode_image(read_file(split_dir / r.file), str(split_dir / r.file))))
+            kept.append(r)
+        except BadSample as e:
+            skips.record(e.reason, e.file, e.detail)
+    if skips.counts:
+        warnings.warn(f"{split_dir}: {skips.summary()}\n{skips.listing()}", stacklevel=2)
+    if not kept:
+        raise ValueError(f"{split_dir}: no readable images ({skips.summary()})")
+    return np.stack(images), np.array([r.digit for r in kept]), np.array([r.colour for r in kept])
