@@ -17,12 +17,22 @@ from shared.config import ConfigError, parse_argv, resolve
 from shared.data import Filtered, write_shards
 
 
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The tiny presets set torch to 1 thread in this process; give later tests back what they had."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, digits_tiny):
     root = tmp_path_factory.mktemp("glide")
+    threads = torch.get_num_threads()
     tokenizer_main({"scale": "tiny", "captions": str(digits_tiny / "train"), "out_dir": str(root / "tok")})
     base = dict(scale="tiny", data_dir=str(digits_tiny / "train"), tokenizer=str(root / "tok"))
     train_step.main({**base, "run_dir": str(root / "base")})
+    torch.set_num_threads(threads)  # module-scoped: set up before the per-test thread guard
     return root, base, digits_tiny
 
 
@@ -236,3 +246,27 @@ def test_win_rate(tmp_path, monkeypatch):
     (tmp_path / "b" / "000001.txt").write_text("a blue handwritten one\n")
     with pytest.raises(ValueError, match="not sampled from the same prompts"):
         winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / "b")})
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate keeps one process-wide state; a run with another precision needs it reset (before and after)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_runs(setup, tmp_path, precision, fresh_accelerate):
+    root, base, _ = setup
+    train_step.main({**base, "run_dir": str(tmp_path / precision), "max_steps": 2, "mixed_precision": precision,
+                     "activation_checkpointing": True, "loss": "hybrid"})
+    rows = [json.loads(line) for line in (tmp_path / precision / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "loss" in r]
+    assert logged and all(torch.isfinite(torch.tensor(r["loss"])) for r in logged) and "vb" in logged[-1]
+    if precision == "fp16":  # dynamic loss scaling from the configured start; skipped steps are counted
+        assert logged[-1]["loss_scale"] > 0 and "skipped_steps" in logged[-1]
+    sd = load_file(str(tmp_path / precision / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in sd.values())  # fp32 master weights
