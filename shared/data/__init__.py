@@ -35,10 +35,11 @@ from shared.data.transforms import (CaptionDropout, center_crop, drop_condition,
                                     random_resized_crop, resize_side, to_uint8_tensor)
 
 __all__ = [
-    "BACKGROUND", "BadSample", "BucketBatchSampler", "CaptionDropout", "DatasetLoader", "PermutationBatches",
-    "check_images", "make_buckets", "nearest_bucket", "probe_image", "Filtered", "FolderItem", "FolderListing", "FolderSource", "IncompleteDatabase",
-    "LMDBDataset", "LMDBSource", "LMDBWriter", "ResumableLoader", "SampleFilter", "ShardSource", "SkipCounter",
-    "TooManyBadSamples", "center_crop", "decode_image", "dist_info", "drop_condition", "expand_shards",
-    "folder_prompt", "hflip", "image_transform", "iter_shard", "list_images", "open_source", "random_resized_crop",
-    "read_caption_file", "read_file", "read_manifest", "resize_side", "to_uint8_tensor", "write_shards",
+    "BACKGROUND", "BadSample", "BucketBatchSampler", "CaptionDropout", "DatasetLoader", "Filtered", "FolderItem",
+    "FolderListing", "FolderSource", "IncompleteDatabase", "LMDBDataset", "LMDBSource", "LMDBWriter",
+    "PermutationBatches", "ResumableLoader", "SampleFilter", "ShardSource", "SkipCounter", "TooManyBadSamples",
+    "center_crop", "check_images", "decode_image", "dist_info", "drop_condition", "expand_shards", "folder_prompt",
+    "hflip", "image_transform", "iter_shard", "list_images", "make_buckets", "nearest_bucket", "open_source",
+    "probe_image", "random_resized_crop", "read_caption_file", "read_file", "read_manifest", "resize_side",
+    "to_uint8_tensor", "write_shards",
 ]

@@ -1,7 +1,7 @@
 """One kill/resume harness for every training step script: SIGKILL a run, start it again, compare with a run that
 was never interrupted, bit for bit.
 
-    from tests.helpers.kill_resume import SCRIPTS, kill_resume
+    from helpers.kill_resume import SCRIPTS, kill_resume              # (tests/ is on the test path)
     report = kill_resume(SCRIPTS["train_sd"], work, tmp_path, kill_at=5)          # killed after optimizer step 5
     report = kill_resume(SCRIPTS["train_sd"], work, tmp_path, mid_write=2)        # killed inside its 2nd checkpoint
     assert report.identical, report.describe()
@@ -9,11 +9,12 @@ was never interrupted, bit for bit.
 How the kill works. The killed run is a separate process: a child forked from a "zygote" interpreter started
 from this file (`python tests/helpers/kill_resume.py --serve`), which has imported the scripts' modules once. The
 child installs a global optimizer-step hook that SIGKILLs it after the N-th optimizer step of any optimizer, then
-runs the module as `__main__`, exactly as `python -m <module>` would. So it works for scripts on shared.train.Trainer and for scripts with their own loop
-(shared/digits/train_features.py), and the kill lands between checkpoints wherever they are. `mid_write=N` instead
-sets shared.train.checkpoint's fault hook, which SIGKILLs the process during its N-th checkpoint write (weights
-on disk, meta.json not yet written). The uninterrupted reference and the resumed run are in-process `main(cfg)`
-calls (same code path as the command line: `parse_argv`), which keeps the harness to one interpreter start per case.
+runs the module as `__main__`, exactly as `python -m <module>` would. So it works for scripts on
+shared.train.Trainer and for scripts with their own loop (shared/digits/train_features.py), and the kill lands
+between checkpoints wherever they are. `mid_write=N` instead sets shared.train.checkpoint's fault hook, which
+SIGKILLs the process during its N-th checkpoint write (weights on disk, meta.json not yet written). The
+uninterrupted reference and the resumed run are in-process `main(cfg)` calls (same code path as the command line:
+`parse_argv`), so a case costs its training steps, not interpreter starts.
 
 What is compared: every safetensors file of the run's newest checkpoint (models, EMAs), or the script's own output
 files (`Script.outputs`) for scripts without checkpoints. Equality is `torch.equal` per tensor.
