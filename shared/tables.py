@@ -55,7 +55,8 @@ class Config:
     metrics: list[str] = _opt([], "column order/selection; empty = all, as they first appear")
     digits: int = _opt(4, "significant digits in the Markdown")
     kind: str = _opt("table", "table | leaderboard (one row per method over all projects, + a quality-vs-NFE plot)")
-    out_png: str = _opt("", "leaderboard: the FD-vs-NFE scatter; '' = beside out_md")
+    out_png: str = _opt("", "leaderboard: the FD-vs-NFE scatter (+ its .csv: not out_csv's name); '' = "
+                            "<out_md stem>_fd_vs_nfe.png")
 
 
 class TableError(ValueError):
@@ -331,7 +332,7 @@ def main(cfg=None):
         write_text(out_md, md)
         write_text(out_csv, table_csv)
         write_text(out_md.with_suffix(".html"), markdown_to_html(md))
-        png = leaderboard_plot(rows, Path(cfg.out_png or out_md.with_suffix(".png")),
+        png = leaderboard_plot(rows, Path(cfg.out_png or out_md.with_name(f"{out_md.stem}_fd_vs_nfe.png")),
                                f"{cfg.title} ({cfg.scale} scale)")
         save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
         print(f"wrote {out_md}, {out_csv}" + (f", {png}" if png else ""))

@@ -24,7 +24,7 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 # What the report of the default target must show (results/tiny/...): tables, grids, plots.
 EXPECTED_IMAGES = ["sampler_compare/grid.png", "sampler_compare/fd_vs_nfe.png", "sampler_compare/accuracy_vs_nfe.png",
                    "sampler_compare/fd_vs_guidance.png", "digits_diffusion/curves.png",
-                   "leaderboard/default/leaderboard.png"]
+                   "leaderboard/default/leaderboard_fd_vs_nfe.png"]
 EXPECTED_TABLES = ["tables/digits.html", "sampler_compare/results.html", "leaderboard/default/leaderboard.html"]
 
 

@@ -70,3 +70,61 @@ def test_paper_numbers_from_file_and_paper_scale_caption(tmp_path):
     assert "scale: **paper**" in md and "NOT" not in md
     assert "| glide | none | ddim | 50 | 13 | 12.24 | – | 0.3 |" in md
     assert (tmp_path / "t.csv").is_file()
+
+
+def test_every_table_has_its_html_page(tmp_path):
+    _write(tmp_path / "a.json", "glide", "ckpt1", {"fd": 12.3456})
+    tables.main({"inputs": [str(tmp_path / "a.json")], "title": "T", "scale": "toy", "out_md": str(tmp_path / "t.md")})
+    page = (tmp_path / "t.html").read_text()
+    assert "<th>experiment</th>" in page and "<td>glide</td>" in page and "<td>12.35</td>" in page
+    assert "<h3>T — scale: toy." in page
+
+
+def _info(path, **info):
+    d = json.loads(path.read_text())
+    d["info"] = info
+    path.write_text(json.dumps(d))
+    return path
+
+
+def test_leaderboard_one_row_per_method_with_info_columns_and_labelled_references(tmp_path):
+    a = _info(_write(tmp_path / "results/toy/dmd2/eval/s.json", "student", metrics={"fd": 1.3, "prompt_accuracy":
+                                                                                    0.99}),
+              method="DMD2 1-step", paper="Yin et al. 2024", nfe=1, parameters=1_250_000, seconds_per_image=0.01,
+              train_steps=600)
+    b = _info(_write(tmp_path / "results/toy/sampler_compare/eval/d.json", "digits_diffusion",
+                     metrics={"fd": 1.6}), method="DDPM UNet + dpm++", project="samplers", nfe=25)
+    c = _write(tmp_path / "results/toy/metrics/digits/r.json", "real", metrics={"fd": 0.7}, ref="train:9:z")
+    md = tables.main({"kind": "leaderboard", "inputs": [str(a), str(b), str(c)], "scale": "toy", "title": "LB",
+                      "out_md": str(tmp_path / "lb.md")})
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "lb.csv").read_text())))
+    assert [r["method"] for r in rows] == ["DMD2 1-step", "DDPM UNet + dpm++", "real"]  # by reference, then FD
+    assert [r["fd_reference"] for r in rows] == ["R1", "R1", "R2"]
+    assert rows[0]["project"] == "dmd2" and rows[1]["project"] == "samplers"  # from the path, or from info
+    assert (rows[0]["nfe"], rows[0]["parameters"], rows[0]["train_steps"], rows[0]["prompt_accuracy"]) == \
+        ("1", "1250000", "600", "0.99")
+    assert rows[2]["nfe"] == "" and "| real | – |" in md and "1.25M" in md
+    assert "- R2: reference `train:9:z`" in md and "not recorded" in md
+    points = list(csv.DictReader(io.StringIO((tmp_path / "lb_fd_vs_nfe.csv").read_text())))
+    assert [(p["label"], float(p["x"]), float(p["y"])) for p in points] == [("DMD2 1-step (50 steps)", 1.0, 1.3),
+                                                                          ("DDPM UNet + dpm++ (50 steps)", 25.0, 1.6)]
+    assert "<td>DMD2 1-step</td>" in (tmp_path / "lb.html").read_text()
+    with pytest.raises(tables.TableError, match="scale 'paper' in a 'toy' leaderboard"):
+        tables.main({"kind": "leaderboard", "inputs": [str(_write(tmp_path / "p.json", "x", scale="paper"))],
+                     "scale": "toy", "out_md": str(tmp_path / "bad.md")})
+
+
+def test_evaluate_info_comes_from_files_and_options(tmp_path):
+    from omegaconf import OmegaConf
+
+    from shared import evaluate
+
+    (tmp_path / "samples.json").write_text(json.dumps({"nfe": 4, "seconds_per_image": 0.5, "other": 1}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"train_steps": 900, "parameters": 1000}))
+    cfg = OmegaConf.create({"info": [str(tmp_path / "samples.json"), str(tmp_path / "metrics.json")],
+                            "method": "m", "paper": "", "project": "p"})
+    assert evaluate.collect_info(cfg) == {"nfe": 4, "seconds_per_image": 0.5, "train_steps": 900,
+                                          "parameters": 1000, "method": "m", "project": "p"}
+    cfg.info = [str(tmp_path / "missing.json")]
+    with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
+        evaluate.collect_info(cfg)

@@ -29,7 +29,7 @@ for _which in ("default", "all"):
             html=report(f"results/{{scale}}/leaderboard/{_which}/leaderboard.html",
                         caption="../report/leaderboard.rst", category="Leaderboard",
                         labels={"name": f"leaderboard ({_which})"}),
-            png=report(f"results/{{scale}}/leaderboard/{_which}/leaderboard.png",
+            png=report(f"results/{{scale}}/leaderboard/{_which}/leaderboard_fd_vs_nfe.png",
                        caption="../report/leaderboard.rst", category="Leaderboard",
                        labels={"name": f"FD vs NFE ({_which})"}),
         log:
