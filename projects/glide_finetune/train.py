@@ -245,6 +245,10 @@ def main(cfg=None):
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
     model, _ = trainer.add("glide", model, opt)
     raw = trainer.unit("glide").raw
+    info = {"options": opts, "tokenizer": str(Path(cfg.tokenizer)), "variant": "upsample" if cfg.train_upsample
+            else "base", "init": started_from, "train": cfg.train, "uncond_p": cfg.uncond_p, "loss": cfg.loss}
+    if trainer.is_main:  # now, so load_model can read the checkpoints of a run still in progress
+        write_json(Path(cfg.run_dir) / INFO_FILE, {**info, "ema": False, "step": None})
     dev = trainer.device
 
     loader = make_loader(source, cfg.batch_size, uncond_p=cfg.uncond_p, seed=cfg.seed, rank=trainer.rank, world_size=trainer.world_size,
@@ -321,9 +325,7 @@ def main(cfg=None):
         tensors = load_file(str(out / WEIGHTS_FILE))
         with atomic_path(out / WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
-        write_json(out / INFO_FILE, {"options": opts, "tokenizer": str(Path(cfg.tokenizer)), "variant": meta["variant"],
-                                     "ema": ema, "step": trainer.global_step, "init": started_from,
-                                     "train": cfg.train, "uncond_p": cfg.uncond_p, "loss": cfg.loss})
+        write_json(out / INFO_FILE, {**info, "ema": ema, "step": trainer.global_step})
     summary = {"steps": trainer.global_step, "skipped_samples": sum(loader.skips.counts.values()),
                "filtered_samples": sum(loader.skips.filtered.values())}
     if cache is not None:
