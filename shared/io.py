@@ -88,7 +88,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_path(path) as tmp:
+    with reporting_disk_full(path), atomic_path(path) as tmp:  # a full disk: DiskFull naming `path`
         tmp.write_text(text)
     return Path(path)
 

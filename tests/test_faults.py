@@ -183,3 +183,21 @@ def test_digits_steps_skip_and_count_a_bad_image(digits_tiny, tmp_path):
         images, digits, colours = load_arrays(split)
     assert len(images) == len(digits) == len(colours) == 79
     assert digits.tolist() == [r.digit for i, r in enumerate(records) if i != 3]
+
+
+def test_disk_full_in_an_atomic_text_write_names_the_file(tmp_path, monkeypatch):
+    from pathlib import Path as P
+
+    from shared.io import DiskFull, write_json
+
+    write_json(tmp_path / "run.json", {"a": 1})
+
+    def full(self, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(P, "write_text", full)
+    with pytest.raises(DiskFull, match=r"while writing .*run\.json \(\d+ bytes free\)"):
+        write_json(tmp_path / "run.json", {"a": 2})
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run.json").read_text()) == {"a": 1}  # the previous file is intact
+    assert not list(tmp_path.glob(".run.json.*"))
