@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from projects.dmd2.backbones import EDMBackbone
 from projects.dmd2.edm import EDM_CONFIGS, build_edm, count_parameters, load_state_dict_file
 from projects.dmd2.losses import DistributionMatchingLoss, dm_gradient
+from projects.dmd2.networks import export_state_dict
 from projects.dmd2.tiny import save_tiny_edm, tiny_pipeline
 
 # One intra-op thread: on a shared 2-core machine a second thread mostly waits, and tiny ops slow down ~10x.
@@ -437,3 +438,24 @@ def test_sd15_phase_two_starts_from_phase_one_or_a_released_training_checkpoint(
     assert all(torch.equal(step.generator.state_dict()[k], v + 1) for k, v in gen.items())
     assert all(torch.equal(step.fake.unet.state_dict()[k], v + 2) for k, v in unet.items())
     assert all(torch.equal(step.fake.head.state_dict()[k], v) for k, v in head.state_dict().items())
+
+
+def test_exported_weights_inside_an_ema_swap_stay_the_ema_weights():
+    """generator.safetensors is exported inside `ema.swap(raw)`; on CPU `.cpu()` aliases the parameters, so an
+    export that does not copy became the live weights again when the swap restored them."""
+    from shared.train.ema import EMA
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    ema = EMA(net, decay=0.5, warmup="none")
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    with ema.swap(net):
+        exported = export_state_dict(net)
+        in_swap = {k: v.clone() for k, v in net.state_dict().items()}
+    assert not torch.equal(in_swap["weight"], expected["weight"])  # the EMA differs from the live weights
+    for k in exported:
+        assert torch.equal(exported[k], in_swap[k]), k
+    assert torch.equal(net.weight, expected["weight"])  # live weights are back

@@ -122,8 +122,10 @@ def has_lora(net: nn.Module) -> bool:
 def export_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
     """Weights under the base model's key names (diffusers / EDM), with any LoRA adapter merged into them, so
     sample.py and the released-checkpoint loaders read one format."""
+    # clone: on CPU `.cpu()` returns the parameter itself, so weights exported inside `ema.swap(...)` would
+    # silently become the live weights again when the swap restores them
     if not has_lora(net):
-        return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     merged = copy.deepcopy(net)
