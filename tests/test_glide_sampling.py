@@ -149,8 +149,10 @@ def test_inpainting_keeps_the_known_pixels(tok):
     # the last step has no noise and its x0 estimate carries the known pixels, so they come back exactly
     torch.testing.assert_close(x[..., :4], image[..., :4].clamp(-1, 1), atol=1e-4, rtol=0)
     assert (x[..., 4:] - image[..., 4:]).abs().mean() > 0.1
-    with pytest.raises(ValueError, match="needs inpaint_image and inpaint_mask"):
-        generate(model, model.options, tok, ["a"], seeds=[0], sampler="glide", steps="2")
+    with pytest.raises(ValueError, match="needs both inpaint_image and inpaint_mask"):
+        generate(model, model.options, tok, ["a"], seeds=[0], sampler="glide", steps="2", inpaint_image=image[:1])
+    # neither: nothing known (GLIDE feeds zeros), any sampler
+    assert generate(model, model.options, tok, ["a"], seeds=[0], sampler="euler", steps="2").shape == (1, 3, 8, 8)
     with pytest.raises(ValueError, match="needs sampler='glide'"):
         generate(model, model.options, tok, ["a"], seeds=[0], sampler="euler", steps="2", inpaint_image=image[:1],
                  inpaint_mask=mask[:1])

@@ -19,8 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-# GLIDE's named shortcut: 27 steps, dense at the noisy end (glide_text2im respace.py)
-RESPACING_ALIASES = {"fast27": "10,10,3,2,2"}
+# GLIDE's named shortcut (glide_text2im respace.py): sections 10,10,3,2,2 (27 steps, dense at the clean end),
+# with the noisiest step 999 replaced by 997 ("reduce DDIM artifacts from the noisiest timesteps")
+FAST27 = "10,10,3,2,2"
 
 
 def get_named_beta_schedule(name: str, num_steps: int) -> np.ndarray:
@@ -37,11 +38,16 @@ def get_named_beta_schedule(name: str, num_steps: int) -> np.ndarray:
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> list[int]:
-    """The kept timesteps of a respacing: "ddimN" (an even stride giving exactly N steps), a GLIDE alias
-    ("fast27"), or comma-separated counts: the 1000 steps are cut into equal sections and each section is
+    """The kept timesteps of a respacing: "ddimN" (an even stride giving exactly N steps), "fast27" (see FAST27),
+    or comma-separated counts: the 1000 steps are cut into equal sections and each section is
     sampled with that many evenly spaced (rounded) steps, its ends included."""
+    if isinstance(section_counts, str) and section_counts == "fast27":
+        steps = set(space_timesteps(num_timesteps, FAST27))
+        steps.discard(num_timesteps - 1)
+        steps.add(num_timesteps - 3)
+        return sorted(steps)
     if isinstance(section_counts, str):
-        text = RESPACING_ALIASES.get(section_counts, section_counts)
+        text = section_counts
         if text.startswith("ddim"):
             try:
                 want = int(text[len("ddim"):])

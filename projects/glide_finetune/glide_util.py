@@ -237,9 +237,9 @@ def sample(model: GlideUNet, options: Mapping[str, Any], side_x: int, side_y: in
                         steps="fast27" if prediction_respacing == "100" else prediction_respacing,
                         upsample_temp=upsample_temp, sampler_eta=sampler_eta, dpm_order=dpm_order, device=device)
     inpaint = {}
-    if model.inpaint:
-        if inpaint_image is None or inpaint_mask is None:
-            raise ValueError("an inpainting model needs inpaint_image and inpaint_mask")
+    if model.inpaint and (inpaint_image is None) != (inpaint_mask is None):
+        raise ValueError("inpainting needs both inpaint_image and inpaint_mask (or neither)")
+    if model.inpaint and inpaint_image is not None:
         image = _as_image_tensor(inpaint_image, side_x if not isinstance(inpaint_image, torch.Tensor) else None, device)
         inpaint = {"inpaint_image": image.expand(batch_size, -1, -1, -1),
                    "inpaint_mask": inpaint_mask.to(device).float().expand(batch_size, -1, -1, -1)}

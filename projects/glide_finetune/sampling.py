@@ -133,9 +133,9 @@ def generate(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str
     w = side_x or int(options["image_size"])
     cond, uncond = text_condition(model, tokenizer, prompts, device)
     denoised_fn = None
-    if getattr(model, "inpaint", False):
-        if inpaint_image is None or inpaint_mask is None:
-            raise ValueError("an inpainting model needs inpaint_image and inpaint_mask")
+    if getattr(model, "inpaint", False) and (inpaint_image is None) != (inpaint_mask is None):
+        raise ValueError("inpainting needs both inpaint_image and inpaint_mask (or neither: nothing known)")
+    if getattr(model, "inpaint", False) and inpaint_image is not None:
         image, mask = inpaint_image.to(device).float(), inpaint_mask.to(device).float()
         cond.update(inpaint_image=image, inpaint_mask=mask)
 

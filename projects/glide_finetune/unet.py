@@ -410,8 +410,11 @@ class GlideUNet(nn.Module):
                     inpaint_image: torch.Tensor | None = None, inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
         parts = [x]
         if self.inpaint:
-            if inpaint_image is None or inpaint_mask is None:
-                raise ValueError("an inpainting model needs inpaint_image (B,3,H,W) and inpaint_mask (B,1,H,W)")
+            # as GLIDE: no image/mask = nothing known (zeros), so an inpainting model also samples from text alone
+            if inpaint_image is None:
+                inpaint_image = torch.zeros_like(x)
+            if inpaint_mask is None:
+                inpaint_mask = torch.zeros_like(x[:, :1])
             parts += [inpaint_image * inpaint_mask, inpaint_mask]
         if self.super_res:
             if low_res is None:
