@@ -91,3 +91,44 @@ def test_paper_eval_sd15_chain_starts_from_the_downloads():
                    "num_images=30000 num_step=1 conditioning_timestep=999", "resolution=256",
                    "{dmd2_sd15_1step: {fid: 8.35}}"):
         assert needed in out, needed
+
+
+def _rule_blocks(text):
+    """(name, block text) of every rule in a rule file (`rule name:` and `rule:` + `name:` forms)."""
+    import re
+
+    starts = [m.start() for m in re.finditer(r"^ *rule\b[^\n]*:", text, flags=re.M)] + [len(text)]
+    for a, b in zip(starts, starts[1:]):
+        block = text[a:b]
+        head = re.match(r" *rule (\w+):", block)
+        name = head.group(1) if head else re.search(r"name:\s*\n\s*(.+)", block).group(1).strip()
+        yield name, block
+
+
+def test_every_rule_with_outputs_has_a_log_file():
+    import re
+
+    missing = []
+    for path in sorted((REPO / "workflow/rules").glob("*.smk")):
+        for name, block in _rule_blocks(path.read_text()):
+            if re.search(r"^ +output:", block, flags=re.M) and not re.search(r"^ +log:", block, flags=re.M):
+                missing.append(f"{path.name}:{name}")
+    assert not missing, f"rules without log: {missing}"
+
+
+def test_rule_logs_hold_the_step_output_and_keep_its_exit_code(tmp_path):
+    """launch()/step() tee a step's output into the rule's log; pipefail keeps the step's exit code (75 =
+    preempted and saved)."""
+    (tmp_path / "Snakefile").write_text(
+        f'include: "{REPO}/workflow/rules/common.smk"\n'
+        'rule ok:\n    output: "ok.txt"\n    log: "logs/ok.log"\n'
+        '    shell: "echo hello > {output}; echo to-the-log" + LOG\n'
+        'rule stopped:\n    output: "stopped.txt"\n    log: "logs/stopped.log"\n'
+        '    shell: "(echo saving; exit 75)" + LOG\n')
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    r = snakemake("ok.txt", "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "logs/ok.log").read_text() == "to-the-log\n"
+    r = snakemake("stopped.txt", "--cores", "1", "--configfile", str(tmp_path / "config.yaml"), cwd=tmp_path)
+    assert r.returncode != 0 and "exit status 75" in r.stdout + r.stderr
+    assert (tmp_path / "logs/stopped.log").read_text() == "saving\n"
