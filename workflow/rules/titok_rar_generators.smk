@@ -13,16 +13,17 @@ TRG_PAPER_FID = {"rar_b": 1.95, "rar_l": 1.70, "rar_xl": 1.50, "rar_xxl": 1.48,
                  "maskgit_titok_l32": 2.77, "maskgit_titok_b64": 2.48, "maskgit_titok_s128": 1.97}
 # which token folder each generator trains on; toy/paper folders come from the tokenizer project's pretokenize rule
 TRG_TOKENS = {"rar": "vqgan", "maskgit": "k16", "maskgen": "k16"}
-TRG_RUNS = "rar_raster|rar_random|rar_annealed|maskgit|maskgen"
+# runs: rar_<order> on the VQGAN tokens (the order ablation), rar_annealed_k16 on MaskGIT's TiTok tokens (RAR vs MaskGIT)
+TRG_RUNS = "rar_raster|rar_random|rar_annealed|rar_annealed_k16|maskgit|maskgen"
 
 
 def trg_kind(run):
     return run.split("_")[0]
 
 
-def trg_tokens(scale, kind):
+def trg_tokens(scale, kind, run=""):
     """meta.json of the token folder a generator trains on (tiny: our own; toy: the tokenizer project's)."""
-    name = TRG_TOKENS[kind]
+    name = "k16" if run.endswith("_k16") else TRG_TOKENS[kind]
     if scale == "tiny":
         return f"data/tiny/titok_rar/gen_tokens/{name}/meta.json"
     return f"data/{scale}/titok_rar/tokens/{name}/meta.json"
@@ -49,12 +50,12 @@ rule titok_rar_gen_tiny_tokens:
         conda_env("titok_rar")
     shell:
         step(f"{TRG}/generator_tokens.py scale=tiny images={{input}}/train out=data/tiny/titok_rar/gen_tokens/{{wildcards.name}} "
-             f"tokenizer_out=results/tiny/titok_rar/gen_tokenizers/{{wildcards.name}} > {{log}} 2>&1")
+             f"tokenizer_out=results/tiny/titok_rar/gen_tokenizers/{{wildcards.name}}")
 
 
 rule titok_rar_gen_train:
     input:
-        tokens=lambda w: trg_tokens(w.scale, trg_kind(w.run)),
+        tokens=lambda w: trg_tokens(w.scale, trg_kind(w.run), w.run),
     output:
         "results/{scale}/titok_rar/gen/runs/{run}/final/generator.yaml",
     wildcard_constraints:
@@ -73,7 +74,7 @@ rule titok_rar_gen_train:
     shell:
         launch(f"{TRG}/train_generator.py {TRG_RECIPES}/{{wildcards.scale}}_{{params.kind}}.yaml scale={{wildcards.scale}} "
                f"{{params.order}} dataset.params.pretokenization={{params.tokens}} progress=false "
-               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/gen/runs/{{wildcards.run}}") + " > {log} 2>&1"
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/gen/runs/{{wildcards.run}}")
 
 
 def trg_variant(run, variant):
@@ -107,7 +108,7 @@ rule titok_rar_gen_sample:
     shell:
         launch(f"{TRG}/sample.py {TRG_RECIPES}/{{wildcards.scale}}_{{params.kind}}.yaml scale={{wildcards.scale}} "
                f"checkpoint=results/{{wildcards.scale}}/titok_rar/gen/runs/{{wildcards.run}} per_class={{params.per_class}} "
-               f"{{params.extra}} out_dir=results/{{wildcards.scale}}/titok_rar/gen/samples/{{wildcards.run}}__{{wildcards.variant}}") + " > {log} 2>&1"
+               f"{{params.extra}} out_dir=results/{{wildcards.scale}}/titok_rar/gen/samples/{{wildcards.run}}__{{wildcards.variant}}")
 
 
 rule titok_rar_gen_evaluate:
@@ -129,15 +130,15 @@ rule titok_rar_gen_evaluate:
     shell:
         launch(f"{TRG}/generator_eval.py scale={{wildcards.scale}} images=results/{{wildcards.scale}}/titok_rar/gen/samples/{{wildcards.run}}__{{wildcards.variant}} "
                f"reference={{input.digits}}/train extractor=digits:{{input.features}} metrics=[fd,prompt_accuracy] "
-               f"experiment={{wildcards.run}} checkpoint={{wildcards.run}} sampler={{wildcards.variant}} threads=1 out={{output}}") + " > {log} 2>&1"
+               f"experiment={{wildcards.run}} checkpoint={{wildcards.run}} sampler={{wildcards.variant}} threads=1 out={{output}}")
 
 
 # toy tables: (title, rows as run__variant) ------------------------------------------------------------------------
 TRG_TABLES = {
     "rar_order": ("RAR order ablation (same steps): raster vs random vs annealed random->raster",
                   ["rar_raster__default", "rar_random__default", "rar_annealed__default"]),
-    "rar_vs_maskgit": ("RAR vs MaskGIT at similar size and steps (NFE, images/s on this machine)",
-                       ["rar_annealed__default", "maskgit__default"]),
+    "rar_vs_maskgit": ("RAR vs MaskGIT on the same TiTok tokens, same size and steps (NFE, images/s here)",
+                       ["rar_annealed_k16__default", "maskgit__default"]),
     "kv_cache": ("RAR sampling with and without the KV cache", ["rar_annealed__default", "rar_annealed__nokv"]),
     "cfg_sweep": ("Guidance scale sweep, RAR (power-cosine, recipe pow) and MaskGIT (recipe decay)",
                   ["rar_annealed__g1.0", "rar_annealed__g2.0", "rar_annealed__g3.0", "rar_annealed__g5.0",
@@ -164,7 +165,34 @@ rule titok_rar_gen_table:
         title=lambda w: TRG_TABLES[w.which][0],
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs='{params.inputs}' title='{params.title}' "
-             "out_md={output.md} out_csv={output.csv} > {log} 2>&1")
+             "out_md={output.md} out_csv={output.csv}")
+
+
+def trg_label(row):
+    """rar_annealed__g2.0 -> 'rar annealed (guidance 2.0)'."""
+    run, variant = row.split("__")
+    what = {"default": "recipe settings", "nokv": "no KV cache"}.get(variant, f"guidance {variant[1:]}")
+    return f"{run.replace('_', ' ')} ({what})"  # no commas: the labels travel as a YAML list
+
+
+rule titok_rar_gen_grid:
+    input:
+        lambda w: [f"results/{w.scale}/titok_rar/gen/samples/{r}/samples.json" for r in TRG_TABLES[w.which][1]],
+    output:
+        "results/{scale}/titok_rar/gen/grids/{which}.png",
+    wildcard_constraints:
+        scale="tiny|toy", which="|".join(TRG_TABLES),
+    log:
+        "logs/{scale}/titok_rar_gen_grid_{which}.log",
+    conda:
+        conda_env("titok_rar")
+    params:
+        folders=lambda w, input: "[" + ",".join(os.path.dirname(p) for p in input) + "]",
+        labels=lambda w: "[" + ",".join(trg_label(r) for r in TRG_TABLES[w.which][1]) + "]",
+    shell:
+        # the same sample indices (= classes / prompts and seeds) in every row; stride 9 walks digit+1, colour+1
+        step("projects/dmd2/compare.py scale={wildcards.scale} folders='{params.folders}' labels='{params.labels}' "
+             "n=8 stride=9 out={output}")
 
 
 # paper scale -----------------------------------------------------------------------------------------------------
@@ -180,7 +208,7 @@ rule titok_rar_gen_download:
         conda_env("titok_rar")
     shell:
         step(f"{TRG}/generator_download.py scale=paper item={{wildcards.item}} "
-             f"out_dir=downloads/titok_rar/generators/{{wildcards.item}} > {{log}} 2>&1")
+             f"out_dir=downloads/titok_rar/generators/{{wildcards.item}}")
 
 
 rule titok_rar_gen_download_adm:
@@ -194,7 +222,7 @@ rule titok_rar_gen_download_adm:
         conda_env("titok_rar")
     shell:
         step(f"{TRG}/generator_download.py scale=paper item=adm_imagenet256 "
-             f"out_dir=downloads/titok_rar/generators/adm_imagenet256 inception=downloads/dmd2/inception > {{log}} 2>&1")
+             f"out_dir=downloads/titok_rar/generators/adm_imagenet256 inception=downloads/dmd2/inception")
 
 
 def trg_paper_sample_args(name):
@@ -238,7 +266,7 @@ rule titok_rar_gen_paper_sample:
     shell:
         # 50 per class x 1000 ImageNet classes, as sample_imagenet_rar.py; shards = the 8 ranks
         launch(f"{TRG}/sample.py scale=paper {{params.args}} per_class=50 num_classes=1000 device=auto "
-               f"out_dir=results/paper/titok_rar/gen/samples/released_{{wildcards.name}}") + " > {log} 2>&1"
+               f"out_dir=results/paper/titok_rar/gen/samples/released_{{wildcards.name}}")
 
 
 rule titok_rar_gen_paper_evaluate:
@@ -259,7 +287,7 @@ rule titok_rar_gen_paper_evaluate:
         launch(f"{TRG}/generator_eval.py scale=paper images=results/paper/titok_rar/gen/samples/released_{{wildcards.name}} "
                f"reference={{input.stats}} metrics=[fid,inception_score] "
                f"extractor=inception_inside:downloads/dmd2/inception/inception-2015-12-05.pt "
-               f"experiment={{wildcards.name}} checkpoint=released device=cuda out={{output}}") + " > {log} 2>&1"
+               f"experiment={{wildcards.name}} checkpoint=released device=cuda out={{output}}")
 
 
 TRG_PAPER_TABLES = {"rar": ["rar_b", "rar_l", "rar_xl", "rar_xxl"],
@@ -285,7 +313,7 @@ rule titok_rar_gen_paper_table:
                          "maskgit": "MaskGIT on TiTok-L-32/B-64/S-128, released weights, ImageNet-256, 50k samples"}[w.which],
     shell:
         step("shared/tables.py scale=paper inputs='{params.inputs}' title='{params.title}' paper='{params.paper}' "
-             "out_md={output.md} out_csv={output.csv} > {log} 2>&1")
+             "out_md={output.md} out_csv={output.csv}")
 
 
 def trg_targets(scale, which):
@@ -295,7 +323,8 @@ def trg_targets(scale, which):
                 "maskgen": []}[which]  # no released MaskGen checkpoint is evaluated here
     tables = {"rar": ["rar_order", "kv_cache", "cfg_sweep"], "maskgit": ["rar_vs_maskgit", "cfg_sweep"],
               "maskgen": ["maskgen"]}[which]
-    return [f"results/{scale}/tables/titok_rar_gen_{t}.md" for t in tables]
+    return [p for t in tables for p in (f"results/{scale}/tables/titok_rar_gen_{t}.md",
+                                        f"results/{scale}/titok_rar/gen/grids/{t}.png")]
 
 
 def trg_target_inputs(which):
@@ -328,4 +357,5 @@ rule eval_maskgen:
 @register_targets(in_default=False)
 def titok_rar_generators_all(scale):
     # toy/paper generator chains are long: their own targets (eval_rar, eval_maskgit, eval_maskgen)
-    return ["results/tiny/tables/titok_rar_gen_smoke.md"] if scale == "tiny" else []
+    return ["results/tiny/tables/titok_rar_gen_smoke.md", "results/tiny/titok_rar/gen/grids/smoke.png"] \
+        if scale == "tiny" else []
