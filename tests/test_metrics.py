@@ -70,6 +70,13 @@ def test_kid_matches_cleanfid():
     np.random.seed(7)
     ref = cf_kid(f3, f2, num_subsets=20, max_subset_size=30)
     assert kernel_distance(f3, f2, 20, 30, rng=np.random.RandomState(7))[0] == pytest.approx(ref, rel=1e-9)
+    # one subset's MMD^2 is torchmetrics' estimator on the same draws (feats2's subset first, then feats1's)
+    from torchmetrics.image.kid import poly_mmd
+
+    rs = np.random.RandomState(7)
+    ix, iy = rs.choice(len(f2), 30, replace=False), rs.choice(len(f3), 30, replace=False)
+    tm = float(poly_mmd(torch.from_numpy(f3[iy]), torch.from_numpy(f2[ix]), degree=3, coef=1.0))
+    assert kernel_distance(f3, f2, 1, 30, rng=np.random.RandomState(7))[0] == pytest.approx(tm, rel=1e-9)
 
 
 def test_inception_score_matches_torchmetrics():

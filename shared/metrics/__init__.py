@@ -9,10 +9,9 @@ CLIP score, PSNR/SSIM and codebook statistics, with streaming feature statistics
     extractors.build_extractor    "digits:<path>" | "inception:<path>" -> Extractor
     registry.METRICS              metric name -> accumulator class, used by shared/evaluate.py
 
-Library implementations underneath: the Frechet distance is clean-fid's, each KID subset's MMD^2 torchmetrics'
-`poly_mmd`, PSNR and SSIM torchmetrics' functionals, the Inception network and its resize clean-fid's. What stays
-hand-written (streaming statistics, cached and checked references, the extractor registry, the streaming IS) says
-why in its module docstring.
+Library implementations underneath: the Frechet distance is clean-fid's, PSNR and SSIM torchmetrics' functionals,
+the Inception network and its resize clean-fid's. What stays hand-written (streaming statistics, cached and checked
+references, the extractor registry, KID's subset loop, the streaming IS) says why in its module docstring.
 """
 from shared.metrics.frechet import frechet_distance, frechet_from_features
 from shared.metrics.inception_score import InceptionScore
