@@ -217,6 +217,37 @@ class GaussianDiffusion:
                 callback(i, x)
         return x
 
+    @torch.no_grad()
+    def ddim_sample_loop(self, model_fn: ModelFn, shape: Sequence[int], *, eta: float = 0.0,
+                         noise: torch.Tensor | None = None,
+                         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                         device: torch.device | str | None = None, model_kwargs: Mapping[str, Any] | None = None,
+                         clip_denoised: bool = True, denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                         progress: bool = False) -> torch.Tensor:
+        """DDIM over this (respaced) diffusion's steps (Song et al.; GLIDE samples its upsampler this way, eta 0,
+        on fast27): x0 from eps (clipped), eps recomputed from the clipped x0, then
+        x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
+        sigma = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev). The variance channels are unused."""
+        from tqdm.auto import tqdm
+
+        first = generator[0] if isinstance(generator, (list, tuple)) else generator
+        device = torch.device(device) if device is not None else (
+            noise.device if noise is not None else (first.device if first is not None else torch.device("cpu")))
+        x = noise.to(device) if noise is not None else randn(shape, generator, device)
+        kw = dict(model_kwargs or {})
+        for i in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, leave=False, desc="glide ddim"):
+            t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
+            out = self.p_mean_variance(model_fn(x, self.model_timesteps(t), **kw).float(), x, t, clip_denoised,
+                                       denoised_fn)
+            x0 = out["pred_x0"]
+            eps = (_extract(self.sqrt_recip_alphas_cumprod, t, x) * x - x0) / _extract(self.sqrt_recipm1_alphas_cumprod, t, x)
+            ab, ab_prev = _extract(self.alphas_cumprod, t, x), _extract(self.alphas_cumprod_prev, t, x)
+            sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab)) * torch.sqrt(1 - ab / ab_prev)
+            x = ab_prev.sqrt() * x0 + torch.sqrt((1 - ab_prev - sigma ** 2).clamp(min=0)) * eps
+            if eta > 0 and i > 0:
+                x = x + sigma * randn(x.shape, generator, device)
+        return x
+
     # ---- training ---------------------------------------------------------------------------------------------
     def vb_terms_bpd(self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-sample variational bound term in bits/dim: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)), or the decoder

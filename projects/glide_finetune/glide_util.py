@@ -211,7 +211,7 @@ def sample(model: GlideUNet, options: Mapping[str, Any], side_x: int, side_y: in
            seed: int = 0, tokenizer: Any = None, inpaint_image: Any = None,
            inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
     """(batch_size, 3, side_y, side_x) samples in [-1, 1]. A super-resolution model upsamples `image_to_upsample`
-    (path, PIL image or tensor in [-1, 1]); its respacing defaults to fast27 and its sampler to GLIDE's DDPM,
+    (path, PIL image or tensor in [-1, 1]); its respacing defaults to fast27 and its sampler to GLIDE's DDIM,
     as GLIDE samples its upsampler. Inpainting models take `inpaint_image` (path, PIL or tensor) and
     `inpaint_mask` ((B|1, 1, H, W), 1 = keep) and sample with GLIDE's DDPM. Sample i uses seed `seed + i`."""
     from projects.glide_finetune.sampling import generate, upsample
@@ -233,7 +233,7 @@ def sample(model: GlideUNet, options: Mapping[str, Any], side_x: int, side_y: in
         if low.shape[0] == 1 and batch_size > 1:
             low = low.expand(batch_size, -1, -1, -1)
         return upsample(model, options, tok, prompts, low, seeds=seeds,
-                        sampler="glide" if sampler == "plms" and prediction_respacing == "100" else sampler,
+                        sampler="glide_ddim" if sampler == "plms" and prediction_respacing == "100" else sampler,
                         steps="fast27" if prediction_respacing == "100" else prediction_respacing,
                         upsample_temp=upsample_temp, sampler_eta=sampler_eta, dpm_order=dpm_order, device=device)
     inpaint = {}

@@ -48,7 +48,7 @@ class Config:
     guidance_scale: float = 3.0
     sampler_eta: float = option(0.0, help="ddim's eta")
     dpm_order: int = option(2, choices=(1, 2))
-    upsample_sampler: str = option("glide", choices=tuple(SAMPLERS))
+    upsample_sampler: str = option("glide_ddim", choices=tuple(SAMPLERS))
     upsample_steps: str = "fast27"
     upsample_temp: float = option(0.997, help="the upsampler's starting noise is N(0, temp^2)")
     low_res_images: str = option("", help="folder of real images (+ .txt captions): upsample them instead of base "

@@ -2,10 +2,11 @@
 
     x64 = generate(base, opts, tok, ["a red handwritten seven"], seeds=[0], sampler="plms", steps="100",
                    guidance_scale=3.0)                                     # (B, 3, 64, 64) in [-1, 1]
-    x256 = upsample(up, up_opts, tok, prompts, x64, seeds=[0])            # fast27, x_T * 0.997, 8-bit low-res
+    x256 = upsample(up, up_opts, tok, prompts, x64, seeds=[0])     # DDIM on fast27, x_T * 0.997, 8-bit low-res
 
-Samplers (SAMPLERS): "glide" is GLIDE's own respaced ancestral DDPM with the learned variance (diffusion.py; takes
-GLIDE respacing strings: "100", "fast27", "ddim50", "27"); the others are diffusers schedulers through
+Samplers (SAMPLERS): "glide" is GLIDE's own respaced ancestral DDPM with the learned variance and "glide_ddim" its
+respaced DDIM (diffusion.py; both take GLIDE respacing strings: "100", "fast27", "ddim50", "27"; the upsampler
+default is glide_ddim on fast27, as GLIDE's notebook samples it); the others are diffusers schedulers through
 shared.samplers: "plms" (default for the base, as glide-finetune), "ddim" (eta), "euler", "euler_a" (eta 1),
 "dpm++" (order 1 or 2 via dpm_order), "ddpm" (diffusers' DDPM reading the learned_range variance). For those,
 `steps` is a count (a respacing string counts as its number of steps).
@@ -49,6 +50,8 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm++": Sampler("dpm++", description="DPM-Solver++ multistep; dpm_order 1 or 2"),
     "ddpm": Sampler("ddpm", description="diffusers DDPM with the learned_range variance"),
     "glide": Sampler("glide", description="GLIDE's respaced ancestral DDPM with the learned variance"),
+    "glide_ddim": Sampler("glide_ddim", takes_eta=True,
+                          description="GLIDE's respaced DDIM (how its notebook samples the upsampler, on fast27)"),
 }
 
 
@@ -95,12 +98,15 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
         return model(x, t, **kw)
 
     preset = sampler_preset(sampler, dpm_order)
-    if preset == "glide":
+    if preset in ("glide", "glide_ddim"):
         diffusion = create_diffusion(options, str(steps))
 
         def model_fn(x, t):
             return guided_output(denoiser, x, t.to(x.dtype), cond, uncond if guided else None, guidance_scale, GUIDANCE)
 
+        if preset == "glide_ddim":
+            return diffusion.ddim_sample_loop(model_fn, shape, eta=sampler_eta, noise=x_T, generator=gens,
+                                              device=device, progress=progress, denoised_fn=denoised_fn)
         return diffusion.p_sample_loop(model_fn, shape, noise=x_T, generator=gens, device=device, progress=progress,
                                        denoised_fn=denoised_fn)
     if denoised_fn is not None:
@@ -149,7 +155,7 @@ def generate(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str
 
 @torch.no_grad()
 def upsample(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str], low_res: torch.Tensor, *,
-             seeds: Sequence[int], sampler: str = "glide", steps: str | int = "fast27", upsample_temp: float = 0.997,
+             seeds: Sequence[int], sampler: str = "glide_ddim", steps: str | int = "fast27", upsample_temp: float = 0.997,
              sampler_eta: float = 0.0, dpm_order: int = 2, device: torch.device | str = "cpu",
              progress: bool = False) -> torch.Tensor:
     """Upsampler samples from base samples: low-res quantised to 8 bit, x_T scaled by upsample_temp, no guidance

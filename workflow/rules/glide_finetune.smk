@@ -29,7 +29,7 @@ wildcard_constraints:
     glide_run="|".join(GLIDE_RUNS),
     glide_model="base|base_u0|finetune|base_x4|base_bicubic|up_heldout|bicubic_heldout",
     glide_prompts="eval|finetune|rest|test",
-    glide_sampler="plms|ddim|euler|euler_a|dpm\\+\\+|ddpm|glide",
+    glide_sampler="plms|ddim|euler|euler_a|dpm\\+\\+|ddpm|glide|glide_ddim",
 
 
 rule glide_prepare:
@@ -316,7 +316,7 @@ rule glide_paper_sample:
         base=lambda w: "released" if w.model == "released" else f"results/paper/glide/runs/{w.model}",
     shell:
         launch(f"{GLIDE}/sample.py scale=paper base={{params.base}} upsampler=released prompts={{input.prompts}} "
-               f"num_images=30000 sampler=glide steps=100 guidance_scale=3.0 upsample_sampler=glide "
+               f"num_images=30000 sampler=glide steps=100 guidance_scale=3.0 upsample_sampler=glide_ddim "
                f"upsample_steps=fast27 out_dir=results/paper/glide/samples/{{wildcards.model}}__coco30k")
 
 
