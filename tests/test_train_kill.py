@@ -137,7 +137,9 @@ def work(tmp_path_factory):
     return prepare_work(tmp_path_factory.mktemp("kill_resume"), sorted({n for s in SCRIPTS.values() for n in s.needs}))
 
 
-@pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SCRIPTS[n].known_issue)) if SCRIPTS[n].known_issue
+    else n for n in sorted(SCRIPTS)])
 def test_step_script_killed_at_a_random_step_resumes_bit_identical(name, work, tmp_path):
     report = kill_resume(SCRIPTS[name], work, tmp_path)
     assert report.identical, report.describe()

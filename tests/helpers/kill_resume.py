@@ -50,6 +50,7 @@ class Script:
     kill_range: tuple[int, int] = (3, 5)  # the kill is drawn from these optimizer steps (all optimizers counted):
     # after the first checkpoint (ckpt_every=2), before the end
     needs: tuple[str, ...] = ()  # fixtures under `work` (see prepare_work)
+    known_issue: str = ""  # a resume bug found and not fixed yet: the test is a strict xfail with this reason
 
 
 _TRAIN = ["progress=false", "log_every=1", "threads=1"]
@@ -88,14 +89,24 @@ SCRIPTS: dict[str, Script] = {s.name: s for s in [
     Script("glide_train", "projects.glide_finetune.train",
            lambda w, r: ["scale=tiny", f"data_dir={w / 'digits/train'}", f"tokenizer={w / 'glide_tok'}",
                          f"run_dir={r}", "max_steps=6", "ckpt_every=2", "progress=false"], needs=("glide",)),
-    # titok_rar's train_tokenizer / train_generator: add one entry each here (module, tiny options, needs).
+    Script("titok_train_tokenizer", "projects.titok_rar.train_tokenizer",
+           lambda w, r: [f"config={REPO / 'projects/titok_rar/configs/toy/vqgan_digits.yaml'}", "scale=tiny",
+                         "threads=1", "training.max_train_steps=6", "training.per_gpu_batch_size=8",
+                         "experiment.save_every=2", "experiment.log_every=1", f"experiment.output_dir={r}",
+                         f"dataset.params.train_shards_path_or_url={w / 'titok/shards/train'}",
+                         "model.vqgan.hidden_channels=16", "losses.discriminator_start=1",
+                         f"losses.perceptual_loss=digits:{w / 'feat/features.safetensors'}"],
+           kill_range=(6, 9), needs=("titok",),
+           known_issue="resumed from step 2, the final weights are up to 0.17 away (metrics differ from step 4 on: "
+                       "codebook_usage 0.39 vs 0.47); some state of train_tokenizer is not in the checkpoint"),
+    # titok_rar's train_generator: add one entry here (module, tiny options, needs).
 ]}
 
 
 def prepare_work(work: Path, needs: Sequence[str]) -> Path:
     """Build the tiny fixtures the scripts need under `work` (each once; kept across calls)."""
     need = set(needs)
-    if need & {"digits", "lab", "dmd2", "glide"} and not (work / "digits").is_dir():
+    if need & {"digits", "lab", "dmd2", "glide", "titok"} and not (work / "digits").is_dir():
         from shared.digits import prepare as digits_prepare
         digits_prepare.main({"scale": "tiny", "out_dir": str(work / "digits")})
     if "lab" in need and not (work / "lab").is_dir():
@@ -113,6 +124,11 @@ def prepare_work(work: Path, needs: Sequence[str]) -> Path:
     if "glide" in need and not (work / "glide_tok").is_dir():
         from projects.glide_finetune.tokenizer import main as glide_tokenizer
         glide_tokenizer({"scale": "tiny", "captions": str(work / "digits/train"), "out_dir": str(work / "glide_tok")})
+    if "titok" in need and not (work / "titok").is_dir():
+        from projects.titok_rar import prepare as titok_prepare
+        from shared.digits import train_features
+        titok_prepare.main({"scale": "tiny", "digits": str(work / "digits"), "out_dir": str(work / "titok")})
+        train_features.main({"scale": "tiny", "data_dir": str(work / "digits"), "out_dir": str(work / "feat")})
     return work
 
 
