@@ -23,7 +23,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LinAlgWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # clean-fid passes sqrtm's `disp`, deprecated in scipy 1.17
+        # clean-fid 0.1.35 passes sqrtm's `disp`, deprecated in scipy 1.17 and removed in 1.18 (pinned: 1.17.1)
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return float(cleanfid_frechet(mu1, sigma1, mu2, sigma2, eps=eps))
         except ValueError as e:  # clean-fid's "Imaginary component <m>"
