@@ -114,3 +114,19 @@ def test_bad_options_name_the_key():
     model = create_model(tiny_options(super_res=True, image_size=16))
     with pytest.raises(ValueError, match="needs low_res"):
         model(torch.randn(1, 3, 16, 16), torch.tensor([1]), tokens=torch.zeros(1, 8).long(), mask=torch.ones(1, 8).bool())
+
+
+@pytest.mark.parametrize("name", ["base", "upsample", "base-inpaint", "upsample-inpaint"])
+def test_a_released_file_is_recognised_from_its_keys_and_shapes(name, tmp_path):
+    """identify() only reads names and shapes, so meta tensors of the released layout stand in for the real file."""
+    from projects.glide_finetune.glide_util import identify
+
+    sd = create_model(released_options(name), "meta").state_dict()
+    found = identify(tmp_path / f"{name}.pt", sd, {})
+    assert found.variant == name and found.kind == "released" and found.options == released_options(name)
+    assert "released GLIDE (filtered) weights" in found.message and f"{len(sd)} tensors" in found.message
+    assert identify(tmp_path / f"{name}_ema.pt", sd, {}).kind == "ema"
+    bad = dict(sd)
+    bad["out.2.weight"] = torch.empty(3, 192, 3, 3, device="meta")
+    with pytest.raises(ValueError, match=r"1 with other shapes; first: out\.2\.weight\); put the options"):
+        identify(tmp_path / f"{name}.pt", bad, {})

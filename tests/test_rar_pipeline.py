@@ -14,7 +14,7 @@ from projects.titok_rar import sample, train_generator
 from projects.titok_rar.generator_common import toy_caption
 from projects.titok_rar.generator_io import load_generator
 from projects.titok_rar.token_data import write_tokens
-from projects.titok_rar.tokenizers import load_tokenizer
+from projects.titok_rar.image_tokenizers import load_tokenizer
 from projects.titok_rar.vqgan import MaskGITVQGAN, VQGANConfig
 
 RECIPES = "projects/titok_rar/configs/generator"

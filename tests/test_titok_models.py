@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from projects.titok_rar import token_data
-from projects.titok_rar.tokenizers import (RELEASED, MaskGITVQGAN, TATiTok, TiTok, TiTokConfig, build_released,
+from projects.titok_rar.image_tokenizers import (RELEASED, MaskGITVQGAN, TATiTok, TiTok, TiTokConfig, build_released,
                                            load_tokenizer, released_config, small_titok_config, small_vqgan_config)
 from projects.titok_rar.vqgan import VectorQuantizer
 

@@ -15,7 +15,7 @@ from shared.config import ConfigError
 from projects.titok_rar import convert_to_wds, evaluate, prepare, pretokenize, train_tokenizer
 from projects.titok_rar.losses import hinge_d_loss, lecam_loss
 from projects.titok_rar.token_data import load_tokens
-from projects.titok_rar.tokenizers import MaskGITVQGAN, TiTok, load_tokenizer
+from projects.titok_rar.image_tokenizers import MaskGITVQGAN, TiTok, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = REPO / "projects/titok_rar/configs/toy"

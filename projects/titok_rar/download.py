@@ -7,7 +7,7 @@
 Items go through shared.download (atomic files, SHA-256 of every file recorded in download.json, reruns skip
 what is there). Hugging Face items follow HF_ENDPOINT; plain URLs take `mirror=<folder or URL prefix>` (copy the
 files there on a machine with internet access first). The released TiTok folders hold config.json +
-weights in the hub-mixin layout, so `tokenizers.load_tokenizer(out_dir)` reads them (strictly).
+weights in the hub-mixin layout, so `image_tokenizers.load_tokenizer(out_dir)` reads them (strictly).
 """
 from __future__ import annotations
 

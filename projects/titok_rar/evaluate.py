@@ -28,7 +28,7 @@ from shared.config import ConfigError, cli, resolve, save_resolved
 from shared.data import ResumableLoader
 from shared.io import atomic_dir, write_json
 from projects.titok_rar.data import image_source, to_unit
-from projects.titok_rar.tokenizers import load_tokenizer
+from projects.titok_rar.image_tokenizers import load_tokenizer
 
 
 @dataclass

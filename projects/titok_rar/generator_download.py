@@ -17,11 +17,6 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # run as a file: the repo root instead of this folder, whose tokenizers.py would shadow
-    # HuggingFace's `tokenizers` (transformers imports it)
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
 from shared.config import cli, resolve
 from shared.download import Download, fetch
 

@@ -12,11 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # run as a file: the repo root instead of this folder, whose tokenizers.py would shadow
-    # HuggingFace's `tokenizers` (transformers imports it)
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
 from shared import evaluate as shared_evaluate
 from shared.config import cli, resolve, save_resolved
 from shared.io import read_json, write_json

@@ -16,11 +16,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # run as a file: the repo root instead of this folder, whose tokenizers.py would shadow
-    # HuggingFace's `tokenizers` (transformers imports it)
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
 import numpy as np
 import torch
 
@@ -55,7 +50,7 @@ def main(cfg=None):
     from shared.digits.dataset import read_split
     from projects.titok_rar.generator_common import toy_class
     from projects.titok_rar.token_data import write_tokens
-    from projects.titok_rar.tokenizers import load_tokenizer
+    from projects.titok_rar.image_tokenizers import load_tokenizer
 
     cfg = resolve(Config, cfg, PRESETS)
     torch.set_num_threads(cfg.threads)

@@ -25,7 +25,7 @@ from shared.config import ConfigError, cli, resolve, save_resolved
 from shared.data import ResumableLoader
 from projects.titok_rar.data import image_source, labels_of, to_unit
 from projects.titok_rar.token_data import write_tokens
-from projects.titok_rar.tokenizers import load_tokenizer
+from projects.titok_rar.image_tokenizers import load_tokenizer
 
 
 @dataclass

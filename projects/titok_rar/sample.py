@@ -27,11 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # run as a file: the repo root instead of this folder, whose tokenizers.py would shadow
-    # HuggingFace's `tokenizers` (transformers imports it)
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
 import numpy as np
 import torch
 
@@ -122,7 +117,7 @@ def load_model(cfg, device):
 
 
 def load_tok(cfg, device):
-    from projects.titok_rar.tokenizers import load_tokenizer
+    from projects.titok_rar.image_tokenizers import load_tokenizer
 
     path = cfg.tokenizer or cfg.experiment.tokenizer_checkpoint or tokenizer_of_training(cfg)
     if not path:

@@ -26,11 +26,6 @@ import sys
 import warnings
 from pathlib import Path
 
-if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # run as a file: the repo root instead of this folder, whose tokenizers.py would shadow
-    # HuggingFace's `tokenizers` (transformers imports it)
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
 import numpy as np
 import torch
 from omegaconf import OmegaConf

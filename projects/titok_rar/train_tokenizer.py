@@ -17,7 +17,7 @@ without `is_legacy` it is the single-stage recipe (VQ8k / VAE: everything traine
 
 Outputs in experiment.output_dir: config.yaml, metrics.jsonl (losses, lr, codebook usage and dead codes),
 checkpoints/ (resumed from automatically; SIGUSR2/SIGTERM -> save and exit 75), final/ (save_pretrained of the
-EMA weights when training.use_ema: config.json + model.safetensors, loadable with tokenizers.load_tokenizer).
+EMA weights when training.use_ema: config.json + model.safetensors, loadable with image_tokenizers.load_tokenizer).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from shared.train.trainer import TrainConfig, Trainer
 from projects.titok_rar.data import image_source, to_unit
 from projects.titok_rar.hub import read_state_dict
 from projects.titok_rar.losses import LossOptions, PatchDiscriminator, PixelLoss, ProxyCodeLoss, build_perceptual
-from projects.titok_rar.tokenizers import load_tokenizer
+from projects.titok_rar.image_tokenizers import load_tokenizer
 from projects.titok_rar.titok import TiTok, TiTokConfig
 from projects.titok_rar.vqgan import MaskGITVQGAN, VQGANConfig
 

@@ -1,6 +1,6 @@
 """Every image tokenizer of this project behind one interface, and the released configurations by name.
 
-    from projects.titok_rar.tokenizers import load_tokenizer, build_released
+    from projects.titok_rar.image_tokenizers import load_tokenizer, build_released
     tok = load_tokenizer("results/toy/titok/k16/stage2/final")   # a save_pretrained folder (any class)
     tok = load_tokenizer("downloads/titok_rar/maskgit_vqgan/maskgit-vqgan-imagenet-f16-256.bin")
     tokens = tok.encode(images)          # images float [0,1] (B,3,H,W) -> LongTensor (B, tok.num_tokens)
