@@ -270,3 +270,26 @@ def test_mixed_precision_runs(setup, tmp_path, precision, fresh_accelerate):
         assert logged[-1]["loss_scale"] > 0 and "skipped_steps" in logged[-1]
     sd = load_file(str(tmp_path / precision / "model.safetensors"))
     assert all(v.dtype == torch.float32 for v in sd.values())  # fp32 master weights
+
+
+def test_lru_text_cache():
+    from projects.glide_finetune.text_cache import LRUTextCache
+
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        v = torch.tensor([[float(len(t)), float(ord(t[0]) if t else 0)] for t in texts])
+        return {"xf_proj": v, "xf_out": v[:, :, None].expand(-1, -1, 3).clone()}
+
+    cache = LRUTextCache(encode, max_entries=2)
+    out = cache(["ab", "", "ab"])
+    assert calls == [["ab", ""]] and out["xf_proj"].shape == (3, 2) and out["xf_out"].shape == (3, 2, 3)
+    torch.testing.assert_close(out["xf_proj"][0], out["xf_proj"][2])
+    assert (cache.hits, cache.misses) == (0, 2)
+    cache([""])  # a hit; "" is now the most recent
+    assert calls == [["ab", ""]] and cache.hits == 1
+    cache(["xyz"])  # evicts the least recently used ("ab")
+    assert list(cache.entries) == ["", "xyz"] and cache.evictions == 1
+    again = cache(["ab"])
+    assert calls[-1] == ["ab"] and torch.equal(again["xf_proj"][0], torch.tensor([2.0, 97.0]))

@@ -41,6 +41,7 @@ from projects.glide_finetune.data import DedupFilter, make_loader, make_source
 from projects.glide_finetune.diffusion import LOSSES, create_diffusion
 from projects.glide_finetune.glide_util import INFO_FILE, WEIGHTS_FILE, identify, read_state_dict, resolve_path
 from projects.glide_finetune.sampling import generate, quantize_8bit, upsample
+from projects.glide_finetune.text_cache import LRUTextCache
 from projects.glide_finetune.tokenizer import load_tokenizer
 from projects.glide_finetune.unet import create_model, model_and_diffusion_defaults, \
     model_and_diffusion_defaults_upsampler, tiny_options
@@ -104,6 +105,9 @@ class Config(TrainConfig):
     epochs: int = option(0, help="> 0: this many epochs over a folder (sets max_steps)")
     activation_checkpointing: bool = False
     text_cache: bool = option(True, help="cache the frozen text side's outputs per caption (train=unet)")
+    text_cache_size: int = option(1024, min=1, help="in-memory LRU entries, kept on the device (~260 KB each at the "
+                                                    "released size)")
+    text_cache_dir: str = option("", help="use shared.train's on-disk cache here instead (small caption sets)")
     test_prompts: List[str] = field(default_factory=lambda: ["a red handwritten seven", "a blue handwritten two"])
     test_seeds: List[int] = field(default_factory=lambda: [0, 1])
     test_guidance_scale: float = 3.0
@@ -255,13 +259,19 @@ def main(cfg=None):
                          num_workers=cfg.num_workers)
     diffusion = create_diffusion(opts, "")
     gen = trainer.generator("noise", cfg.seed * 1000 + trainer.rank, device=dev)
-    cache = None
-    if text_frozen and cfg.text_cache:
-        cache = TextEmbeddingCache(Path(cfg.run_dir) / "text_cache", _text_identity(raw, tokenizer))
-
     def encode(texts):
         tokens, mask = tokenizer.batch(list(texts), raw.text_ctx)
         return raw.encode_text(tokens.to(dev), mask.to(dev))
+
+    cache = lookup = None
+    if text_frozen and cfg.text_cache:
+        if cfg.text_cache_dir:
+            cache = TextEmbeddingCache(cfg.text_cache_dir, _text_identity(raw, tokenizer))
+
+            def lookup(texts):
+                return cache(texts, encode)
+        else:
+            cache = lookup = LRUTextCache(encode, cfg.text_cache_size)
 
     fixed_low: list[torch.Tensor] = []
 
@@ -292,8 +302,8 @@ def main(cfg=None):
             kw["low_res"] = quantize_8bit(low)
             if not fixed_low:
                 fixed_low.append(kw["low_res"].detach().cpu())
-        if cache is not None:
-            enc = cache(batch["caption"], encode)
+        if lookup is not None:
+            enc = lookup(list(batch["caption"]))
             kw.update(xf_proj=enc["xf_proj"].to(dev), xf_out=enc["xf_out"].to(dev))
         else:
             tokens, mask = tokenizer.batch(batch["caption"], raw.text_ctx)
