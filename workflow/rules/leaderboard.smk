@@ -9,9 +9,14 @@ LEADERBOARD_SOURCES = {
 }
 
 
+# Registered targets that are tool smoke runs, not evaluations (and have no rule at paper scale).
+LEADERBOARD_SKIP = ("/sd_flux_lab/generate/",)
+
+
 def _leaderboard_rule_inputs(which):
     def inputs(wildcards):
-        return targets_for(wildcards.scale, default_only=(which == "default"))
+        return [t for t in targets_for(wildcards.scale, default_only=(which == "default"))
+                if not any(skip in t for skip in LEADERBOARD_SKIP)]
 
     return inputs
 
