@@ -29,7 +29,7 @@ def work(tmp_path_factory):
     digits_prepare.main({"scale": "tiny", "out_dir": str(root / "digits")})
     prepare.main({"scale": "tiny", "kind": "edm", "images": str(root / "digits/train"),
                   "eval_images": str(root / "digits/test"), "out_dir": str(root / "edm")})
-    save_tiny_edm(root / "teacher", "tiny", seed=0)
+    save_tiny_edm(root / "teacher", seed=0)
     return root
 
 
@@ -95,13 +95,13 @@ def test_edm_state_dict_roundtrip_and_strict_loading(work, tmp_path):
     x = torch.randn(2, 3, 32, 32)
     labels = torch.eye(80)[:2]
     torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "ddp.pt")  # a DDP-prefixed .pt state dict
-    again = EDMBackbone.load(tmp_path / "ddp.pt", config="tiny")
+    again = EDMBackbone.load(tmp_path / "ddp.pt", config="digits")
     with torch.no_grad():
         assert torch.equal(bb.teacher(x, torch.full((2,), 1.5), labels), again.teacher(x, torch.full((2,), 1.5), labels))
     del sd["model.out_conv.weight"]
     torch.save(sd, tmp_path / "broken.pt")
     with pytest.raises(RuntimeError, match="out_conv"):
-        EDMBackbone.load(tmp_path / "broken.pt", config="tiny")
+        EDMBackbone.load(tmp_path / "broken.pt", config="digits")
 
 
 # ---- loss mathematics ------------------------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def test_released_edm_generator_file_samples_with_itself_as_architecture(tmp_pat
     weights.parent.mkdir()
     torch.save(load_file(str(folder / "model.safetensors")), weights)
     weights.with_suffix(".json").write_text(json.dumps(
-        {"backbone": "edm", "teacher_config": "tiny", "denoising_step_list": [999]}))
+        {"backbone": "edm", "teacher_config": "digits", "denoising_step_list": [999]}))
     (tmp_path / "classes.txt").write_text("0\n7\n")
     out = tmp_path / "s"
     sample.main({"scale": "tiny", "checkpoint": str(weights), "teacher": str(weights),

@@ -267,7 +267,7 @@ def dmd2_run(tmp_path_factory):
     digits_prepare.main({"scale": "tiny", "out_dir": str(root / "digits")})
     prepare.main({"scale": "tiny", "kind": "edm", "images": str(root / "digits/train"),
                   "eval_images": str(root / "digits/test"), "out_dir": str(root / "edm")})
-    save_tiny_edm(root / "teacher", "tiny", seed=0)
+    save_tiny_edm(root / "teacher", seed=0)
     train_features.main({"scale": "tiny", "data_dir": str(root / "digits"), "out_dir": str(root / "features")})
     train.main({"scale": "tiny", "recipe": "digits_1step", "teacher": str(root / "teacher"),
                 "data": str(root / "edm/real.lmdb"), "run_dir": str(root / "run"), "threads": 1, "max_steps": 2,

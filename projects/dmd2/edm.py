@@ -23,11 +23,9 @@ from torch import nn
 EDM_CONFIGS: dict[str, dict[str, Any]] = {
     "imagenet64": dict(img_resolution=64, img_channels=3, label_dim=1000, model_channels=192,
                        channel_mult=[1, 2, 3, 4], num_blocks=3, attn_resolutions=[32, 16, 8], dropout=0.0),
-    # toy digits: 32x32, 80 classes (digit x colour); small enough to train in minutes on 2 cores
+    # toy digits: 32x32, 80 classes (digit x colour); small enough to train in minutes on 2 cores (tiny runs use it too)
     "digits": dict(img_resolution=32, img_channels=3, label_dim=80, model_channels=16, channel_mult=[1, 2, 2],
                    num_blocks=1, attn_resolutions=[8], dropout=0.0, channels_per_head=16),
-    "tiny": dict(img_resolution=32, img_channels=3, label_dim=80, model_channels=16, channel_mult=[1, 2, 2],
-                 num_blocks=1, attn_resolutions=[8], dropout=0.0, channels_per_head=16),
 }
 
 

@@ -17,7 +17,7 @@ def tiny_pipeline(arch: str = "sd15", seed: int = 0):
     return build_pipeline(arch, "tiny", seed=seed)
 
 
-def save_tiny_edm(out_dir: str | Path, config: str = "tiny", seed: int = 0) -> Path:
+def save_tiny_edm(out_dir: str | Path, config: str = "digits", seed: int = 0) -> Path:
     """A random EDM teacher folder (edm.json + model.safetensors), as train_teacher.py writes one."""
     from safetensors.torch import save_file
 

@@ -38,7 +38,7 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "tiny": {"network": "tiny", "max_steps": 2, "batch_size": 4, "ckpt_every": 1, "log_every": 1, "progress": False,
+    "tiny": {"max_steps": 2, "batch_size": 4, "ckpt_every": 1, "log_every": 1, "progress": False,
              "grid_size": 2},
     "toy": {"max_steps": 1500, "batch_size": 32, "ckpt_every": 250, "log_every": 50, "lr_schedule": "cosine", "warmup_steps": 100,
             "min_lr_ratio": 0.05, "ema_decay": 0.999},

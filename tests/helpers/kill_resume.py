@@ -120,7 +120,7 @@ def prepare_work(work: Path, needs: Sequence[str]) -> Path:
         from projects.dmd2.tiny import save_tiny_edm
         prepare.main({"scale": "tiny", "kind": "edm", "images": str(work / "digits/train"),
                       "eval_images": str(work / "digits/test"), "out_dir": str(work / "edm")})
-        save_tiny_edm(work / "teacher", "tiny", seed=0)
+        save_tiny_edm(work / "teacher", seed=0)
     if "glide" in need and not (work / "glide_tok").is_dir():
         from projects.glide_finetune.tokenizer import main as glide_tokenizer
         glide_tokenizer({"scale": "tiny", "captions": str(work / "digits/train"), "out_dir": str(work / "glide_tok")})
