@@ -66,3 +66,28 @@ def test_training_curves_from_metrics_jsonl(tmp_path):
     assert plots.main([str(run / "metrics.jsonl"), f"out={tmp_path / 'cli.png'}"]).is_file()
     with pytest.raises(SystemExit):
         plots.main([str(run / "metrics.jsonl"), "outt=x.png"])
+
+
+def test_compare_reference_row_grid_and_sample_choice():
+    """shared/samplers/compare.py's pieces that need no model: the many-step reference option, which samples a
+    grid cell shows, and the grid with the reference row below."""
+    import torch
+
+    from shared.samplers import compare
+
+    assert compare.parse_reference("ddpm:250") == ("ddpm", 250) and compare.parse_reference("") is None
+    for bad in ("ddpm", "ddpm:0", "ddpm:x"):
+        with pytest.raises(ValueError, match="expected sampler:steps"):
+            compare.parse_reference(bad)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        compare.parse_reference("nope:10")
+    labels = [lab for lab in range(80)]  # one sample per class, label = digit * 8 + colour
+    assert compare.grid_samples(labels, 8, 4) == [0, 9, 18, 27]  # digit i in colour i
+    assert compare.grid_samples([5, 5, 7], 8, 2) == [0, 1]  # those labels absent: the first samples
+    cells = {(s, n): torch.full((2, 3, 32, 32), 100, dtype=torch.uint8) for s in ("ddim", "dpm++") for n in (5, 10)}
+    grid = compare.draw_grid(cells, ["ddim", "dpm++"], [5, 10], [("ddpm x250", torch.zeros(2, 3, 32, 32,
+                                                                                          dtype=torch.uint8))])
+    assert grid.size == compare.grid_size(3, 2, 2, 32)
+    y = compare.HEADER_HEIGHT + compare.PAD + 2 * (32 + compare.PAD) + 16  # the reference row, first column
+    assert grid.getpixel((compare.LABEL_WIDTH + compare.PAD + 5, y)) == (0, 0, 0)
+    assert grid.getpixel((compare.LABEL_WIDTH + compare.PAD + 2 * 32 + compare.PAD + 5, y)) == (32, 32, 32)

@@ -78,7 +78,7 @@ class Config:
 
 PRESETS = {
     "tiny": {"samplers": ["ddim", "euler"], "steps": [2, 3], "labels": [3, 17, 42, 77], "grid_per_cell": 2,
-             "reference": "ddpm:4", "guidance_sweep": [1.0, 2.0], "guidance_sampler": "ddim:2"},
+             "guidance_sweep": [1.0, 2.0], "guidance_sampler": "ddim:2"},
     # toy: ddpm and guidance 2 alongside the ODE samplers: at the toy training budget the ODE samplers stay noisy at
     # few steps, and the table should show that next to what works
     # toy: the question is whether the fast ODE samplers at 10-25 steps get close to many-step ancestral DDPM
