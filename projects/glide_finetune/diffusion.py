@@ -114,6 +114,12 @@ def randn(shape: Sequence[int], generator: torch.Generator | Sequence[torch.Gene
     return torch.randn(tuple(shape), generator=generator, device=device)
 
 
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> the nearest of the 256 levels an 8-bit image has (the upsampler's low-res input, in training and
+    in sampling)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
 def _mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=list(range(1, x.dim())))
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from projects.glide_finetune.diffusion import create_diffusion, diffusers_schedule, randn, respacing_steps
+from projects.glide_finetune.diffusion import create_diffusion, diffusers_schedule, quantize_8bit, randn, respacing_steps
 from shared.samplers import guided_output, sample as shared_sample
 
 
@@ -117,11 +117,6 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
                          uncond=dict(uncond) if guided else None, guidance_scale=guidance_scale if guided else 1.0,
                          guidance=GUIDANCE, learned_variance=True, schedule=diffusers_schedule(options), eta=eta,
                          x_T=x_T, device=device, progress=progress)
-
-
-def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> the nearest of the 256 levels an 8-bit image has (what the upsampler saw in training)."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
 @torch.no_grad()

@@ -38,9 +38,8 @@ from shared.config import Alias, ConfigError, Refused, cli, option, resolve
 from shared.io import write_json
 from shared.train import TextEmbeddingCache, TrainConfig, Trainer
 from projects.glide_finetune.data import DedupFilter, make_loader, make_source
-from projects.glide_finetune.diffusion import LOSSES, create_diffusion
+from projects.glide_finetune.diffusion import LOSSES, create_diffusion, quantize_8bit
 from projects.glide_finetune.glide_util import INFO_FILE, WEIGHTS_FILE, identify, read_state_dict, resolve_path
-from projects.glide_finetune.sampling import generate, quantize_8bit, upsample
 from projects.glide_finetune.text_cache import LRUTextCache
 from projects.glide_finetune.tokenizer import load_tokenizer
 from projects.glide_finetune.unet import create_model, model_and_diffusion_defaults, \
@@ -276,6 +275,8 @@ def main(cfg=None):
     fixed_low: list[torch.Tensor] = []
 
     def test_grid(step: int) -> None:
+        from projects.glide_finetune.sampling import generate, upsample  # diffusers: imported only when sampling
+
         ema = trainer.ema("glide")
         prompts = [p for p in cfg.test_prompts for _ in cfg.test_seeds]
         seeds = [s for _ in cfg.test_prompts for s in cfg.test_seeds]
