@@ -57,7 +57,8 @@ def test_tiny_models_run_and_reload_strict(tmp_path):
         if v.super_res:
             kw["low_res"] = torch.rand(2, 3, 4, 4) * 2 - 1
         if v.inpaint:
-            kw["inpaint_image"], kw["inpaint_mask"] = torch.randn_like(x), (torch.rand(2, 1, *x.shape[-2:]) > 0.5).float()
+            kw["inpaint_image"] = torch.randn_like(x)
+            kw["inpaint_mask"] = (torch.rand(2, 1, *x.shape[-2:]) > 0.5).float()
         out = model(x, torch.tensor([10, 900]), **kw)
         assert out.shape == (2, 6, *x.shape[-2:]) and torch.isfinite(out).all() and out.abs().sum() > 0
         path = tmp_path / f"{name}.safetensors"
@@ -113,7 +114,8 @@ def test_bad_options_name_the_key():
         create_model({**tiny_options(), "image_size": 48, "channel_mult": ""}, "meta")
     model = create_model(tiny_options(super_res=True, image_size=16))
     with pytest.raises(ValueError, match="needs low_res"):
-        model(torch.randn(1, 3, 16, 16), torch.tensor([1]), tokens=torch.zeros(1, 8).long(), mask=torch.ones(1, 8).bool())
+        model(torch.randn(1, 3, 16, 16), torch.tensor([1]), tokens=torch.zeros(1, 8).long(),
+              mask=torch.ones(1, 8).bool())
 
 
 @pytest.mark.parametrize("name", ["base", "upsample", "base-inpaint", "upsample-inpaint"])

@@ -9,8 +9,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def dry_run(*args):
     # --rerun-incomplete: a half-written output of someone else's interrupted run must not stop the plan
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--rerun-incomplete", *args], cwd=REPO, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--rerun-incomplete", *args], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 

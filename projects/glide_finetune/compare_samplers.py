@@ -6,8 +6,8 @@ when the digits feature CNN is given (toy), FD against the reference split and p
 numbers behind the claims "Euler is ~15-20% faster than PLMS" and "DPM++ reaches good quality in 20-30 steps
 instead of 50-100": the table tests them on this model instead of repeating them.
 
-    python projects/glide_finetune/compare_samplers.py --model results/toy/glide/base --prompt "a red handwritten seven" \
-        --steps 50 --guidance-scale 3.0 --output-dir results/toy/glide/compare
+    python projects/glide_finetune/compare_samplers.py --model results/toy/glide/base \
+        --prompt "a red handwritten seven" --steps 50 --guidance-scale 3.0 --output-dir results/toy/glide/compare
     python -m projects.glide_finetune.compare_samplers model=... prompts=data/toy/glide/eval_prompts.txt \
         samplers=[plms,euler,dpm++] steps=10,25,50,100 output_dir=...
 

@@ -154,7 +154,8 @@ class GaussianDiffusion:
     # ---- forward process ----------------------------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         noise = torch.randn_like(x0) if noise is None else noise
-        return _extract(self.sqrt_alphas_cumprod, t, x0) * x0 + _extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        return (_extract(self.sqrt_alphas_cumprod, t, x0) * x0
+                + _extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
 
     def q_posterior_mean_variance(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         mean = _extract(self.posterior_mean_coef1, t, x_t) * x0 + _extract(self.posterior_mean_coef2, t, x_t) * x_t
@@ -162,7 +163,8 @@ class GaussianDiffusion:
 
     # ---- reverse process ------------------------------------------------------------------------------------
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+                - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
     def model_log_variance(self, var_values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """learned_range: interpolate between log beta~_t (frac 0) and log beta_t (frac 1)."""
@@ -200,7 +202,8 @@ class GaussianDiffusion:
                       device: torch.device | str | None = None,
                       model_kwargs: Mapping[str, Any] | None = None, clip_denoised: bool = True,
                       denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      progress: bool = False, callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                      progress: bool = False,
+                      callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Ancestral sampling with the learned variance over this (respaced) diffusion's steps.
 
         `model_fn(x, t_model, **model_kwargs)` gets the original timesteps. Noise for step i is drawn from
@@ -246,7 +249,8 @@ class GaussianDiffusion:
             out = self.p_mean_variance(model_fn(x, self.model_timesteps(t), **kw).float(), x, t, clip_denoised,
                                        denoised_fn)
             x0 = out["pred_x0"]
-            eps = (_extract(self.sqrt_recip_alphas_cumprod, t, x) * x - x0) / _extract(self.sqrt_recipm1_alphas_cumprod, t, x)
+            eps = ((_extract(self.sqrt_recip_alphas_cumprod, t, x) * x - x0)
+                   / _extract(self.sqrt_recipm1_alphas_cumprod, t, x))
             ab, ab_prev = _extract(self.alphas_cumprod, t, x), _extract(self.alphas_cumprod_prev, t, x)
             sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab)) * torch.sqrt(1 - ab / ab_prev)
             x = ab_prev.sqrt() * x0 + torch.sqrt((1 - ab_prev - sigma ** 2).clamp(min=0)) * eps
@@ -255,13 +259,15 @@ class GaussianDiffusion:
         return x
 
     # ---- training ---------------------------------------------------------------------------------------------
-    def vb_terms_bpd(self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def vb_terms_bpd(self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
+                     t: torch.Tensor) -> torch.Tensor:
         """Per-sample variational bound term in bits/dim: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)), or the decoder
         NLL at t = 0."""
         true_mean, _, true_log_var = self.q_posterior_mean_variance(x0, x_t, t)
         out = self.p_mean_variance(model_output, x_t, t, clip_denoised=False)
         kl = _mean_flat(normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"])) / math.log(2.0)
-        nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])) / math.log(2.0)
+        nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"]))
+        nll = nll / math.log(2.0)
         return torch.where(t == 0, nll, kl)
 
     def training_losses(self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor, model_kwargs: Mapping | None = None,

@@ -39,35 +39,58 @@ PRESETS = {"tiny": {}, "toy": {},
                      "batch_size": 50, "device": "cuda"}}
 
 
-def _first_image(folder: Path) -> Path:
+def _first_size(folder: Path) -> tuple[int, int]:
+    """(w, h) of the first readable image (a bad first file does not decide the resolution)."""
+    from shared.data import BadSample, probe_image
+
     for ext in ("*.png", "*.jpg", "*.jpeg", "*.webp"):
-        found = sorted(folder.glob(ext))
-        if found:
-            return found[0]
-    raise FileNotFoundError(f"{folder}: no images")
+        for p in sorted(folder.glob(ext)):
+            try:
+                return probe_image(p)
+            except BadSample:
+                continue
+    raise FileNotFoundError(f"{folder}: no readable images (.png, .jpg, .jpeg, .webp)")
 
 
 def resized_reference(folder: Path, size: int) -> Path:
-    """`folder` at size x size (bicubic), cached as <folder>__<size>px with the captions copied."""
+    """`folder` at size x size (bicubic), cached as <folder>__<size>px with the captions copied. Images are read
+    through the shared decoder; one that cannot be read is carried over unchanged (a link stays a link), so
+    shared/evaluate.py skips it and counts it under its reason in the result JSON."""
+    import os
+    import shutil
+
     from PIL import Image
 
-    if Image.open(_first_image(folder)).size == (size, size):
+    from shared.data import BadSample, SkipCounter, decode_image, read_file
+
+    if _first_size(folder) == (size, size):
         return folder
     dst = folder.parent / f"{folder.name}__{size}px"
     if dst.is_dir():
         return dst
+    skips = SkipCounter(log_first=0)
     with atomic_dir(dst) as tmp:
         for p in sorted(folder.iterdir()):
             if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
-                Image.open(p).convert("RGB").resize((size, size), Image.BICUBIC).save(tmp / (p.stem + ".png"))
+                skips.add_seen()
+                try:
+                    img = decode_image(read_file(p), str(p))
+                except BadSample as e:
+                    skips.record(e.reason, p.name, e.detail)
+                    if p.is_symlink():
+                        os.symlink(os.readlink(p), tmp / p.name)
+                    else:
+                        shutil.copyfile(p, tmp / p.name)
+                    continue
+                img.resize((size, size), Image.BICUBIC).save(tmp / (p.stem + ".png"))
             elif p.suffix in (".txt", ".jsonl"):
                 (tmp / p.name).write_bytes(p.read_bytes())
+    if skips.bad:
+        print(f"{folder} -> {dst}: {skips.summary()}\n{skips.listing()}")
     return dst
 
 
 def main(cfg=None):
-    from PIL import Image
-
     from shared import evaluate as shared_eval
 
     cfg = resolve(Config, cfg, PRESETS)
@@ -76,7 +99,7 @@ def main(cfg=None):
     if not record.is_file():
         raise FileNotFoundError(f"{record}: missing; sample the folder with sample.py first")
     info = read_json(record)
-    size = Image.open(_first_image(images)).size[0]
+    size = _first_size(images)[0]
     reference = Path(cfg.reference)
     if reference.is_dir():
         reference = resized_reference(reference, size)

@@ -196,7 +196,12 @@ def _as_image_tensor(image: Any, size: int | None, device) -> torch.Tensor:
         return x.float().to(device)
     from PIL import Image
 
-    img = Image.open(image).convert("RGB") if isinstance(image, (str, Path)) else image.convert("RGB")
+    from shared.data import decode_image, read_file
+    from shared.data.decode import to_rgb
+
+    # a named file goes through the shared decoder (16-bit, palette, alpha, EXIF): a bad one is a BadSample
+    # naming the file and the reason
+    img = decode_image(read_file(image), str(image)) if isinstance(image, (str, Path)) else to_rgb(image)
     if size:
         img = img.resize((size, size), Image.BICUBIC)
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.size[1], img.size[0], 3)

@@ -85,7 +85,8 @@ def read_prompts(cfg) -> list[str]:
 
 def shard_of(cfg) -> tuple[int, int]:
     n = cfg.num_shards or int(os.environ.get("SLURM_ARRAY_TASK_COUNT") or os.environ.get("WORLD_SIZE") or 1)
-    i = cfg.shard_index if cfg.shard_index >= 0 else int(os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("RANK") or 0)
+    i = cfg.shard_index if cfg.shard_index >= 0 else int(
+        os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("RANK") or 0)
     if not 0 <= i < n:
         raise ValueError(f"shard_index={i} is outside num_shards={n}")
     return i, n
@@ -115,17 +116,32 @@ def _save_png(x: torch.Tensor, path: Path) -> None:
         Image.fromarray(arr).save(tmp, format="PNG")
 
 
-def held_out(cfg) -> list[tuple[str, Path, str]]:
-    """(name, image file, caption) of the real images to upsample (low_res_images=<folder> with <stem>.txt)."""
+def held_out(cfg, skips=None) -> list[tuple[str, Path, str]]:
+    """(name, image file, caption) of the real images to upsample (low_res_images=<folder> with <stem>.txt).
+    Images the shared decoder cannot read (truncated, empty, not an image, dangling link) are left out and
+    recorded in `skips` (a SkipCounter) under their reason."""
+    from shared.data import BadSample, SkipCounter, decode_image, read_file
+
+    skips = skips if skips is not None else SkipCounter(log_first=0)
     folder = Path(cfg.low_res_images)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")) \
         if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"low_res_images={folder}: no images there")
     out = []
-    for p in files[: cfg.num_images or None]:
+    for p in files:
+        if cfg.num_images and len(out) == cfg.num_images:
+            break
+        skips.add_seen()
+        try:
+            decode_image(read_file(p), str(p))  # a full decode: a cut file fails here, not mid-batch
+        except BadSample as e:
+            skips.record(e.reason, p.name, e.detail)
+            continue
         cap = p.with_suffix(".txt")
         out.append((p.stem, p, cap.read_text().strip() if cap.is_file() else ""))
+    if not out:
+        raise ValueError(f"low_res_images={folder}: no readable images ({skips.summary()})")
     return out
 
 
@@ -133,7 +149,9 @@ def _low_res(path: Path, size: int) -> torch.Tensor:
     """A real image at the upsampler's input size (bicubic, as train.py conditions), in [-1, 1]."""
     from PIL import Image
 
-    img = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+    from shared.data import decode_image, read_file
+
+    img = decode_image(read_file(path), str(path)).resize((size, size), Image.BICUBIC)
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
     return x.float() / 127.5 - 1
 
@@ -159,10 +177,16 @@ def main(cfg=None):
     if cfg.low_res_images:  # upsample real images (held-out PSNR), no base model
         if not (up or bicubic):
             raise ValueError("low_res_images= needs upsampler=<model> or upsampler=bicubic:<factor>")
-        items = held_out(cfg)
+        from shared.data import SkipCounter
+
+        skips = SkipCounter(log_first=0)
+        items = held_out(cfg, skips)
+        if skips.bad:
+            print(f"low_res_images: {skips.summary()}\n{skips.listing()}")
         low_size = int(up_opts["image_size"]) // 4 if up_opts else cfg.low_res_size
         names, prompts = [name for name, _, _ in items], [c for _, _, c in items]
     else:
+        skips = None
         items, prompts = None, read_prompts(cfg)
         n = cfg.num_images or len(prompts)
         names = [f"{i:06d}" for i in range(n)]
@@ -185,7 +209,8 @@ def main(cfg=None):
                          steps=cfg.steps, guidance_scale=cfg.guidance_scale, sampler_eta=cfg.sampler_eta,
                          dpm_order=cfg.dpm_order, device=device, count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1))
         if bicubic:
-            x = torch.nn.functional.interpolate(x, scale_factor=bicubic, mode="bicubic", align_corners=False).clamp(-1, 1)
+            x = torch.nn.functional.interpolate(x, scale_factor=bicubic, mode="bicubic", align_corners=False)
+            x = x.clamp(-1, 1)
         if up is not None:
             if cfg.save_base:  # beside out_dir, not inside: evaluation reads out_dir recursively
                 for j, i in enumerate(idx):
@@ -208,6 +233,8 @@ def main(cfg=None):
             "upsample_sampler": cfg.upsample_sampler if cfg.upsampler else "", "seed": cfg.seed,
             "resolution": resolution, "base_found": base.found.message if base is not None else "",
             "shards": num_shards}
+    if skips is not None:  # what was left out of the held-out folder, and why
+        info.update(skipped=skips.bad, skip_reasons=dict(sorted(skips.counts.items())))
     write_json(out / f"timing.shard{shard}.json", {"images": len(todo), "seconds": seconds,
                                                     "seconds_per_image": seconds / max(1, len(todo)),
                                                     "base_forward_calls": nfe[0], "device": str(device)})

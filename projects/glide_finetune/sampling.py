@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from projects.glide_finetune.diffusion import create_diffusion, diffusers_schedule, quantize_8bit, randn, respacing_steps
+from projects.glide_finetune.diffusion import (create_diffusion, diffusers_schedule, quantize_8bit, randn,
+                                               respacing_steps)
 from shared.samplers import guided_output, sample as shared_sample
 
 
@@ -150,7 +151,8 @@ def generate(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str
 
 @torch.no_grad()
 def upsample(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str], low_res: torch.Tensor, *,
-             seeds: Sequence[int], sampler: str = "glide_ddim", steps: str | int = "fast27", upsample_temp: float = 0.997,
+             seeds: Sequence[int], sampler: str = "glide_ddim", steps: str | int = "fast27",
+             upsample_temp: float = 0.997,
              sampler_eta: float = 0.0, dpm_order: int = 2, device: torch.device | str = "cpu",
              progress: bool = False) -> torch.Tensor:
     """Upsampler samples from base samples: low-res quantised to 8 bit, x_T scaled by upsample_temp, no guidance

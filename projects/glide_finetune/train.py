@@ -7,7 +7,8 @@ bicubic downsample to side x side quantised to 8 bit; uncond_p 0.
 
 What is trained (`train`): all | unet (text side frozen; its outputs are cached per caption) | transformer (the
 UNet frozen) | scratch (random init from the `arch` preset, everything trained). Fine-tuning starts from `init`:
-"released" (downloads/glide/base/base.pt or downloads/glide/upsample/upsample.pt), a weights file, or a previous run folder.
+"released" (downloads/glide/base/base.pt or downloads/glide/upsample/upsample.pt), a weights file, or a previous
+run folder.
 
     python projects/glide_finetune/train.py init=released data_dir=pics tokenizer=downloads/glide/gpt2_tokenizer \
         run_dir=runs/glide_ft batch_size=4 learning_rate=1e-4 uncond_p=0.2
@@ -254,7 +255,8 @@ def main(cfg=None):
         write_json(Path(cfg.run_dir) / INFO_FILE, {**info, "ema": False, "step": None})
     dev = trainer.device
 
-    loader = make_loader(source, cfg.batch_size, uncond_p=cfg.uncond_p, seed=cfg.seed, rank=trainer.rank, world_size=trainer.world_size,
+    loader = make_loader(source, cfg.batch_size, uncond_p=cfg.uncond_p, seed=cfg.seed, rank=trainer.rank,
+                         world_size=trainer.world_size,
                          num_workers=cfg.num_workers)
     diffusion = create_diffusion(opts, "")
     gen = trainer.generator("noise", cfg.seed * 1000 + trainer.rank, device=dev)

@@ -99,7 +99,8 @@ def parse_channel_mult(channel_mult: str | Any, image_size: int) -> tuple[int, .
         try:
             return tuple(int(c) for c in channel_mult.split(","))
         except ValueError:
-            raise ValueError(f"channel_mult={channel_mult!r}: expected comma-separated integers, e.g. '1,2,3,4'") from None
+            raise ValueError(f"channel_mult={channel_mult!r}: expected comma-separated integers, "
+                             f"e.g. '1,2,3,4'") from None
     return tuple(int(c) for c in channel_mult)
 
 
@@ -109,7 +110,8 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     unknown = [k for k in options if k not in GLIDE_OPTION_KEYS + EXTRA_OPTION_KEYS]
     if missing or unknown:
         raise ValueError("GLIDE options: " + "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown else []))
+            ([f"missing {', '.join(missing)}"] if missing else [])
+            + ([f"unknown {', '.join(unknown)}"] if unknown else []))
             + f". Expected the keys of model_and_diffusion_defaults(): {', '.join(GLIDE_OPTION_KEYS)} (+ n_vocab)")
     return dict(options)
 
@@ -156,7 +158,8 @@ class ResBlock(nn.Module):
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.up, self.down = up, down
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm
                                                              else out_channels))
         self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
@@ -203,7 +206,8 @@ class AttentionBlock(nn.Module):
             self.num_heads = num_heads
         else:
             if channels % num_head_channels:
-                raise ValueError(f"attention width {channels} is not divisible by num_head_channels={num_head_channels}")
+                raise ValueError(f"attention width {channels} is not divisible by "
+                                 f"num_head_channels={num_head_channels}")
             self.num_heads = channels // num_head_channels
         self.norm = normalization(channels)
         self.qkv = nn.Conv1d(channels, channels * 3, 1)
@@ -333,7 +337,8 @@ class GlideUNet(nn.Module):
                                   else Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(),
+                                 zero_module(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
 
         if self.xf_width:
             self.transformer = TextTransformer(self.text_ctx, self.xf_width, int(o["xf_layers"]), int(o["xf_heads"]))
@@ -368,7 +373,8 @@ class GlideUNet(nn.Module):
         """The text side: embeddings, transformer, final LN and the projection into the time embedding."""
         if not self.xf_width:
             return []
-        mods = [self.transformer, self.token_embedding, self.transformer_proj] + ([self.final_ln] if self.final_ln else [])
+        mods = [self.transformer, self.token_embedding, self.transformer_proj]
+        mods += [self.final_ln] if self.final_ln is not None else []
         params = [p for m in mods for p in m.parameters()] + [self.positional_embedding]
         return params + ([self.padding_embedding] if self.xf_padding else [])
 
@@ -392,13 +398,15 @@ class GlideUNet(nn.Module):
                     m.half()
 
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """tokens (B, text_ctx) long, mask (B, text_ctx) bool -> {"xf_proj": (B, 4*mc), "xf_out": (B, xf_width, ctx)}."""
+        """tokens (B, text_ctx) long, mask (B, text_ctx) bool ->
+        {"xf_proj": (B, 4*mc), "xf_out": (B, xf_width, ctx)}."""
         if tokens.shape[-1] != self.text_ctx:
             raise ValueError(f"tokens have length {tokens.shape[-1]}; this model's text_ctx is {self.text_ctx}")
         xf_in = self.token_embedding(tokens.long()) + self.positional_embedding[None]
         if self.xf_padding:
             xf_in = torch.where(mask[..., None].bool(), xf_in, self.padding_embedding[None].to(xf_in.dtype))
-        xf_dtype = self.transformer.resblocks[0].attn.c_qkv.weight.dtype if len(self.transformer.resblocks) else xf_in.dtype
+        blocks = self.transformer.resblocks
+        xf_dtype = blocks[0].attn.c_qkv.weight.dtype if len(blocks) else xf_in.dtype
         xf_out = self.transformer(xf_in.to(xf_dtype))
         if self.final_ln is not None:
             xf_out = self.final_ln(xf_out)
@@ -407,7 +415,8 @@ class GlideUNet(nn.Module):
         return {"xf_proj": xf_proj, "xf_out": xf_out.permute(0, 2, 1)}
 
     def model_input(self, x: torch.Tensor, low_res: torch.Tensor | None = None,
-                    inpaint_image: torch.Tensor | None = None, inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
+                    inpaint_image: torch.Tensor | None = None,
+                    inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
         parts = [x]
         if self.inpaint:
             # as GLIDE: no image/mask = nothing known (zeros), so an inpainting model also samples from text alone
@@ -426,7 +435,8 @@ class GlideUNet(nn.Module):
                 mask: torch.Tensor | None = None, low_res: torch.Tensor | None = None,
                 inpaint_image: torch.Tensor | None = None, inpaint_mask: torch.Tensor | None = None,
                 xf_proj: torch.Tensor | None = None, xf_out: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 6, H, W). Give tokens+mask, or a precomputed `encode_text` result as xf_proj+xf_out (frozen text side)."""
+        """(B, 6, H, W). Give tokens+mask, or a precomputed `encode_text` result as xf_proj+xf_out (a frozen
+        text side)."""
         x_in = self.model_input(x, low_res, inpaint_image, inpaint_mask)
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
         if self.xf_width:

@@ -8,7 +8,8 @@ P(a = b) / 2 over the pairs; also mean scores of both. Written in shared.evaluat
 shared/tables.py can table it.
 
     python projects/glide_finetune/winrate.py a=results/toy/glide/samples/finetune__finetune__glide_27_g3.0 \
-        b=results/toy/glide/samples/base__finetune__glide_27_g3.0 scorer=digits:results/toy/digits_features/features.safetensors \
+        b=results/toy/glide/samples/base__finetune__glide_27_g3.0 \
+        scorer=digits:results/toy/digits_features/features.safetensors \
         out=results/toy/glide/eval/winrate_finetune.json
 """
 from __future__ import annotations
