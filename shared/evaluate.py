@@ -3,7 +3,8 @@
 Writes ONE JSON per (experiment, checkpoint, sampler, steps):
 
     {experiment, checkpoint, sampler, steps, scale, images, reference, resolution, num_images_found,
-     num_images_read, num_unreadable, unreadable: [...], metrics: [{metric, value, num_samples,
+     num_images_read, num_unreadable, unreadable: ["path: reason (detail)", ...], skip_reasons: {reason: n},
+     metrics: [{metric, value, num_samples,
      reference_id, extractor_id, ...extras}, ...], info: {method, paper, project, nfe, parameters,
      seconds_per_image, train_steps: what the leaderboard shows, where given (method=, paper=, info=)}}
 
@@ -156,6 +157,7 @@ def evaluate(cfg) -> dict:
         "scale": cfg.scale, "images": str(cfg.images), "reference": str(cfg.reference),
         "resolution": report.resolution, "num_images_found": report.found, "num_images_read": report.read,
         "num_unreadable": len(report.unreadable), "unreadable": report.unreadable[:100],
+        "skip_reasons": report.skipped,
         "metrics": entries,
         "info": collect_info(cfg),
     }
@@ -194,7 +196,8 @@ def main(cfg=None):
     write_json(out, result)
     save_resolved(cfg, out.parent, name=f"{out.stem}.config.yaml")
     summary = ", ".join(f"{e['metric']}={e['value']:.4g}" for e in result["metrics"])
-    skipped = f" ({result['num_unreadable']} unreadable skipped)" if result["num_unreadable"] else ""
+    reasons = ", ".join(f"{r}={n}" for r, n in result["skip_reasons"].items())
+    skipped = f" ({result['num_unreadable']} unreadable skipped: {reasons})" if result["num_unreadable"] else ""
     print(f"{cfg.experiment}/{cfg.checkpoint}/{cfg.sampler}/{cfg.steps}: {summary} "
           f"on {result['num_images_read']} images{skipped} -> {out}")
     return result

@@ -4,18 +4,24 @@ Images (and a reference folder) are first resized to `resolution` (bicubic; the 
 SD1.5 at 256 px, ImageNet at 64 px) into a cache folder beside them; then FID/FD, CLIP score (ViT-g-14 with
 the "A photo depicts " prefix at paper scale), prompt accuracy (toy) are computed by shared/evaluate.py.
 `patch_fid=true` adds FID on centre crops of `patch_size` px at full resolution (high-frequency detail).
+Images are read through the shared decoder; one that cannot be read (truncated, empty, not an image, dangling
+link) is carried into the cache folder unchanged, so shared/evaluate.py skips it, counts it per reason and writes
+the counts (`num_unreadable`, `unreadable`, `skip_reasons`) into the result JSON.
 
     python projects/dmd2/evaluate.py images=results/toy/dmd2/samples/x reference=data/toy/digits/train \
         experiment=dmd2_1step checkpoint=x sampler=dmd2 steps=1 out=results/toy/dmd2/eval/x.json
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from shared.config import cli, resolve
+from shared.data import BadSample, SkipCounter, decode_image, probe_image, read_file
 from shared.io import atomic_dir, read_json
 
 
@@ -53,21 +59,47 @@ def _transformed(src: Path, tag: str, fn) -> Path:
     dst = src.parent / f"{src.name}__{tag}"
     if dst.is_dir():
         return dst
+    skips = SkipCounter(log_first=0)
     with atomic_dir(dst) as tmp:
         for p in sorted(src.rglob("*")):
             rel = p.relative_to(src)
             if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                fn(Image.open(p).convert("RGB")).save(tmp / rel.with_suffix(".png"))
+                skips.add_seen()
+                try:
+                    img = decode_image(read_file(p), str(p))
+                except BadSample as e:
+                    # carried over as it is (a link stays a link), so the evaluation counts it under its reason
+                    skips.record(e.reason, rel.as_posix(), e.detail)
+                    if p.is_symlink():
+                        os.symlink(os.readlink(p), tmp / rel)
+                    else:
+                        shutil.copyfile(p, tmp / rel)
+                    continue
+                fn(img).save(tmp / rel.with_suffix(".png"))
             elif p.suffix in (".txt", ".jsonl") and p.is_file():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / rel).write_bytes(p.read_bytes())
+    if skips.bad:
+        print(f"{src} -> {dst}: {skips.summary()}\n{skips.listing()}")
     return dst
 
 
+def _first_size(folder: Path) -> tuple[int, int] | None:
+    """The size of the first readable image (a bad first file does not decide the resolution)."""
+    for p in sorted(folder.rglob("*.png")) + sorted(folder.rglob("*.jpg")):
+        try:
+            return probe_image(p)
+        except BadSample:
+            continue
+    return None
+
+
 def resized(folder: Path, size: int) -> Path:
-    first = next(p for p in sorted(folder.rglob("*.png")) + sorted(folder.rglob("*.jpg")))
-    if Image.open(first).size == (size, size):
+    first = _first_size(folder)
+    if first is None:
+        raise ValueError(f"{folder}: no readable .png/.jpg images")
+    if first == (size, size):
         return folder
     return _transformed(folder, f"{size}px", lambda im: im.resize((size, size), Image.BICUBIC))
 

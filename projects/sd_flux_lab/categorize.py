@@ -7,7 +7,9 @@
                     folder adds nothing to shared.data's folder prompts)
 Keywords need no model: lower-cased words of a caption minus an English stopword list (and BLIP's usual filler
 words), plural "-s" folded into the singular. `<output_dir>/keywords.json` lists captions, keywords, counts and
-where each image went. BLIP loads from a LOCAL folder (BlipForConditionalGeneration + BlipProcessor, e.g. a copy of
+where each image went. Images are read through the shared decoder (16-bit, palette and alpha images decode
+correctly); unreadable ones (truncated, empty, not an image, dangling link) are skipped, counted per reason, left
+where they are, and listed under `skipped` / `skip_reasons` in keywords.json. BLIP loads from a LOCAL folder (BlipForConditionalGeneration + BlipProcessor, e.g. a copy of
 Salesforce/blip-image-captioning-base); `model=random` builds a tiny random one (tests, smoke).
 
     python projects/sd_flux_lab/categorize.py input_dir=photos model=downloads/blip caption=true organize=true
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
+
+from shared.data import BadSample, SkipCounter, decode_image, probe_image, read_file
 
 from shared.config import ConfigError, cli, resolve, save_resolved
 from shared.io import write_json
@@ -142,23 +145,29 @@ def load_blip(path: str):
             BlipProcessor.from_pretrained(path, local_files_only=True))
 
 
-def caption_images(paths: list[Path], model, processor, cfg) -> list[str]:
+def caption_images(paths: list[Path], model, processor, cfg, skips: SkipCounter | None = None) -> dict[Path, str]:
+    """{path: caption} for the images that decode; the others are recorded in `skips` (reason, file) and left
+    out, so one bad file does not stop a folder of thousands."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     model.to(device)
-    out = []
+    skips = skips if skips is not None else SkipCounter(log_first=0)
+    out: dict[Path, str] = {}
     for i in tqdm(range(0, len(paths), cfg.batch_size), desc="captioning"):
-        images = []
+        good, images = [], []
         for p in paths[i:i + cfg.batch_size]:
+            skips.add_seen()
             try:
-                with Image.open(p) as im:
-                    images.append(im.convert("RGB"))
-            except OSError as e:
-                raise ValueError(f"{p}: not a readable image ({e})") from None
+                images.append(decode_image(read_file(p), str(p)))
+                good.append(p)
+            except BadSample as e:
+                skips.record(e.reason, p.name, e.detail)
+        if not images:
+            continue
         kw = {"text": [cfg.prompt] * len(images)} if cfg.prompt else {}
         inputs = processor(images=images, return_tensors="pt", **kw).to(device)
         with torch.no_grad():
             ids = model.generate(**inputs, max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
-        out += [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
+        out.update(zip(good, (" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True))))
     return out
 
 
@@ -176,17 +185,31 @@ def main(cfg=None):
     from shared.data import read_caption_file
 
     captions: dict[str, str] = {}
+    skips = SkipCounter(log_first=0)
+    skipped: dict[str, str] = {}
     todo = [p for p in paths if cfg.overwrite_captions or not p.with_suffix(".cap").is_file()
             or not read_caption_file(p.with_suffix(".cap"))]
     for p in paths:
         if p not in todo:
+            try:  # already captioned: a header check, so a file that went bad since is not sorted as good
+                probe_image(p)
+            except BadSample as e:
+                skips.add_seen()
+                skips.record(e.reason, p.name, e.detail)
+                continue
+            skips.add_seen()
             captions[p.name] = read_caption_file(p.with_suffix(".cap"))
+    new: dict[Path, str] = {}
     if todo:
         model, processor = load_blip(cfg.model)
-        for p, text in zip(todo, caption_images(todo, model, processor, cfg)):
+        new = caption_images(todo, model, processor, cfg, skips)
+        for p, text in new.items():
             captions[p.name] = text
             if cfg.caption:
                 p.with_suffix(".cap").write_text(text + "\n", encoding="utf-8")
+    for reason, names in skips.files.items():
+        skipped.update({name: reason for name in names})
+    paths = [p for p in paths if p.name in captions]  # the skipped ones stay where they are
     keywords = {name: extract_keywords(captions[name]) for name in sorted(captions)}
     folders, counts = assign_folders(keywords, cfg.min_count)
 
@@ -205,11 +228,14 @@ def main(cfg=None):
     summary = {"input_dir": str(src), "organized": cfg.organize, "min_count": cfg.min_count,
                "keyword_counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
                "images": {name: {"caption": captions[name], "keywords": keywords[name], "folder": folders[name]}
-                          for name in sorted(captions)}}
+                          for name in sorted(captions)},
+               "skipped": dict(sorted(skipped.items())), "skip_reasons": dict(sorted(skips.counts.items()))}
     write_json(out / "keywords.json", summary)
     groups = Counter(folders.values())
-    print(f"{len(paths)} images, {len(todo)} captioned; folders: "
+    print(f"{len(paths)} images, {len(new)} captioned; folders: "
           + ", ".join(f"{k}={v}" for k, v in sorted(groups.items())))
+    if skips.bad:
+        print(f"skipped: {skips.summary()}\n{skips.listing()}")
     return summary
 
 

@@ -6,7 +6,9 @@
     mode=pad      resize the long side to `size`, pad to a square with `pad_colour`
 
 Folder names (the prompts), `.txt`/`.cap` captions and `metadata.jsonl` are copied unchanged; `__` folders are
-left out, as the training listing would skip them. Unreadable images are reported and skipped.
+left out, as the training listing would skip them. Images are read through the shared decoder (16-bit, palette
+and alpha images decode correctly); unreadable ones (truncated, empty, not an image, dangling link) are skipped,
+counted per reason and named in the summary.
 
     python projects/sd_flux_lab/crop_images.py in_dir=pics out_dir=pics_512 size=512 mode=bucket
 """
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 
 from projects.sd_flux_lab.data import make_buckets, nearest_bucket
 from shared.config import cli, resolve, save_resolved
-from shared.data import list_images
+from shared.data import BadSample, SkipCounter, decode_image, list_images, read_file
 from shared.data.folder import METADATA_FILE
 from shared.io import atomic_dir
 
@@ -71,15 +73,15 @@ def main(cfg=None):
         raise ValueError("set in_dir=<image folder> and out_dir=<new folder>")
     src = Path(cfg.in_dir)
     listing = list_images(src)
-    bad = []
+    skips = SkipCounter(log_first=0)
     with atomic_dir(cfg.out_dir) as tmp:
         for item in tqdm(listing.items, desc="crop", leave=False):
             path = src / item.path
+            skips.add_seen()
             try:
-                with Image.open(path) as im:
-                    out = crop_one(im.convert("RGB"), cfg)
-            except OSError as e:
-                bad.append(f"{item.path}: {e}")
+                out = crop_one(decode_image(read_file(path), str(path)), cfg)
+            except BadSample as e:
+                skips.record(e.reason, item.path, e.detail)
                 continue
             dst = (tmp / item.path).with_suffix("." + cfg.format)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -91,10 +93,11 @@ def main(cfg=None):
             if meta.is_file() and not (dst.parent / METADATA_FILE).exists():
                 shutil.copyfile(meta, dst.parent / METADATA_FILE)
         save_resolved(cfg, tmp, name=".crop_config.yaml")
-    for line in bad:
-        print(f"skipped unreadable image {line}")
-    print(f"{len(listing.items) - len(bad)} images ({cfg.mode}, {cfg.size}) -> {cfg.out_dir}")
-    return {"images": len(listing.items) - len(bad), "skipped": len(bad)}
+    if skips.bad:
+        print(f"skipped: {skips.summary()}\n{skips.listing()}")
+    print(f"{len(listing.items) - skips.bad} images ({cfg.mode}, {cfg.size}) -> {cfg.out_dir}")
+    return {"images": len(listing.items) - skips.bad, "skipped": skips.bad,
+            "skip_reasons": dict(sorted(skips.counts.items()))}
 
 
 if __name__ == "__main__":

@@ -69,8 +69,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path):
-    """Encode/decode every image; returns (codes or None, timings, count, grid tensors)."""
+def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict | None = None):
+    """Encode/decode every image; returns (codes or None, timings, count, grid tensors). The loader skips and
+    counts unreadable inputs (shared.data); their counts go into `skips` (SkipCounter.to_dict()) when given."""
     src = image_source(cfg.data, cfg.image_size)
     loader = ResumableLoader(src, cfg.batch_size, shuffle=False, drop_last=False, rank=0, world_size=1)
     dev = torch.device(cfg.device)
@@ -106,8 +107,10 @@ def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path):
         n += x.shape[0]
         if cfg.max_images and n >= cfg.max_images:
             break
+    if skips is not None:
+        skips.update(loader.skips.to_dict())
     if n == 0:
-        raise ValueError(f"data={cfg.data}: no readable images")
+        raise ValueError(f"data={cfg.data}: no readable images ({loader.skips.summary()})")
     return (np.concatenate(codes) if codes else None), t_enc, t_dec, n, grid
 
 
@@ -132,7 +135,8 @@ def main(cfg=None):
     with atomic_dir(img_root) as tmp:
         (tmp / "recon").mkdir()
         (tmp / "originals").mkdir()
-        codes, t_enc, t_dec, n, grid = reconstruct(cfg, tok, vqgan, tmp / "recon", tmp / "originals")
+        input_skips: dict = {}
+        codes, t_enc, t_dec, n, grid = reconstruct(cfg, tok, vqgan, tmp / "recon", tmp / "originals", input_skips)
         if codes is not None:
             np.save(tmp / "codes.npy", codes)
     names = [m.strip() for m in cfg.metrics.split(",") if m.strip()]
@@ -154,7 +158,9 @@ def main(cfg=None):
     result.update({"tokenizer": str(cfg.tokenizer), "tokenizer_class": type(tok).__name__,
                    "tokens_per_image": int(tok.num_tokens), "codebook_size": int(getattr(tok, "codebook_size", 0)),
                    "encode_images_per_sec": n / max(t_enc, 1e-9), "decode_images_per_sec": n / max(t_dec, 1e-9),
-                   "num_reconstructed": n, "device": cfg.device})
+                   "num_reconstructed": n, "device": cfg.device,
+                   # inputs the loader could not read (the recon/originals folders hold only the good ones)
+                   "input_skipped": input_skips.get("bad", 0), "input_skip_reasons": input_skips.get("counts", {})})
     write_json(out, result)
     save_resolved(cfg, out.parent, name=f"{out.stem}.config.yaml")
     if grid[0]:
@@ -163,6 +169,9 @@ def main(cfg=None):
     summary = ", ".join(f"{e['metric']}={e['value']:.4g}" for e in result["metrics"])
     print(f"{cfg.experiment}: {summary}, {tok.num_tokens} tokens/image, encode {result['encode_images_per_sec']:.1f} "
           f"img/s, decode {result['decode_images_per_sec']:.1f} img/s on {n} images -> {out}")
+    if result["input_skipped"]:
+        reasons = ", ".join(f"{r}={k}" for r, k in sorted(result["input_skip_reasons"].items()))
+        print(f"skipped {result['input_skipped']} unreadable input images: {reasons}")
     return result
 
 

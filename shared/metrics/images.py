@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
+
+from shared.data.decode import decode_image, read_file
+from shared.data.skips import BadSample, SkipCounter
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -21,7 +23,9 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")
-    return sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+    # a dangling link is listed (and then skipped and counted as unreadable), not silently left out
+    return sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and (p.is_file() or (p.is_symlink() and not p.exists()))),
                   key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -29,7 +33,8 @@ def fingerprint(folder: str | Path, files: list[Path]) -> str:
     """A cheap id of an image set: hash of relative paths and file sizes (stable across machines and copies)."""
     h = hashlib.sha256()
     for p in files:
-        h.update(f"{p.relative_to(folder).as_posix()}\0{p.stat().st_size}\n".encode())
+        size = p.stat().st_size if p.exists() else -1  # a dangling link has no size
+        h.update(f"{p.relative_to(folder).as_posix()}\0{size}\n".encode())
     return h.hexdigest()[:12]
 
 
@@ -70,9 +75,9 @@ def _metadata_captions(folder: Path) -> dict[str, str]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    """uint8 (H, W, 3) RGB through the shared decoder (16-bit scaled, alpha composited on white, EXIF orientation).
+    Raises BadSample (reason, file) for a missing, empty, truncated or non-image file."""
+    return np.asarray(decode_image(read_file(path), str(path)), dtype=np.uint8).copy()
 
 
 def resolution_of(sizes: set[tuple[int, int]]) -> str:
@@ -94,8 +99,14 @@ class Batch:
 class ReadReport:
     found: int = 0
     read: int = 0
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # "relative/path: reason (detail)"
     sizes: set = field(default_factory=set)
+    skips: SkipCounter = field(default_factory=lambda: SkipCounter(log_first=0))  # per-reason counts
+
+    @property
+    def skipped(self) -> dict:
+        """{reason: count} of the images left out (what the JSON results and summaries show)."""
+        return dict(sorted(self.skips.counts.items()))
 
     @property
     def resolution(self) -> str:
@@ -110,10 +121,13 @@ def iter_batches(folder: str | Path, files: list[Path], batch_size: int, report:
     report.found += len(files)
     paths, images = [], []
     for p in files:
+        report.skips.add_seen()
         try:
             img = read_image(p)
-        except Exception as e:  # PIL raises many types for broken files
-            report.unreadable.append(f"{p.relative_to(folder).as_posix()}: {type(e).__name__}")
+        except BadSample as e:  # the decoder sorts every PIL failure into a reason
+            rel = p.relative_to(folder).as_posix()
+            report.skips.record(e.reason, rel, e.detail)
+            report.unreadable.append(f"{rel}: {e.reason}" + (f" ({e.detail})" if e.detail else ""))
             continue
         report.read += 1
         report.sizes.add(img.shape[:2])
