@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from shared.config import ConfigError, cli, resolve, save_resolved
+from shared.train.seed import seed_everything
 from shared.train.trainer import Trainer
 from projects.titok_rar import generator_io
 from projects.titok_rar.generator_common import MLMLoss, mask_input_tokens
@@ -190,6 +191,9 @@ def main(cfg=None):
         raise ConfigError("dataset.params.pretokenization: the token folder to train from (tokens.npy, labels.npy, "
                           "meta.json; projects/titok_rar/pretokenize.py)")
     data = load_tokens(cfg.dataset.params.pretokenization)
+    # built before the Trainer (which seeds in its __init__): seeded here, so the initial weights do not depend on
+    # what the process drew before (a resumed or in-process run would otherwise differ from the checkpointed one)
+    seed_everything(cfg.training.seed)
     step_obj = STEPS[cfg.generator](cfg, data)
     classes = None if cfg.generator == "maskgen" else int(cfg.model.generator.condition_num_classes)
     tensors = token_tensors(data, classes)
@@ -228,5 +232,13 @@ def main(cfg=None):
     return final
 
 
+def _argv_with_config(argv: list[str]) -> list[str]:
+    """`config=<yaml>` first, as a file layer. Left as an option, cli would resolve it with every default filled in
+    and main's `with_config_file` would then put those defaults over the file's values (the recipe was ignored)."""
+    files = [a.split("=", 1)[1] for a in argv if a.startswith("config=")]
+    return files + [a for a in argv if not a.startswith("config=")]
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = _argv_with_config(sys.argv[1:])
     cli(main, Config, PRESETS, __doc__)

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from shared.config import ConfigError, cli, resolve
 from shared.data import ResumableLoader
+from shared.train.seed import seed_everything
 from shared.train.trainer import TrainConfig, Trainer
 from projects.titok_rar.data import image_source, to_unit
 from projects.titok_rar.hub import read_state_dict
@@ -302,6 +303,13 @@ class CodebookMonitor:
         self.seen.zero_()
         return out
 
+    # checkpointed with the run, so a resume inside a log window reports the same usage as an uninterrupted run
+    def state_dict(self) -> dict:
+        return {"seen": self.seen.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen.copy_(state["seen"])
+
 
 def main(cfg=None):
     cfg = resolve(Config, with_config_file(cfg), PRESETS)
@@ -321,6 +329,10 @@ def main(cfg=None):
                               pre.random_crop, pre.random_flip)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"dataset.params.train_shards_path_or_url: {e}") from None
+    # The models are built before the Trainer (which seeds in its __init__) so that a bad config fails before a run
+    # folder exists; seeded here, their initial weights do not depend on what the process drew before (a
+    # resumed or in-process run would otherwise start from other weights than the checkpointed run did).
+    seed_everything(cfg.training.seed)
     teacher = _teacher(cfg) if stage in ("stage1", "stage2") else None
     model = build_model(cfg, stage, teacher)
     if stage == "stage2":
@@ -360,6 +372,8 @@ def main(cfg=None):
     loader = ResumableLoader(source, cfg.training.per_gpu_batch_size, num_workers=cfg.dataset.params.num_workers_per_gpu,
                              seed=cfg.training.seed, rank=trainer.rank, world_size=trainer.world_size, drop_last=True)
     monitor = CodebookMonitor(raw.codebook_size) if stage == "vqgan" or raw.config.quantize_mode == "vq" else None
+    if monitor is not None:
+        trainer.register("codebook_monitor", monitor)
 
     for batch in trainer.batches(loader):
         images = to_unit(batch["image"])

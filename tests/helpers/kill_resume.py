@@ -96,11 +96,23 @@ SCRIPTS: dict[str, Script] = {s.name: s for s in [
                          f"dataset.params.train_shards_path_or_url={w / 'titok/shards/train'}",
                          "model.vqgan.hidden_channels=16", "losses.discriminator_start=1",
                          f"losses.perceptual_loss=digits:{w / 'feat/features.safetensors'}"],
-           kill_range=(6, 9), needs=("titok",),
-           known_issue="resumed from step 2, the final weights are up to 0.17 away (metrics differ from step 4 on: "
-                       "codebook_usage 0.39 vs 0.47); some state of train_tokenizer is not in the checkpoint"),
-    # titok_rar's train_generator: add one entry here (module, tiny options, needs).
+           kill_range=(6, 9), needs=("titok",)),
+    # RAR with the annealed order (random-order probability 1 -> 0 over steps 1..5, so it changes across the
+    # resume), ten-crop tokens (a per-step crop drawn from the trainer's "crops" generator), label dropout
+    Script("titok_train_generator_rar", "projects.titok_rar.train_generator",
+           lambda w, r: _generator(w, r, "rar", "order=annealed", "model.generator.randomness_anneal_start=1",
+                                   "model.generator.randomness_anneal_end=5"), needs=("gen_tokens",)),
+    Script("titok_train_generator_maskgit", "projects.titok_rar.train_generator",
+           lambda w, r: _generator(w, r, "maskgit"), needs=("gen_tokens",)),
+    Script("titok_train_generator_maskgen", "projects.titok_rar.train_generator",  # with its (trained) text encoder
+           lambda w, r: _generator(w, r, "maskgen"), needs=("gen_tokens",)),
 ]}
+
+
+def _generator(work: Path, run: Path, kind: str, *extra: str) -> list[str]:
+    return [f"config={REPO / f'projects/titok_rar/configs/generator/tiny_{kind}.yaml'}", "scale=tiny", "threads=1",
+            "progress=false", "training.max_train_steps=6", "experiment.save_every=2", "experiment.log_every=1",
+            f"experiment.output_dir={run}", f"dataset.params.pretokenization={work / 'gen_tokens'}", *extra]
 
 
 def prepare_work(work: Path, needs: Sequence[str]) -> Path:
@@ -129,6 +141,16 @@ def prepare_work(work: Path, needs: Sequence[str]) -> Path:
         from shared.digits import train_features
         titok_prepare.main({"scale": "tiny", "digits": str(work / "digits"), "out_dir": str(work / "titok")})
         train_features.main({"scale": "tiny", "data_dir": str(work / "digits"), "out_dir": str(work / "feat")})
+    if "gen_tokens" in need and not (work / "gen_tokens").is_dir():
+        import numpy as np
+
+        from projects.titok_rar.generator_common import toy_caption
+        from projects.titok_rar.token_data import write_tokens
+        rng = np.random.default_rng(0)  # random tokens of a 16-code tokenizer: what is trained does not matter here
+        labels = rng.integers(0, 80, 48)
+        write_tokens(work / "gen_tokens", rng.integers(0, 16, (48, 2, 16)), labels,  # two crops per image
+                     captions=[toy_caption(int(c)) for c in labels],
+                     meta={"codebook_size": 16, "tokenizer": "none (random tokens)"})
     return work
 
 
@@ -141,6 +163,13 @@ def run_in_process(script: Script, argv: list[str]):
 
     threads = torch.get_num_threads()
     module = importlib.import_module(script.module)
+    # Global RNGs in a state no fresh interpreter has: a script whose weights depend on what the process drew before
+    # main() (models built before anything seeds) then differs from the killed command-line run, as it would
+    # between two real runs. (Fixed, so a failure reproduces; torch's own start seed is 67280421310721.)
+    import numpy as np
+    random.seed(987654321)
+    np.random.seed(987654321)
+    torch.manual_seed(987654321)
     try:
         return module.main(parse_argv(argv))
     finally:
