@@ -1,4 +1,4 @@
-"""bytedance/1d-tokenizer's `sample_imagenet_rar.py`, as typed there: class-balanced RAR samples for gFID through
+r"""bytedance/1d-tokenizer's `sample_imagenet_rar.py`, as typed there: class-balanced RAR samples for gFID through
 projects/titok_rar/sample.py.
 
     torchrun --nproc_per_node=8 projects/titok_rar/sample_imagenet_rar.py \

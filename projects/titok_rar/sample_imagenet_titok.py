@@ -1,4 +1,4 @@
-"""bytedance/1d-tokenizer's `sample_imagenet_titok.py`, as typed there: class-balanced MaskGIT samples on TiTok
+r"""bytedance/1d-tokenizer's `sample_imagenet_titok.py`, as typed there: class-balanced MaskGIT samples on TiTok
 tokens (the released generator_titok_{l32,b64,s128}) through projects/titok_rar/sample.py.
 
     torchrun --nproc_per_node=8 projects/titok_rar/sample_imagenet_titok.py \

@@ -130,14 +130,14 @@ def sample_entry(kind: str, script: str, doc: str, download_hint: str) -> Any:
             cfg.tokenizer = cfg.model.vq_model.pretrained_tokenizer_weight
         out = Path(sample.main(cfg))
         beside = out.parent / f"{out.name}.npz"
-        if (out / "samples.npz").is_file() and not beside.exists():
+        if (out / "samples.npz").is_file():  # this process saw the set complete: (re)place the copy beside
+            tmp = out.parent / f".{out.name}.npz.{os.getpid()}"
             try:
-                os.link(out / "samples.npz", beside)
-            except FileExistsError:  # another rank got there first
-                pass
+                os.link(out / "samples.npz", tmp)
             except OSError:  # no hard links on this file system
                 import shutil
-                shutil.copyfile(out / "samples.npz", beside)
+                shutil.copyfile(out / "samples.npz", tmp)
+            os.replace(tmp, beside)
         return out
 
     return run(step, sample.SampleConfig, sample.PRESETS, doc, script=script, fixed={"generator": kind}, check=check)

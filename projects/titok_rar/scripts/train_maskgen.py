@@ -1,4 +1,4 @@
-"""bytedance/1d-tokenizer's `scripts/train_maskgen.py`, as typed there: trains MaskGen-VQ with
+r"""bytedance/1d-tokenizer's `scripts/train_maskgen.py`, as typed there: trains MaskGen-VQ with
 projects/titok_rar/train_generator.py.
 
     accelerate launch projects/titok_rar/scripts/train_maskgen.py \

@@ -1,4 +1,4 @@
-"""bytedance/1d-tokenizer's `scripts/train_maskgit.py`, as typed there: trains MaskGIT (ImageBert / UViTBert on TiTok
+r"""bytedance/1d-tokenizer's `scripts/train_maskgit.py`, as typed there: trains MaskGIT (ImageBert / UViTBert on TiTok
 tokens) with projects/titok_rar/train_generator.py.
 
     accelerate launch projects/titok_rar/scripts/train_maskgit.py \

@@ -1,4 +1,4 @@
-"""bytedance/1d-tokenizer's `scripts/train_rar.py`, as typed there: trains RAR with projects/titok_rar/train_generator.py.
+r"""bytedance/1d-tokenizer's `scripts/train_rar.py`, as typed there: trains RAR with projects/titok_rar/train_generator.py.
 
     accelerate launch projects/titok_rar/scripts/train_rar.py config=projects/titok_rar/configs/generator/rar.yaml \
         experiment.project="rar" experiment.name="rar_rar-b" experiment.output_dir="rar_rar-b" \

@@ -1,4 +1,4 @@
-"""bytedance/1d-tokenizer's `scripts/train_titok.py`, as typed there: trains TiTok with projects/titok_rar/train_tokenizer.py.
+r"""bytedance/1d-tokenizer's `scripts/train_titok.py`, as typed there: trains TiTok with projects/titok_rar/train_tokenizer.py.
 
     accelerate launch projects/titok_rar/scripts/train_titok.py \
         config=projects/titok_rar/configs/training/TiTok/stage1/titok_b64.yaml \
