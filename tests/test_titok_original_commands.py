@@ -107,7 +107,7 @@ def trained(fx, tmp_path_factory):
                     f"experiment.output_dir={out}", f"dataset.params.pretokenization={fx / 'tokens'}",
                     "training.max_train_steps=3", "training.per_gpu_batch_size=8", "scale=tiny", *QUIET]
             if kind == "rar":
-                _run([PY, script, *argv, "model.generator.hidden_size=32"])
+                _run([PY, script, *argv, "model.generator.hidden_size=48"])  # over the YAML's 32
             else:
                 assert _main(script, argv, mp) == 0
     return outs
@@ -123,8 +123,13 @@ def test_train_generators_as_the_original(trained, kind):
     assert cfg.training.per_gpu_batch_size == 8
     if kind == "maskgen":
         assert cfg.model.text_encoder.width == 32  # from the tiny YAML, not the default
-    else:  # from the tiny YAML, not the default 24; hidden_size 32 from the command line for rar
-        assert cfg.model.generator.num_hidden_layers == 2 and cfg.model.generator.hidden_size == 32
+    else:  # from the tiny YAML, not the default 24; rar's hidden_size from the command line, over the YAML's 32
+        assert cfg.model.generator.num_hidden_layers == 2
+        assert cfg.model.generator.hidden_size == (48 if kind == "rar" else 32)
+        width = cfg.model.generator.hidden_size  # and the weights have it
+        assert OmegaConf.load(out / "final/generator.yaml").model.generator.hidden_size == width
+        norms = [t.shape for k, t in g.model.state_dict().items() if k.endswith(("norm1.weight", "LayerNorm.weight"))]
+        assert norms and all(shape[-1] == width for shape in norms), norms
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(r.get("step", 0) for r in rows) == 3
 
