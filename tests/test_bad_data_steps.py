@@ -230,3 +230,24 @@ def test_glide_evaluate_and_held_out_upsampling(samples, bad, extractor, tmp_pat
         assert im.size == (2 * SIZE, 2 * SIZE)
         assert tuple(np.asarray(im.convert("RGB"))[SIZE, SIZE]) == pytest.approx(EXPECTED["b_sixteen"], abs=1)
     _reasons_printed(capsys.readouterr().out)
+
+
+def test_titok_evaluate(bad, extractor, tmp_path, capsys):
+    from projects.titok_rar import evaluate
+    from projects.titok_rar.image_tokenizers import MaskGITVQGAN, small_vqgan_config
+
+    torch.manual_seed(0)
+    MaskGITVQGAN(small_vqgan_config("tiny")).save_pretrained(tmp_path / "vq")  # untrained: reading is the test
+    out = tmp_path / "e.json"
+    evaluate.main({"scale": "tiny", "tokenizer": str(tmp_path / "vq"), "experiment": "bad", "data": str(bad),
+                   "image_size": SIZE, "extractor": extractor, "metrics": "fd", "out": str(out),
+                   "max_skip_rate": 0.6})  # half the folder is bad: above the default 5%, which stops a run
+    result = json.loads(out.read_text())
+    assert result["num_reconstructed"] == 4 and result["input_skipped"] == 4
+    assert result["input_skip_reasons"] == REASONS
+    assert "skipped 4 unreadable input images: not_an_image=2, truncated=1, unreadable=1" in capsys.readouterr().out
+    originals = sorted((tmp_path / "e/originals").glob("*.png"))
+    assert len(originals) == 4
+    sixteen = next(p for p in originals if "sixteen" in p.name)
+    with Image.open(sixteen) as im:  # the 16-bit grey, through the shared decoder and the loader
+        assert tuple(np.asarray(im.convert("RGB"))[0, 0]) == EXPECTED["b_sixteen"]

@@ -48,6 +48,7 @@ class Config:
     grid: int = 8                 # images in the grid (one row of originals, one of reconstructions)
     device: str = "cpu"
     threads: int = 0
+    max_skip_rate: float = 0.05   # stop when more than this share of the inputs is unreadable (shared.data loader)
 
 
 PRESETS = {
@@ -73,7 +74,10 @@ def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict |
     """Encode/decode every image; returns (codes or None, timings, count, grid tensors). The loader skips and
     counts unreadable inputs (shared.data); their counts go into `skips` (SkipCounter.to_dict()) when given."""
     src = image_source(cfg.data, cfg.image_size)
-    loader = ResumableLoader(src, cfg.batch_size, shuffle=False, drop_last=False, rank=0, world_size=1)
+    if hasattr(src, "allow_empty_caption"):  # an image folder: reconstruction needs no captions
+        src.allow_empty_caption = True
+    loader = ResumableLoader(src, cfg.batch_size, shuffle=False, drop_last=False, rank=0, world_size=1,
+                             max_skip_rate=cfg.max_skip_rate)
     dev = torch.device(cfg.device)
     codes, t_enc, t_dec, n, grid = [], 0.0, 0.0, 0, ([], [])
     continuous = getattr(tok, "is_continuous", False)
