@@ -57,7 +57,7 @@ def fx(digits_tiny, tmp_path_factory):
     return root
 
 
-def test_train_titok_stage1_as_the_original(fx, tmp_path):
+def test_train_titok_both_stages_as_the_original(fx, tmp_path, monkeypatch):
     out = tmp_path / "titok_b64_stage1_run1"
     _run([PY, "projects/titok_rar/scripts/train_titok.py",
           "config=projects/titok_rar/configs/toy/titok_stage1.yaml",
@@ -79,6 +79,26 @@ def test_train_titok_stage1_as_the_original(fx, tmp_path):
     assert codes.shape == (2, 4) and int(codes.max()) < 256
     # stage 1 decodes to the teacher's codes, as the original's stage-1 model (pixels through the VQGAN)
     assert tuple(tok.decode_with_vqgan(codes, load_tokenizer(fx / "vq32")).shape) == (2, 3, 32, 32)
+
+    # stage 2 from the stage-1 result (experiment.init_weight), in this interpreter: decodes to pixels, the encoder
+    # frozen as the original's finetune_decoder freezes it
+    s2 = tmp_path / "titok_b64_stage2_run1"
+    assert _main("projects/titok_rar/scripts/train_titok.py",
+                 ["config=projects/titok_rar/configs/toy/titok_stage2.yaml", f"experiment.output_dir={s2}",
+                  f"experiment.init_weight={out / 'final'}", "training.per_gpu_batch_size=8",
+                  "training.max_train_steps=2", f"model.vq_model.pretrained_tokenizer_weight={fx / 'vq32'}",
+                  f"dataset.params.train_shards_path_or_url={fx / 'data/shards/train'}",
+                  "model.vq_model.vit_enc_model_size=tiny", "model.vq_model.vit_dec_model_size=tiny",
+                  "model.vq_model.num_latent_tokens=4", "losses.discriminator_start=1", "losses.perceptual_weight=0",
+                  "experiment.save_every=0",
+                  *QUIET], monkeypatch) == 0
+    tok2 = load_tokenizer(s2 / "final")
+    assert tuple(tok2.decode_tokens(codes).shape) == (2, 3, 32, 32)
+    one, two = tok.state_dict(), tok2.state_dict()
+    enc = [k for k in one if k.startswith("encoder.")]
+    assert enc and all(torch.equal(one[k], two[k]) for k in enc)
+    dec = [k for k in one if k.startswith("decoder.") and one[k].is_floating_point()]
+    assert any(not torch.equal(one[k], two[k]) for k in dec)  # while the decoder trained
 
 
 def _main(script, argv, monkeypatch):
