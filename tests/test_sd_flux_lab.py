@@ -332,7 +332,7 @@ def test_crop_images_keeps_prompts(tmp_path):
     for mode in crop_images.MODES:
         out = tmp_path / mode
         r = crop_images.main({"scale": "tiny", "in_dir": str(tmp_path / "in"), "out_dir": str(out), "mode": mode})
-        assert r == {"images": 2, "skipped": 1}
+        assert r == {"images": 2, "skipped": 1, "skip_reasons": {"not_an_image": 1}}
         listing = list_images(out)
         assert [i.prompt for i in listing.items] == ["a red car", "a red bus"]
         sizes = [Image.open(out / i.path).size for i in listing.items]
