@@ -498,3 +498,34 @@ def test_resuming_with_changed_settings_warns(tmp_path, capsys):
     run(5e-4, 4)
     err = capsys.readouterr().err
     assert "warning: resuming" in err and "lr: 0.001 -> 0.0005" in err and "max_steps" not in err
+
+
+def test_finish_draws_training_curves_for_runs_with_enough_rows(tmp_path):
+    """Every training step gets curves.png (+ the CSV behind it) from its metrics.jsonl; tiny runs with fewer rows
+    than a curve needs skip the plot unless the step asks for it with a title."""
+    import csv as _csv
+
+    from shared.train.trainer import TrainConfig, Trainer
+
+    def run(name, steps, **finish_kw):
+        cfg = TrainConfig(run_dir=str(tmp_path / name), max_steps=steps, log_every=1, ckpt_every=0, progress=False)
+        trainer = Trainer(cfg)
+        model = torch.nn.Linear(2, 1)
+        model, _ = trainer.add("model", model, torch.optim.SGD(model.parameters(), lr=0.1))
+        x = torch.randn(64, 2)
+        y = x @ torch.tensor([[1.0], [-2.0]])
+        for (xb, yb) in trainer.batches(trainer.loader((x, y), 8)):
+            loss = torch.nn.functional.mse_loss(model(xb), yb)
+            trainer.backward(loss)
+            trainer.optimizer_step()
+            trainer.log(loss=loss)
+        trainer.finish({"final": 1.0}, **finish_kw)
+        return tmp_path / name
+
+    long_run = run("long", Trainer.CURVES_MIN_ROWS + 5)
+    assert (long_run / "curves.png").stat().st_size > 1000
+    rows = list(_csv.DictReader((long_run / "curves.csv").open()))
+    losses = [float(r["value"]) for r in rows if r["key"] == "loss"]
+    assert len(losses) >= Trainer.CURVES_MIN_ROWS and losses[-1] < losses[0]  # the plotted loss is the logged one
+    assert not (run("short", 3) / "curves.png").exists()
+    assert (run("asked", 3, curves_title="tiny but wanted") / "curves.png").is_file()

@@ -244,10 +244,7 @@ def main(cfg=None):
         if ema is not None:
             ema.copy_to(raw)  # the exported model carries the EMA weights
         export_model(raw, cfg, out / "model", cfg.max_steps, image_size)
-    trainer.finish(metrics)
-    if trainer.is_main:
-        plots.training_curves({"digits diffusion": out / "metrics.jsonl"}, out / "curves.png",
-                              title=f"Digits diffusion training ({cfg.scale} scale, batch {cfg.batch_size})")
+    trainer.finish(metrics, curves_title=f"Digits diffusion training ({cfg.scale} scale, batch {cfg.batch_size})")
     print(f"trained steps {start}..{cfg.max_steps} in {elapsed:.1f}s, loss {tail} -> {out / 'model'}")
     return metrics
 

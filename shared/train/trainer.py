@@ -75,6 +75,7 @@ class TrainConfig:
     milestone_every: int = field(default=0, metadata={"help": "keep these multiples forever; 0 = none"})
     log_every: int = field(default=10, metadata={"min": 0})
     log_csv: bool = False
+    curves: bool = field(default=True, metadata={"help": "finish() draws curves.png (+ .csv) from metrics.jsonl"})
     progress: bool = True
     report_to: str = field(default="", metadata={"help": "wandb,tensorboard: used when installed"})
     preempt_signals: str = "SIGUSR2,SIGTERM"
@@ -561,13 +562,37 @@ class Trainer:
         if self.accelerator.trackers:
             self.accelerator.end_training()
 
-    def finish(self, metrics: Mapping[str, Any] | None = None) -> None:
-        """End of a finished run: write final `metrics` (a row in metrics.jsonl and metrics.json), close, sync."""
+    # A curve needs points: runs with fewer logged rows (the tiny test runs) skip the plot, which costs ~1 s of
+    # matplotlib import, unless the step asks for it by giving a title.
+    CURVES_MIN_ROWS = 20
+
+    def finish(self, metrics: Mapping[str, Any] | None = None, *, curves_title: str | None = None) -> None:
+        """End of a finished run: write final `metrics` (a row in metrics.jsonl and metrics.json), draw the
+        training curves (`curves.png` + `curves.csv`: loss terms, lr, grad norm, skipped steps, ... against the
+        step; see shared.plots.training_curves), close, sync."""
         if metrics and self.is_main:
             self.logger.write(self.global_step, dict(metrics))
             write_json(self.run_dir / "metrics.json", {"step": self.global_step, **dict(metrics)})
+        if self.is_main and self.cfg.curves:
+            self._plot_curves(curves_title)
         self.close()
         self.accelerator.wait_for_everyone()
+
+    def _plot_curves(self, title: str | None) -> None:
+        log = self.run_dir / "metrics.jsonl"
+        if not log.is_file():
+            return
+        with open(log) as f:
+            rows = sum(1 for line in f if line.strip())
+        if title is None and rows < self.CURVES_MIN_ROWS:
+            return
+        from shared import plots
+
+        try:
+            plots.training_curves({self.run_dir.name: log}, self.run_dir / "curves.png",
+                                  title=title if title is not None else f"Training: {self.run_dir.name}")
+        except ValueError as e:  # nothing numeric that changes: no plot, the run itself is fine
+            warnings.warn(f"no training curves: {e}")
 
     def __enter__(self) -> "Trainer":
         return self
