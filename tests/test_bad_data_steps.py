@@ -251,3 +251,24 @@ def test_titok_evaluate(bad, extractor, tmp_path, capsys):
     sixteen = next(p for p in originals if "sixteen" in p.name)
     with Image.open(sixteen) as im:  # the 16-bit grey, through the shared decoder and the loader
         assert tuple(np.asarray(im.convert("RGB"))[0, 0]) == EXPECTED["b_sixteen"]
+
+
+def test_flux_edit_folder(bad, tmp_path, capsys):
+    import shutil
+
+    from projects.sd_flux_lab import flux, generate
+
+    src = tmp_path / "photos"  # FLUX.2's image processor wants >= 64 px: the good images scaled up, same modes
+    shutil.copytree(bad, src, symlinks=True)
+    for k, im in _good_images().items():
+        im.resize((64, 64), Image.NEAREST).save(src / f"{k}.png")
+    pipe = flux.main({"scale": "tiny", "out_dir": str(tmp_path / "flux2")})
+    capsys.readouterr()
+    files = generate.main({"scale": "tiny", "pipeline": str(pipe), "out_dir": str(tmp_path / "edit"),
+                           "input_dir": str(src), "prompt": "make it blue"})
+    sources = [Path(generate.read_png_settings(f)["parameters"]["source"]).stem for f in files]
+    assert sources == ["a_rgb", "b_sixteen", "c_palette", "d_rgba"]  # the four bad files skipped, the run went on
+    _reasons_printed(capsys.readouterr().out)
+    with pytest.raises(ValueError, match=r"init_image=.*notes.png: not a readable image \(not_an_image"):
+        generate.main({"scale": "tiny", "pipeline": str(pipe), "out_dir": str(tmp_path / "i2i"), "prompt": "x",
+                       "init_image": str(bad / "notes.png")})

@@ -116,14 +116,17 @@ def with_prefix(prompt: str, prefix: str) -> str:
 
 
 def load_image(path: str | Path, key: str) -> Image.Image:
+    """RGB through the shared decoder (16-bit scaled, palette/alpha composited on white, EXIF orientation)."""
+    from shared.data import BadSample, decode_image, read_file
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         raise FileNotFoundError(f"{key}={path}: no such image file")
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except OSError as e:
-        raise ValueError(f"{key}={path}: not a readable image ({e})") from None
+        return decode_image(read_file(path), str(path))
+    except BadSample as e:
+        raise ValueError(f"{key}={path}: not a readable image ({e.reason}"
+                         + (f": {e.detail})" if e.detail else ")")) from None
 
 
 def edit_inputs(folder: str | Path, start: int, limit: int) -> list[Path]:
@@ -328,9 +331,19 @@ def main(cfg=None):
             [(p * cfg.num_images + i, prompt, cfg.seed + i, None) for p, prompt in enumerate(prompts)
              for i in range(cfg.num_images)])
     written = []
+    from shared.data import BadSample, SkipCounter, decode_image, read_file
+
+    skips = SkipCounter(log_first=0)  # edit mode: unreadable images in input_dir are skipped and counted
     for index, prompt, seed, src in tqdm(jobs, desc=f"generate ({mode}, {kind})"):
         full = with_prefix(prompt, prefix)
-        image = load_image(src, "input_dir image") if src is not None else init
+        image = init
+        if src is not None:
+            skips.add_seen()
+            try:
+                image = decode_image(read_file(src), str(src))
+            except BadSample as e:
+                skips.record(e.reason, str(src), e.detail)
+                continue
         result = run_one(pipe, kind, info, mode, full, negative, image, cfg, guidance, steps, seed)
         params = {"mode": mode, "model": kind, "pipeline": str(cfg.pipeline), "prompt": full,
                   "negative_prompt": negative, "sampler": cfg.sampler or type(pipe.scheduler).__name__,
@@ -341,6 +354,8 @@ def main(cfg=None):
         if src is not None:
             params["source"] = str(src)
         written.append(save_png(result, out / f"{stamp}_{index:04d}.png", full, negative, params))
+    if skips.bad:
+        print(f"input_dir: {skips.summary()}\n{skips.listing()}")
     print(f"{len(written)} image(s) ({mode}, {kind}) -> {out}")
     return written
 
