@@ -6,7 +6,8 @@ run ends.
   dmd2's train and train_teacher, shared/digits/train_features, glide_finetune's train, titok_rar's train_tokenizer
   (VQGAN with GAN + LeCam) and train_generator (RAR with the annealed order over ten-crop tokens, MaskGIT, MaskGen
   with its text encoder)): SIGKILL after a random optimizer step, resume, the final weights equal an uninterrupted
-  run's to the bit; train_sd also SIGKILLed in the middle of a checkpoint write.
+  run's to the bit, and so are the metrics.jsonl rows of every step; train_sd also SIGKILLed in the middle of a
+  checkpoint write.
 * The example step script: SIGKILL mid-step, SIGKILL mid-checkpoint-write, SIGTERM (preemption: save, exit 75,
   marker file), then a plain restart that finishes."""
 from __future__ import annotations
@@ -146,6 +147,7 @@ def test_step_script_killed_at_a_random_step_resumes_bit_identical(name, work, t
     report = kill_resume(SCRIPTS[name], work, tmp_path)
     assert report.identical, report.describe()
     assert report.resumed_step > 0 or SCRIPTS[name].outputs, report.describe()  # it resumed, not restarted
+    assert report.rows_compared >= 6 or SCRIPTS[name].outputs, report.describe()  # log_every=1: a row per step
 
 
 def test_step_script_killed_mid_checkpoint_write_resumes_bit_identical(work, tmp_path):

@@ -17,7 +17,9 @@ uninterrupted reference and the resumed run are in-process `main(cfg)` calls (sa
 `parse_argv`), so a case costs its training steps, not interpreter starts.
 
 What is compared: every safetensors file of the run's newest checkpoint (models, EMAs), or the script's own output
-files (`Script.outputs`) for scripts without checkpoints. Equality is `torch.equal` per tensor.
+files (`Script.outputs`) for scripts without checkpoints. Equality is `torch.equal` per tensor. And the training
+rows of metrics.jsonl (the Trainer's per-step rows: losses, grad norms, LRs, a script's own logged values; times,
+speeds, memory left out): the resumed run's file must hold the uninterrupted run's values exactly, step by step.
 
 Adding a script: one `Script(...)` entry in SCRIPTS: its module, the options for a tiny run (a function of the
 fixtures folder `work` and the run folder), and the output files when it has no checkpoints. The fixtures it needs
@@ -240,6 +242,7 @@ class Report:
     mismatches: list[str] = field(default_factory=list)
     compared: int = 0
     resumed_step: int = 0  # the checkpoint the resumed run started from (0: none; scripts without checkpoints)
+    rows_compared: int = 0  # training rows of metrics.jsonl compared (0 for scripts without the Trainer's rows)
     killed_output: str = ""
 
     @property
@@ -248,7 +251,7 @@ class Report:
 
     def describe(self) -> str:
         return (f"{self.script} ({self.kill}): rc {self.returncode}, resumed from step {self.resumed_step}, "
-                f"{self.compared} files compared, "
+                f"{self.compared} files and {self.rows_compared} metrics rows compared, "
                 f"mismatches: {self.mismatches or 'none'}\n{self.killed_output[-2000:]}")
 
 
@@ -271,6 +274,31 @@ def compare(script: Script, reference: Path, resumed: Path) -> tuple[int, list[s
             if not torch.equal(a[t], b[t]):
                 bad.append(f"{k}:{t} max|diff| {(a[t].double() - b[t].double()).abs().max().item():.3g}")
     return n, sorted(bad)
+
+
+def _measured(key: str) -> bool:
+    """Values of the machine, not of the training: wall times, speeds, memory."""
+    return key == "time" or key.endswith(("per_sec", "_seconds", "_mb", "_gb")) or "mem" in key
+
+
+def training_rows(run_dir: Path) -> dict[int, dict]:
+    """metrics.jsonl's per-step training rows (those the Trainer writes: they carry the LR), measurements of the
+    machine (times, speeds, memory) left out."""
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    return {r["step"]: {k: v for k, v in r.items() if not _measured(k)} for r in rows
+            if any(k == "lr" or k.startswith("lr/") for k in r)}
+
+
+def compare_metrics(reference: Path, resumed: Path) -> tuple[int, list[str]]:
+    """(training rows compared, 'metrics step N: key a vs b' for every logged value that differs after the resume)."""
+    want, got = training_rows(reference), training_rows(resumed)
+    bad = [f"metrics step {s}: missing after resume" for s in sorted(want.keys() - got.keys())]
+    for s in sorted(want.keys() & got.keys()):
+        a, b = want[s], got[s]
+        bad += [f"metrics step {s}: {k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+                if a.get(k) != b.get(k)]
+    return len(want), bad
 
 
 def kill_resume(script: Script, work: Path, tmp: Path, *, kill_at: int | None = None, mid_write: int = 0,
@@ -296,6 +324,8 @@ def kill_resume(script: Script, work: Path, tmp: Path, *, kill_at: int | None = 
     report.resumed_step = latest.step if latest else 0
     run_in_process(script, argv)
     report.compared, report.mismatches = compare(script, reference, run)
+    report.rows_compared, bad = compare_metrics(reference, run)  # every step saw the same batch, noise, dropout
+    report.mismatches += bad
     return report
 
 
