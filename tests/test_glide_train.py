@@ -293,3 +293,24 @@ def test_lru_text_cache():
     assert list(cache.entries) == ["", "xyz"] and cache.evictions == 1
     again = cache(["ab"])
     assert calls[-1] == ["ab"] and torch.equal(again["xf_proj"][0], torch.tensor([2.0, 97.0]))
+
+
+def test_test_samplers_command_as_glide_finetune_users_type_it(setup, tmp_path, monkeypatch):
+    """glide-finetune's `test_samplers.py --prompt ... --steps 50 --guidance-scale 3.0 --output-dir ...` is
+    compare_samplers.py here (a module named test_*.py would be collected by pytest); steps cut to 2 for time."""
+    import runpy
+    from pathlib import Path
+
+    root, _, _ = setup
+    out = tmp_path / "compare"
+    script = Path(__file__).resolve().parents[1] / "projects/glide_finetune/compare_samplers.py"
+    monkeypatch.setattr("sys.argv", [str(script), "--model", str(root / "base"), "--prompt", "a red handwritten seven",
+                                     "--steps", "2", "--guidance-scale", "3.0", "--output-dir", str(out),
+                                     "--scale", "tiny", "--num-images", "2"])
+    runpy.run_path(str(script), run_name="__main__")
+    table = (out / "results.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "sampler" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["plms", "euler", "dpm++", "glide"]  # the tiny preset's
+    assert all(r.split("|")[2].strip() == "2" for r in rows)  # --steps 2
+    assert "3.0" in table  # the guidance scale is stated
+    assert Image.open(out / "grid.png").size[0] > 0
