@@ -244,9 +244,13 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
             ((("--config",) + tuple(sorted(config))) if config else ())
         groups.setdefault(key, []).extend(targets or ["all"])
     snakemake = str(Path(sys.executable).with_name("snakemake"))
+    procs = []  # started together: the dry runs are independent (two cores halve the wait)
     for key, targets in sorted(groups.items()):
         argv = [snakemake, *key[:2], "-n", *sorted(set(targets)), *key[2:]] if key[0] != "--list-target-rules" \
             else [snakemake, "--list-target-rules"]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert proc.returncode == 0, f"`{shlex.join(argv)}`: {proc.stderr[-2000:]}"
+        procs.append((argv, subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})))
+    for argv, proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"`{shlex.join(argv)}`: {err[-2000:]}"
+    assert len(procs) == 6  # default-profile toy and tiny, slurm paper and two tiny/debug variants, target list
