@@ -111,7 +111,8 @@ DRY_RUN = {
     ".venv/bin/snakemake --cores 2", ".venv/bin/snakemake --cores 2 smoke", ".venv/bin/snakemake --cores 2 toy",
     ".venv/bin/snakemake --cores 2 --config scale=tiny", ".venv/bin/snakemake --cores 2 leaderboard",
     ".venv/bin/snakemake --cores 2 eval_sdxl", ".venv/bin/snakemake --list-target-rules",
-    "snakemake --profile slurm eval_sdxl", "snakemake --profile slurm eval_sdxl --config scale=tiny slurm_partition=debug",
+    "snakemake --profile slurm eval_sdxl",
+    "snakemake --profile slurm eval_sdxl --config scale=tiny slurm_partition=debug",
     "snakemake --profile slurm smoke --config slurm_partition=debug slurm_account=myproj",
     "snakemake --cores 2 eval_imagenet64 eval_sdxl eval_sd15", "snakemake --cores 2 eval_sdxl --config scale=tiny",
     "snakemake --profile slurm eval_sd15", "snakemake --profile slurm eval_imagenet64",
@@ -132,8 +133,8 @@ README_SKIPPED = {
     ".venv/bin/snakemake --report report.html eval_sdxl --config scale=tiny": "needs that target's results "
                                                                              "(the report test runs the tiny chain)",
     ".venv/bin/snakemake --cores 2 --no-hooks": "runs the default target (toy scale)",
-    ".venv/bin/python shared/digits/train_features.py my.yaml epochs=20 out_dir=runs/feat": "my.yaml is the "
-                                                                                            "user's own file; " + _TOY_RUN,
+    ".venv/bin/python shared/digits/train_features.py my.yaml epochs=20 out_dir=runs/feat":
+        "my.yaml is the user's own file; " + _TOY_RUN,
     ".venv/bin/python -m shared.launch --backend slurm --gpus-per-node 8 --nodes 2 -- python projects/x/train.py":
         "submits to a 2-node GPU cluster; projects/x is a placeholder (tests/test_launch*.py cover the launcher)",
     "python projects/dmd2/train_teacher.py data=data/toy/dmd2/digits/real.lmdb run_dir=results/toy/dmd2/teacher "
