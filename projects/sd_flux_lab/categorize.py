@@ -10,7 +10,8 @@ words), plural "-s" folded into the singular. `<output_dir>/keywords.json` lists
 where each image went. Images are read through the shared decoder (16-bit, palette and alpha images decode
 correctly); unreadable ones (truncated, empty, not an image, dangling link) are skipped, counted per reason, left
 where they are, and listed under `skipped` / `skip_reasons` in keywords.json. BLIP loads from a LOCAL folder
-(BlipForConditionalGeneration + BlipProcessor, e.g. a copy of Salesforce/blip-image-captioning-base); `model=random` builds a tiny random one (tests, smoke).
+(BlipForConditionalGeneration + BlipProcessor, e.g. a copy of Salesforce/blip-image-captioning-base);
+`model=random` builds a tiny random one (tests, smoke).
 
     python projects/sd_flux_lab/categorize.py input_dir=photos model=downloads/blip caption=true organize=true
     python -m projects.sd_flux_lab.categorize scale=tiny input_dir=photos output_dir=sorted min_count=2
