@@ -99,6 +99,14 @@ SCRIPTS: dict[str, Script] = {s.name: s for s in [
                          "model.vqgan.hidden_channels=16", "losses.discriminator_start=1",
                          f"losses.perceptual_loss=digits:{w / 'feat/features.safetensors'}"],
            kill_range=(6, 9), needs=("titok",)),
+    # TiTok stage 1 (decoder logits vs a frozen VQGAN's codes) and stage 2 (encoder frozen, pixel decoder + GAN)
+    Script("titok_train_tokenizer_stage1", "projects.titok_rar.train_tokenizer",
+           lambda w, r: _titok_stage(w, r, "titok_stage1.yaml"), needs=("titok_stages",)),
+    Script("titok_train_tokenizer_stage2", "projects.titok_rar.train_tokenizer",
+           lambda w, r: _titok_stage(w, r, "titok_stage2.yaml", f"experiment.init_weight={w / 'titok_s1/final'}",
+                                     "losses.discriminator_start=1",
+                                     f"losses.perceptual_loss=digits:{w / 'feat/features.safetensors'}"),
+           kill_range=(6, 9), needs=("titok_stages",)),
     # RAR with the annealed order (random-order probability 1 -> 0 over steps 1..5, so it changes across the
     # resume), ten-crop tokens (a per-step crop drawn from the trainer's "crops" generator), label dropout
     Script("titok_train_generator_rar", "projects.titok_rar.train_generator",
@@ -109,6 +117,16 @@ SCRIPTS: dict[str, Script] = {s.name: s for s in [
     Script("titok_train_generator_maskgen", "projects.titok_rar.train_generator",  # with its (trained) text encoder
            lambda w, r: _generator(w, r, "maskgen"), needs=("gen_tokens",)),
 ]}
+
+
+def _titok_stage(work: Path, run: Path, recipe: str, *extra: str) -> list[str]:
+    return [f"config={REPO / 'projects/titok_rar/configs/toy' / recipe}", "scale=tiny", "threads=1",
+            "training.max_train_steps=6", "training.per_gpu_batch_size=8", "experiment.save_every=2",
+            "experiment.log_every=1", f"experiment.output_dir={run}",
+            f"dataset.params.train_shards_path_or_url={work / 'titok/shards/train'}",
+            "model.vq_model.vit_enc_model_size=tiny", "model.vq_model.vit_dec_model_size=tiny",
+            "model.vq_model.num_latent_tokens=4", f"model.vq_model.pretrained_tokenizer_weight={work / 'titok_vq'}",
+            *extra]
 
 
 def _generator(work: Path, run: Path, kind: str, *extra: str) -> list[str]:
@@ -143,6 +161,17 @@ def prepare_work(work: Path, needs: Sequence[str]) -> Path:
         from shared.digits import train_features
         titok_prepare.main({"scale": "tiny", "digits": str(work / "digits"), "out_dir": str(work / "titok")})
         train_features.main({"scale": "tiny", "data_dir": str(work / "digits"), "out_dir": str(work / "feat")})
+    if "titok_stages" in need and not (work / "titok_s1").is_dir():
+        import torch
+
+        from projects.titok_rar import train_tokenizer
+        from projects.titok_rar.vqgan import MaskGITVQGAN, VQGANConfig
+        prepare_work(work, ["titok"])
+        torch.manual_seed(0)  # an untrained VQGAN of the toy shape (vqgan_digits.yaml) is teacher enough here
+        MaskGITVQGAN(VQGANConfig(channel_mult=(1, 1, 2), num_res_blocks=1, hidden_channels=16, z_channels=16,
+                                 resolution=32, codebook_size=128, norm_groups=8)).save_pretrained(work / "titok_vq")
+        run_in_process(SCRIPTS["titok_train_tokenizer_stage1"],  # stage 2's init_weight: one step of stage 1
+                       _titok_stage(work, work / "titok_s1", "titok_stage1.yaml") + ["training.max_train_steps=1"])
     if "gen_tokens" in need and not (work / "gen_tokens").is_dir():
         import numpy as np
 
