@@ -130,3 +130,13 @@ def test_converter_refuses_a_mostly_bad_folder(tree, tmp_path):
     with pytest.raises(TooManyBadSamples, match="e.jpg"):
         folder_to_shards.main({"src": str(tree), "out_dir": str(out), "max_skip_rate": 0.1})
     assert not out.exists() and not list(tmp_path.glob(".shards*"))  # nothing half-written left behind
+
+
+def test_skip_counter_with_log_first_zero_logs_nothing(caplog):
+    from shared.data import SkipCounter
+
+    counter = SkipCounter(log_first=0)
+    with caplog.at_level("WARNING"):
+        for i in range(3):
+            counter.record("unreadable", f"f{i}.png")
+    assert counter.counts == {"unreadable": 3} and not caplog.records

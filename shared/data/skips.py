@@ -78,7 +78,7 @@ class SkipCounter:
             self.named[reason] = self.named.get(reason, 0) + count
         if n - count < self.log_first:
             log.warning("skipped %s: %s%s", file, reason, f" ({detail})" if detail else "")
-        elif n - count <= self.log_first < n:
+        elif 0 < self.log_first and n - count <= self.log_first < n:  # log_first=0: the caller reports
             log.warning("more samples skipped for '%s'; further ones are counted, not logged", reason)
 
     def record_filtered(self, reason: str, n: int = 1) -> None:
