@@ -237,3 +237,17 @@ def test_workflow_schema_declares_the_draft_snakemake_validates_with(tmp_path):
     finally:
         logger.removeHandler(handler)
     assert not [r for r in records if "No validator found" in r.getMessage()]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=0", "batch_size"), ("crop=middle", "crop"), ("prediction_type=x0", "prediction_type"),
+    ("arch=sd3", "arch"), ("caption_dropout=1.5", "caption_dropout"),
+])
+def test_train_sd_refuses_bad_values_before_loading_anything(override, message, tmp_path):
+    """Checked when the config is resolved: a bad value never reaches model loading (base= does not exist)."""
+    from projects.sd_flux_lab import train_sd
+
+    with pytest.raises(ConfigError, match=message):
+        train_sd.main(parse_argv([override, f"base={tmp_path / 'missing'}", f"run_dir={tmp_path / 'run'}"],
+                                 train_sd.Config))
+    assert not (tmp_path / "run").exists()

@@ -34,7 +34,7 @@ from projects.sd_flux_lab.conditioning import CONDITIONING
 from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents, list_report, skip_summary
 from projects.sd_flux_lab.loss import diffusion_loss
 from projects.sd_flux_lab.sampling import generate, grid
-from shared.config import resolve
+from shared.config import option, resolve
 from shared.data import CaptionDropout, list_images
 from shared.train import Trainer, TrainConfig
 
@@ -44,28 +44,28 @@ class Config(TrainConfig):
     scale: str = "toy"
     run_dir: str = "runs/toy/sd_flux_lab/train_sd"
     base: str = field(default="preset", metadata={"help": "pipeline folder, a previous run_dir, or 'preset'"})
-    arch: str = field(default="sd15", metadata={"help": "sd15 | sdxl (for base=preset; else read from the folder)"})
+    arch: str = option("sd15", help="for base=preset; else read from the folder", choices=("sd15", "sdxl"))
     vae: str = field(default="", metadata={"help": "AutoencoderKL folder replacing the base's VAE (e.g. a toy VAE)"})
     unet_single_file: str = field(default="", metadata={"help": "original-format UNet checkpoint to start from"})
     data_dir: str = "data/toy/sd_flux_lab/all"
     list: bool = field(default=False, metadata={"help": "print images, prompts and counts, then stop (--list)"})
-    resolution: int = 32
+    resolution: int = option(32, min=8)
     buckets: bool = field(default=False, metadata={"help": "aspect-ratio buckets of ~resolution^2 pixels"})
-    crop: str = "center"  # center | random
-    hflip: float = 0.0
+    crop: str = option("center", choices=("center", "random"))
+    hflip: float = option(0.0, help="probability of a horizontal flip", min=0, max=1)
     min_image_size: int = field(default=16, metadata={"help": "images with a shorter side below this many pixels "
                                                               "are left out (counted as filtered); 0 = keep all"})
-    batch_size: int = 16
+    batch_size: int = option(16, min=1)
     epochs: int = field(default=0, metadata={"help": "> 0: train this many epochs (sets max_steps)"})
-    lr: float = 1e-4
+    lr: float = option(1e-4, min=0)
     adam_beta2: float = 0.999
     weight_decay: float = 1e-2
-    prediction_type: str = "epsilon"  # epsilon | v_prediction
+    prediction_type: str = option("epsilon", choices=("epsilon", "v_prediction"))
     t_min: int = 0
     t_max: int = field(default=1000, metadata={"help": "timesteps drawn from [t_min, t_max); the lab's habit: 700"})
     noise_offset: float = 0.0
     snr_gamma: float = field(default=0.0, metadata={"help": "min-SNR-gamma weighting; 0 = off (5 is usual)"})
-    caption_dropout: float = 0.0
+    caption_dropout: float = option(0.0, min=0, max=1)
     cache_latents: bool = False
     gradient_checkpointing: bool = False
     validation_prompts: List[str] = field(default_factory=lambda: ["a red handwritten three",
