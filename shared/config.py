@@ -256,7 +256,8 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
     Values are YAML (`lr=1e-4`, `sizes=[1,2]`), except for the schema's `str` options, which keep the text
     as typed: `title=Ablation: no GAN` is a title, not a mapping. With a schema, every YAML file and option is
     checked against it here, so an unknown key names the file (or the option) it came from; values are
-    type-checked by `resolve`. `config=exp.yaml` (where the schema has no `config` option) is the file itself.
+    type-checked by `resolve`. `config=exp.yaml` (the OmegaConf CLI habit of the tokenizer repos) is that file,
+    merged first, under every other argument wherever it stands; a schema with a `config` option also records it.
     `aliases`: other tools' option names (see `Alias`, `Refused`); `positional`: fields taken, in order, by
     arguments that are neither options nor YAML files.
     """
@@ -265,6 +266,7 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
     fields = set(hints)
     raw_text = {k for k, v in hints.items() if _kind(v) == "str"}
     layers: list[DictConfig] = []
+    config_files: list[DictConfig] = []  # `config=FILE`: the base layer, as OmegaConf's CLI habit has it
     free = list(positional)
     argv = list(argv)
     i = 0
@@ -320,8 +322,10 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
                 layers.append(_value_layer(key, text, kind, "command line"))
         elif "=" in arg and not arg.startswith("-") and not Path(arg).exists():
             key, _, value = arg.partition("=")
-            if key == "config" and "config" not in fields:  # `config=exp.yaml` (OmegaConf CLI habit) = a YAML file
-                layers.append(_yaml_layer(value, schema))
+            if key == "config" and ("config" not in fields or _is_yaml_file(value)):
+                config_files.append(_yaml_layer(value, schema))
+                if "config" in fields:
+                    layers.append(OmegaConf.create({"config": value}))
                 continue
             if key in raw_text:
                 layers.append(OmegaConf.create({key: value}))
@@ -334,6 +338,7 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
             layers.append(OmegaConf.create({free.pop(0): arg}))
         else:
             layers.append(_yaml_layer(arg, schema))
+    layers = config_files + layers
     return OmegaConf.merge(*layers) if layers else OmegaConf.create({})
 
 

@@ -1,6 +1,8 @@
 """shared.config: precedence, type checks, clear errors, --help, resolved config + provenance on disk."""
 from dataclasses import dataclass, field
 
+import dataclasses
+
 import pytest
 import yaml
 
@@ -251,3 +253,21 @@ def test_train_sd_refuses_bad_values_before_loading_anything(override, message, 
         train_sd.main(parse_argv([override, f"base={tmp_path / 'missing'}", f"run_dir={tmp_path / 'run'}"],
                                  train_sd.Config))
     assert not (tmp_path / "run").exists()
+
+
+def test_config_file_option_is_the_base_layer_wherever_it_stands(tmp_path):
+    """`config=exp.yaml` as the tokenizer repos' OmegaConf CLI takes it: the file's values over the defaults, every
+    other argument over the file, even when written before it; a schema with a `config` option records the path."""
+    @dataclasses.dataclass
+    class WithConfig:
+        config: str = ""
+        a: int = 1
+        b: int = 2
+        c: int = 3
+
+    f = tmp_path / "exp.yaml"
+    f.write_text("a: 5\nb: 7\n")
+    cfg = resolve(WithConfig, parse_argv(["a=9", f"config={f}", "--c", "4"], WithConfig))
+    assert (cfg.a, cfg.b, cfg.c, cfg.config) == (9, 7, 4, str(f))
+    with pytest.raises(ConfigError, match="exp2.yaml"):
+        parse_argv([f"config={tmp_path / 'exp2.yaml'}"], WithConfig)

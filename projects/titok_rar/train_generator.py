@@ -22,7 +22,6 @@ sample it) [+ final/text_encoder.safetensors for MaskGen's toy encoder].
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -232,13 +231,5 @@ def main(cfg=None):
     return final
 
 
-def _argv_with_config(argv: list[str]) -> list[str]:
-    """`config=<yaml>` first, as a file layer. Left as an option, cli would resolve it with every default filled in
-    and main's `with_config_file` would then put those defaults over the file's values (the recipe was ignored)."""
-    files = [a.split("=", 1)[1] for a in argv if a.startswith("config=")]
-    return files + [a for a in argv if not a.startswith("config=")]
-
-
 if __name__ == "__main__":
-    sys.argv[1:] = _argv_with_config(sys.argv[1:])
     cli(main, Config, PRESETS, __doc__)

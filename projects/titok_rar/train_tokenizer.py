@@ -22,7 +22,6 @@ EMA weights when training.use_ema: config.json + model.safetensors, loadable wit
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List
@@ -434,12 +433,5 @@ def _run_config(cfg) -> DictConfig:
     return OmegaConf.merge(full, flat)
 
 
-def _argv_with_config(argv: list[str]) -> list[str]:
-    """`config=<yaml>` first, as a file layer: the original's spelling, our cli's positional YAML."""
-    files = [a.split("=", 1)[1] for a in argv if a.startswith("config=")]
-    return files + [a for a in argv if not a.startswith("config=")]
-
-
 if __name__ == "__main__":
-    sys.argv[1:] = _argv_with_config(sys.argv[1:])
     cli(main, Config, PRESETS, __doc__)
