@@ -88,6 +88,9 @@ SCRIPTS: dict[str, Script] = {s.name: s for s in [
     Script("train_features", "shared.digits.train_features",
            lambda w, r: ["scale=tiny", f"data_dir={w / 'digits'}", f"out_dir={r}", "threads=1"],
            outputs=("features.safetensors",), kill_range=(1, 2), needs=("digits",)),
+    Script("train_diffusion", "shared.digits.train_diffusion",  # the default target's longest step
+           lambda w, r: ["scale=tiny", f"data_dir={w / 'digits'}", f"out_dir={r}", "max_steps=6", "ckpt_every=2",
+                         *_TRAIN], needs=("digits",)),
     Script("glide_train", "projects.glide_finetune.train",
            lambda w, r: ["scale=tiny", f"data_dir={w / 'digits/train'}", f"tokenizer={w / 'glide_tok'}",
                          f"run_dir={r}", "max_steps=6", "ckpt_every=2", "progress=false"], needs=("glide",)),
