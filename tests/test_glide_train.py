@@ -314,3 +314,27 @@ def test_test_samplers_command_as_glide_finetune_users_type_it(setup, tmp_path, 
     assert all(r.split("|")[2].strip() == "2" for r in rows)  # --steps 2
     assert "3.0" in table  # the guidance scale is stated
     assert Image.open(out / "grid.png").size[0] > 0
+
+
+def test_glide_finetune_training_commands_run_as_typed(setup, tmp_path, monkeypatch):
+    """`train_glide.py --data_dir ... --train_upsample False --batch_size 4 --learning_rate 1e-4 --side_x 64
+    --side_y 64 --uncond_p 0.2 --checkpoints_dir ...` and the upsampler's `--train_upsample True --uncond_p 0.0
+    --upscale_factor 4` train here (tiny scale: 8 px base, 8 -> 32 px upsampler, 3 steps)."""
+    import runpy
+    from pathlib import Path
+
+    root, base, digits = setup
+    script = Path(__file__).resolve().parents[1] / "projects/glide_finetune/train.py"
+    common = ["--scale", "tiny", "--tokenizer", base["tokenizer"], "--data_dir", str(digits / "train"),
+              "--batch_size", "4", "--learning_rate", "1e-4"]
+    runs = {"base": ["--train_upsample", "False", "--side_x", "8", "--side_y", "8", "--uncond_p", "0.2"],
+            "up": ["--train_upsample", "True", "--uncond_p", "0.0", "--upscale_factor", "4", "--side_x", "8",
+                   "--side_y", "8"]}  # side_x/y: the low-res side, as in glide-finetune (64 x 4 = 256)
+    for name, extra in runs.items():
+        monkeypatch.setattr("sys.argv", [str(script), *common, *extra, "--checkpoints_dir", str(tmp_path / name)])
+        runpy.run_path(str(script), run_name="__main__")
+        info = json.loads((tmp_path / name / "glide.json").read_text())
+        assert info["step"] == 3 and info["variant"] == ("upsample" if name == "up" else "base"), info
+        saved = (tmp_path / name / "config.yaml").read_text()
+        assert "learning_rate: 0.0001" in saved and "batch_size: 4" in saved
+        assert f"uncond_p: {0.0 if name == 'up' else 0.2}" in saved
