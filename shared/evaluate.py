@@ -21,58 +21,56 @@ inception_score, prompt_accuracy, clip_score, psnr, ssim, ssim_reflect, codebook
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from shared.config import cli, resolve, save_resolved
+from shared.config import cli, option, resolve, save_resolved
 from shared.io import write_json
 from shared.metrics import reference as reference_mod
 from shared.metrics.extractors import build_extractor
-from shared.metrics.images import ReadReport, iter_batches, list_images, read_captions, set_id
+from shared.metrics.images import ReadReport, iter_batches, image_files, read_captions, set_id
 from shared.metrics.registry import METRICS, Context, needs_of
 from shared.metrics.stats import ReferenceStats
 
 
-def _opt(default, help_: str):
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help_})
-    return field(default=default, metadata={"help": help_})
-
-
 @dataclass
 class Config:
-    images: str = _opt("", "folder of images to evaluate (recursive)")
-    reference: str = _opt("", "reference image folder, or cached statistics .npz")
-    reference_stats: str = _opt("", "cache for a reference folder's statistics; '' = results/<scale>/reference_stats/")
-    extractor: str = _opt("digits:results/toy/digits_features/features.safetensors",
-                          "<name>:<path>, name in digits, inception")
-    metrics: list[str] = _opt(["fd", "kid", "prompt_accuracy"], "metric names (shared/metrics/registry.py)")
-    experiment: str = _opt("", "experiment name (a table row)")
-    checkpoint: str = _opt("none", "checkpoint evaluated (a table row)")
-    sampler: str = _opt("none", "sampler used (a table row)")
-    steps: int = _opt(0, "sampling steps (a table row)")
-    scale: str = _opt("toy", "tiny | toy | paper; recorded in the JSON and checked by tables.py")
-    out: str = _opt("", "output JSON; '' = results/<scale>/eval/<experiment>/<checkpoint>__<sampler>__<steps>.json")
+    images: str = option("", help="folder of images to evaluate (recursive)")
+    reference: str = option("", help="reference image folder, or cached statistics .npz")
+    reference_stats: str = option(
+        "", help="cache for a reference folder's statistics; '' = results/<scale>/reference_stats/")
+    extractor: str = option("digits:results/toy/digits_features/features.safetensors",
+                            help="<name>:<path>, name in digits, inception")
+    metrics: list[str] = option(default_factory=lambda: ["fd", "kid", "prompt_accuracy"],
+                                help="metric names (shared/metrics/registry.py)")
+    experiment: str = option("", help="experiment name (a table row)")
+    checkpoint: str = option("none", help="checkpoint evaluated (a table row)")
+    sampler: str = option("none", help="sampler used (a table row)")
+    steps: int = option(0, help="sampling steps (a table row)")
+    scale: str = option("toy", help="tiny | toy | paper; recorded in the JSON and checked by tables.py")
+    out: str = option(
+        "", help="output JSON; '' = results/<scale>/eval/<experiment>/<checkpoint>__<sampler>__<steps>.json")
     batch_size: int = 64
     device: str = "cpu"
-    clip: str = _opt("", "local CLIP folder (transformers format) for clip_score")
-    clip_prefix: str = _opt("", "text put before every caption for clip_score, e.g. 'A photo depicts '")
-    codes: str = _opt("", ".npy/.npz of token indices for codebook_usage / codebook_perplexity")
-    method: str = _opt("", "leaderboard: the method's name (default: experiment)")
-    paper: str = _opt("", "leaderboard: the paper the method comes from")
-    project: str = _opt("", "leaderboard: the project folder (default: from the output path)")
-    info: list[str] = _opt([], "leaderboard: JSON files (a sampling step's samples.json, a training metrics.json) "
-                               "whose keys nfe, parameters, seconds_per_image, train_steps are copied into `info`")
-    codebook_size: int = _opt(0, "codebook size for the codebook metrics")
+    clip: str = option("", help="local CLIP folder (transformers format) for clip_score")
+    clip_prefix: str = option("", help="text put before every caption for clip_score, e.g. 'A photo depicts '")
+    codes: str = option("", help=".npy/.npz of token indices for codebook_usage / codebook_perplexity")
+    method: str = option("", help="leaderboard: the method's name (default: experiment)")
+    paper: str = option("", help="leaderboard: the paper the method comes from")
+    project: str = option("", help="leaderboard: the project folder (default: from the output path)")
+    info: list[str] = option(default_factory=list,
+                             help="leaderboard: JSON files (a sampling step's samples.json, a training metrics.json) "
+                                  "whose keys nfe, parameters, seconds_per_image, train_steps are copied into `info`")
+    codebook_size: int = option(0, help="codebook size for the codebook metrics")
     kid_subsets: int = 100
     kid_subset_size: int = 1000
-    kid_max_features: int = _opt(10000, "features kept per set (uniform random subset) for KID")
-    is_splits: int = _opt(10, "Inception Score splits")
-    check_resolution: bool = _opt(True, "refuse a reference whose images have another resolution")
+    kid_max_features: int = option(10000, help="features kept per set (uniform random subset) for KID")
+    is_splits: int = option(10, help="Inception Score splits")
+    check_resolution: bool = option(True, help="refuse a reference whose images have another resolution")
     seed: int = 0
-    threads: int = _opt(0, "torch CPU threads; 0 = torch default")
+    threads: int = option(0, help="torch CPU threads; 0 = torch default")
 
 
 PRESETS = {
@@ -121,7 +119,7 @@ def build_context(cfg, needs: set[str]) -> Context:
         if not ref.is_dir():
             raise ValueError(f"reference '{cfg.reference}': paired metrics (psnr, ssim) need the originals' folder")
         ctx.reference_dir = ref
-        ctx.reference_id = set_id(ref, list_images(ref))
+        ctx.reference_id = set_id(ref, image_files(ref))
     if "clip" in needs:
         from shared.metrics.clip_score import ClipScorer
 
@@ -141,7 +139,7 @@ def evaluate(cfg) -> dict:
     names = list(cfg.metrics)
     needs = needs_of(names)
     images = Path(cfg.images)
-    files = list_images(images)
+    files = image_files(images)
     ctx = build_context(cfg, needs)
     metrics = [METRICS[n](n, ctx) for n in names]
     captions = read_captions(images, files)

@@ -24,39 +24,34 @@ import glob
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from shared.config import cli, resolve, save_resolved
+from shared.config import cli, option, resolve, save_resolved
 from shared.io import read_json, write_text
 
 ROW_KEYS = ("experiment", "checkpoint", "sampler", "steps")
 
 
-def _opt(default, help_: str):
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help_})
-    return field(default=default, metadata={"help": help_})
-
-
 @dataclass
 class Config:
-    inputs: Any = _opt(None, "evaluation JSONs and/or globs: a list, or one string")
-    title: str = _opt("Results", "table title (in the caption)")
-    scale: str = _opt("toy", "tiny | toy | paper: stated in the caption; inputs of another scale are refused")
-    out_md: str = _opt("", "Markdown output; '' = results/<scale>/tables/<title>.md")
-    out_csv: str = _opt("", "CSV output; '' = beside out_md")
-    paper: Any = _opt(None, "{experiment: {metric: value}} or a YAML/JSON file of it")
-    notes: Any = _opt(None, "a string or list of strings printed under the table")
-    metrics: list[str] = _opt([], "column order/selection; empty = all, as they first appear")
-    digits: int = _opt(4, "significant digits in the Markdown")
-    kind: str = _opt("table", "table | leaderboard (one row per method over all projects, + a quality-vs-NFE plot)")
-    out_png: str = _opt("", "leaderboard: the FD-vs-NFE scatter (+ its .csv: not out_csv's name); '' = "
-                            "<out_md stem>_fd_vs_nfe.png")
+    inputs: Any = option(None, help="evaluation JSONs and/or globs: a list, or one string")
+    title: str = option("Results", help="table title (in the caption)")
+    scale: str = option("toy", help="tiny | toy | paper: stated in the caption; inputs of another scale are refused")
+    out_md: str = option("", help="Markdown output; '' = results/<scale>/tables/<title>.md")
+    out_csv: str = option("", help="CSV output; '' = beside out_md")
+    paper: Any = option(None, help="{experiment: {metric: value}} or a YAML/JSON file of it")
+    notes: Any = option(None, help="a string or list of strings printed under the table")
+    metrics: list[str] = option(default_factory=list, help="column order/selection; empty = all, as they first appear")
+    digits: int = option(4, help="significant digits in the Markdown")
+    kind: str = option("table",
+                       help="table | leaderboard (one row per method over all projects, + a quality-vs-NFE plot)")
+    out_png: str = option("", help="leaderboard: the FD-vs-NFE scatter (+ its .csv: not out_csv's name); '' = "
+                               "<out_md stem>_fd_vs_nfe.png")
 
 
 class TableError(ValueError):

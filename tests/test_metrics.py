@@ -316,11 +316,11 @@ def test_inception_extractor_matches_cleanfid(fake_inception, small_folder):
     from cleanfid.inception_torchscript import InceptionV3W
 
     from shared.metrics.extractors import build_extractor
-    from shared.metrics.images import list_images, read_image
+    from shared.metrics.images import image_files, read_image
 
     ext = build_extractor(f"inception:{fake_inception / 'inception-2015-12-05.pt'}")
     assert ext.id.startswith("inception-v3-cleanfid:") and ext.id.endswith(":clean") and ext.dim == 2048
-    files = list_images(small_folder)[:6]
+    files = image_files(small_folder)[:6]
     out = ext.outputs(ext.batch_tensor([read_image(f) for f in files]), logits=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -341,11 +341,11 @@ def test_inception_inside_extractor_feeds_images_as_they_are(fake_inception, sma
     from cleanfid.inception_torchscript import InceptionV3W
 
     from shared.metrics.extractors import build_extractor, inception_inside_id
-    from shared.metrics.images import list_images, read_image
+    from shared.metrics.images import image_files, read_image
 
     ext = build_extractor(f"inception_inside:{fake_inception}")
     assert ext.id == inception_inside_id(fake_inception) and ext.id.endswith(":inside")
-    images = [read_image(f) for f in list_images(small_folder)[:4]]
+    images = [read_image(f) for f in image_files(small_folder)[:4]]
     x = ext.batch_tensor(images)
     assert x.shape[-2:] == images[0].shape[:2]  # no resize outside the network
     with warnings.catch_warnings():
@@ -413,11 +413,11 @@ def test_clip_score_matches_clip_logits_and_torchmetrics(tiny_clip, small_folder
     from torchmetrics.multimodal.clip_score import CLIPScore
 
     from shared.metrics.clip_score import ClipScorer
-    from shared.metrics.images import list_images, read_image
+    from shared.metrics.images import image_files, read_image
 
     cs = ClipScorer(tiny_clip, prefix="A photo depicts ")
     assert len(cs.processor.tokenizer) == 4 + 4 + 8 + 10  # a real vocabulary, not a silent 3-token one
-    files = list_images(small_folder)[:4]
+    files = image_files(small_folder)[:4]
     images = [read_image(f) for f in files]
     texts = [f.with_suffix(".txt").read_text().strip() for f in files]
     cos = cs.cosine(images, texts)

@@ -19,7 +19,9 @@ from shared.data.skips import BadSample, SkipCounter
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files under `folder` (recursive), sorted by relative path: a samples/reference set for the metrics.
+    (Not `shared.data.list_images`, which reads a training folder with its captions and skip rules.)"""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")

@@ -5,7 +5,7 @@ import hashlib
 from pathlib import Path
 
 from shared.metrics.extractors import Extractor
-from shared.metrics.images import ReadReport, iter_batches, list_images, set_id
+from shared.metrics.images import ReadReport, iter_batches, image_files, set_id
 from shared.metrics.stats import FeatureStats, ReferenceStats, StatsMismatch
 
 
@@ -13,7 +13,7 @@ def folder_stats(folder: str | Path, extractor: Extractor, batch_size: int = 64,
                  seed: int = 0) -> tuple[ReferenceStats, ReadReport]:
     """Stream a folder through the extractor: mean/cov in float64 and a random subset of `keep` features."""
     folder = Path(folder)
-    files = list_images(folder)
+    files = image_files(folder)
     report = ReadReport()
     stats = FeatureStats(extractor.dim, keep=keep, seed=seed)
     for batch in iter_batches(folder, files, batch_size, report):
@@ -37,7 +37,7 @@ def load_or_compute(folder: str | Path, extractor: Extractor, cache: str | Path,
     if cache.is_file():
         try:
             ref = ReferenceStats.load(cache)
-            expected = set_id(folder, list_images(folder))
+            expected = set_id(folder, image_files(folder))
             if ref.extractor_id == extractor.id and ref.reference_id == expected and \
                     len(ref.features) >= min(ref.count, keep):
                 return ref

@@ -206,9 +206,9 @@ class _PairedMetric(Metric):
     def __init__(self, name, ctx):
         super().__init__(name, ctx)
         ref = ctx.reference_dir
-        from shared.metrics.images import list_images
+        from shared.metrics.images import image_files
 
-        self.refs = {p.relative_to(ref).with_suffix("").as_posix(): p for p in list_images(ref)}
+        self.refs = {p.relative_to(ref).with_suffix("").as_posix(): p for p in image_files(ref)}
         self.values: list[float] = []
         self.unpaired = 0
 

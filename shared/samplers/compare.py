@@ -40,7 +40,7 @@ from shared.digits import features as digits_features
 from shared.digits.dataset import caption, load_arrays, parse_caption
 from shared.io import atomic_path, read_json, write_json, write_text
 from shared.metrics import frechet_from_features
-from shared.metrics.images import list_images, set_id
+from shared.metrics.images import image_files, set_id
 from shared.metrics.prompt import PromptAccuracy
 from shared.samplers.registry import get_preset
 from shared.samplers.sampling import sample
@@ -342,7 +342,7 @@ def main(cfg=None):
     write_plots(rows, guidance_rows, reference, out, f"{cfg.scale} scale, guidance {cfg.guidance_scale:g}")
     info = {"parameters": sum(p.numel() for p in unet.parameters()), "train_steps": encoding.get("train_step"),
             "resolution": f"{unet.config.sample_size} px model, scored at {image_size} px"}
-    ids = {"reference_id": set_id(Path(cfg.reference_dir), list_images(Path(cfg.reference_dir))),
+    ids = {"reference_id": set_id(Path(cfg.reference_dir), image_files(Path(cfg.reference_dir))),
            "extractor_id": net.extractor_id}
     for row in rows:
         write_json(out / "eval" / f"{row['sampler']}_{row['steps']}.json", evaluation_json(row, cfg, info, ids))

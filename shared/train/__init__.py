@@ -5,7 +5,7 @@ Pieces (usable alone or through `Trainer`):
     Checkpointer               atomic checkpoints, last N + milestones, resume from the newest complete one
     EMA                        parameter EMA with decay warm-up
     StepLogger                 metrics.jsonl/.csv, tqdm, optional wandb/tensorboard
-    PreemptionHandler          SIGUSR2/SIGTERM -> save at the next step boundary -> exit REQUEUE_EXIT_CODE (75)
+    PreemptionHandler          SIGUSR2/SIGTERM -> save at the next step boundary -> exit PREEMPTED_EXIT_CODE (75)
     DatasetLoader              seeded, sharded, mid-epoch-resumable order over tensors / map-style datasets
     seed_everything, capture_rng, restore_rng
     make_lr_schedule           constant | warmup | cosine | linear (registry: register_schedule)
@@ -18,7 +18,7 @@ from shared.train.data import DatasetLoader
 from shared.train.ema import EMA
 from shared.train.fsdp import FSDP_PRESETS, WRAP_CLASSES, fsdp_plugin, fsdp_plugin_kwargs
 from shared.train.log import StepLogger
-from shared.train.preempt import REQUEUE_EXIT_CODE, Preempted, PreemptionHandler
+from shared.train.preempt import PREEMPTED_EXIT_CODE, Preempted, PreemptionHandler
 from shared.train.schedules import SCHEDULES, make_lr_schedule, register_schedule
 from shared.train.seed import capture_rng, restore_rng, seed_everything
 from shared.train.text_cache import TextEmbeddingCache
@@ -26,7 +26,7 @@ from shared.train.trainer import TrainConfig, Trainer, train_config
 
 __all__ = [
     "CheckpointInfo", "Checkpointer", "DatasetLoader", "EMA", "FSDP_PRESETS", "Preempted", "PreemptionHandler",
-    "REQUEUE_EXIT_CODE", "SCHEDULES", "StepLogger", "TextEmbeddingCache", "TrainConfig", "Trainer", "WRAP_CLASSES",
+    "PREEMPTED_EXIT_CODE", "SCHEDULES", "StepLogger", "TextEmbeddingCache", "TrainConfig", "Trainer", "WRAP_CLASSES",
     "capture_rng", "fsdp_plugin", "fsdp_plugin_kwargs", "make_lr_schedule", "register_schedule", "restore_rng",
     "seed_everything", "train_config",
 ]

@@ -1,6 +1,6 @@
 """Preemption: a signal only sets a flag; the training loop saves at the next step boundary and exits with 75.
 
-Exit-code convention: REQUEUE_EXIT_CODE = 75 (EX_TEMPFAIL in sysexits.h, "try again later") means "a checkpoint
+Exit-code convention: PREEMPTED_EXIT_CODE = 75 (EX_TEMPFAIL in sysexits.h, "try again later") means "a checkpoint
 was saved, the run is not finished, start the same command again". 0 means finished; anything else is a real
 failure. The loop also writes `<run_dir>/preempted.json` (removed when the run resumes), for launchers such as
 torchrun that replace a worker's exit code with their own.
@@ -22,15 +22,16 @@ from typing import Iterable
 
 import torch
 
-from shared.launch import PREEMPTED_EXIT_CODE as REQUEUE_EXIT_CODE  # 75: one definition for launcher and loop
+from shared.launch import PREEMPTED_EXIT_CODE  # 75: one definition for launcher and loop
+
 DEFAULT_SIGNALS = ("SIGUSR2", "SIGTERM")
 
 
 class Preempted(SystemExit):
-    """Raised after the preemption checkpoint is written; uncaught, the process exits with REQUEUE_EXIT_CODE."""
+    """Raised after the preemption checkpoint is written; uncaught, the process exits with PREEMPTED_EXIT_CODE."""
 
     def __init__(self, step: int, signal_name: str | None = None):
-        super().__init__(REQUEUE_EXIT_CODE)
+        super().__init__(PREEMPTED_EXIT_CODE)
         self.step = step
         self.signal_name = signal_name
 

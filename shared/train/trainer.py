@@ -44,7 +44,7 @@ from shared.train.data import DatasetLoader
 from shared.train.ema import EMA
 from shared.train.fsdp import FSDP_PRESETS, fsdp_plugin
 from shared.train.log import StepLogger
-from shared.train.preempt import REQUEUE_EXIT_CODE, Preempted, PreemptionHandler
+from shared.train.preempt import PREEMPTED_EXIT_CODE, Preempted, PreemptionHandler
 from shared.train.schedules import make_lr_schedule
 from shared.train.seed import capture_rng, restore_rng, seed_everything
 
@@ -427,7 +427,7 @@ class Trainer:
         if stop and step < c.max_steps:  # at the last step the run simply ends (and saves) as usual
             if self.is_main:
                 write_json(self.run_dir / "preempted.json",
-                           {"step": step, "signal": self.preemption.signal_name, "exit_code": REQUEUE_EXIT_CODE,
+                           {"step": step, "signal": self.preemption.signal_name, "exit_code": PREEMPTED_EXIT_CODE,
                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
             name = self.preemption.signal_name
             self.close()
