@@ -22,6 +22,9 @@ the y label, `better="higher"` "(higher is better)"; give units in the labels ("
 
     python -m shared.plots runs/x/metrics.jsonl [more.jsonl ...] out=curves.png title="my run"   # the same, CLI
 
+    # image_grid: sample images tiled `cols` per row (validation grids of the training steps; no labels, no CSV)
+    plots.image_grid(uint8_array_nhw3_or_pil_list, cols=4, pad=2).save("grid.png")
+
 For the projects: call these from the step that writes the numbers (the evaluate/compare/table step), put the PNG
 beside its table, and wrap it in the rule's outputs with `report(...)` (see workflow/report/README.md) to have it
 in `snakemake --report`.
@@ -213,6 +216,27 @@ def training_curves(runs: str | Path | Mapping[str, str | Path], out_png: str | 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(out_png), out_rows, ("run", "key", "step", "value"))
+
+
+def image_grid(images: Any, cols: int, pad: int = 0):
+    """uint8 (N, H, W, 3) array or a list of same-size PIL images -> one PIL image, `cols` per row, `pad` black
+    pixels around and between (a short last row is left black). For a grid with row/column labels see
+    shared.samplers.compare.draw_grid."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.stack([np.asarray(im.convert("RGB")) for im in images]) if isinstance(images, (list, tuple)) \
+        else np.asarray(images)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0 or cols < 1:
+        raise ValueError(f"image_grid: expected uint8 (N, H, W, 3) with N >= 1 and cols >= 1, got {arr.dtype} "
+                         f"{arr.shape}, cols={cols}")
+    n, h, w, _ = arr.shape
+    rows = -(-n // cols)
+    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), np.uint8)
+    for i, im in enumerate(arr):
+        r, c = divmod(i, cols)
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = im
+    return Image.fromarray(canvas)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

@@ -91,3 +91,21 @@ def test_compare_reference_row_grid_and_sample_choice():
     y = compare.HEADER_HEIGHT + compare.PAD + 2 * (32 + compare.PAD) + 16  # the reference row, first column
     assert grid.getpixel((compare.LABEL_WIDTH + compare.PAD + 5, y)) == (0, 0, 0)
     assert grid.getpixel((compare.LABEL_WIDTH + compare.PAD + 2 * 32 + compare.PAD + 5, y)) == (32, 32, 32)
+
+
+def test_image_grid_places_each_image_with_padding():
+    rng = np.random.default_rng(0)
+    ims = rng.integers(0, 256, (5, 3, 4, 3), dtype=np.uint8)
+    g = np.asarray(plots.image_grid(ims, cols=2, pad=2))
+    assert g.shape == (3 * 5 + 2, 2 * 6 + 2, 3)                    # 3 rows of (h + pad) + pad, 2 cols of (w + pad) + pad
+    np.testing.assert_array_equal(g[2 + 5:2 + 5 + 3, 2 + 6:2 + 6 + 4], ims[3])   # row 1, col 1
+    assert g[:2].max() == 0 and g[2 + 10:, 2 + 6:].max() == 0          # border and the empty last cell stay black
+    # a list of PIL images without padding: each image pasted at (col * w, row * h), as the dmd2 grids were
+    pil = [Image.fromarray(a) for a in ims]
+    flat = plots.image_grid(pil, cols=3)
+    ref = Image.new("RGB", (3 * 4, 2 * 3))
+    for i, im in enumerate(pil):
+        ref.paste(im, ((i % 3) * 4, (i // 3) * 3))
+    np.testing.assert_array_equal(np.asarray(flat), np.asarray(ref))
+    with pytest.raises(ValueError, match="uint8"):
+        plots.image_grid(ims.astype(np.float32), cols=2)

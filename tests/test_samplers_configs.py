@@ -129,7 +129,7 @@ def test_sd_flux_lab_passes_the_whole_loaded_config(saved_configs):
     from projects.sd_flux_lab.sampling import schedule_of
 
     sched = PNDMScheduler.from_config(saved_configs["sd15_pndm"])
-    for s in (make_scheduler("euler", schedule=schedule_of(sched)),  # sampling.generate (train grids, dmd2)
+    for s in (make_scheduler("euler", schedule=schedule_of(sched)),  # sampling.unet_generate (train grids, dmd2)
               scheduler_for(SimpleNamespace(scheduler=sched), "sd", "euler", "txt2img")):  # generate.py
         s.set_timesteps(10)
         assert int(s.timesteps[0]) == 999

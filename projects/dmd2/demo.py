@@ -16,6 +16,7 @@ import torch
 
 from shared.config import cli, resolve
 from shared.io import atomic_path
+from shared.plots import image_grid
 
 
 @dataclass
@@ -36,7 +37,7 @@ PRESETS = {"tiny": {"num_images": 1}, "toy": {}, "paper": {"device": "cuda"}}
 
 
 def main(cfg=None):
-    from projects.dmd2.generation import generate, grid_image, load_generator
+    from projects.dmd2.generation import few_step_generate, load_generator, to_pil
     from projects.dmd2.sample import step_list
 
     cfg = resolve(Config, cfg, PRESETS)
@@ -44,9 +45,9 @@ def main(cfg=None):
     timesteps = step_list(cfg.num_step, cfg.conditioning_timestep, info.get("denoising_step_list", [999]),
                           backbone.num_train_timesteps)
     prompts = [p for p in cfg.prompt for _ in range(cfg.num_images)]
-    images = generate(backbone, net, prompts, timesteps, seeds=[cfg.seed + i for i in range(len(prompts))])
+    images = few_step_generate(backbone, net, prompts, timesteps, seeds=[cfg.seed + i for i in range(len(prompts))])
     with atomic_path(cfg.out) as tmp:
-        grid_image(images, cfg.num_images if len(cfg.prompt) > 1 else math.ceil(math.sqrt(len(prompts)))) \
+        image_grid(to_pil(images), cfg.num_images if len(cfg.prompt) > 1 else math.ceil(math.sqrt(len(prompts)))) \
             .save(tmp, format="PNG")
     print(f"{len(prompts)} images, timesteps {timesteps} -> {cfg.out}")
     return Path(cfg.out)

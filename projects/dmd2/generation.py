@@ -4,13 +4,12 @@ Every sample's noise, including the fresh noise of a multi-step generator's re-n
 torch.Generator seeded with that sample's seed: a sample is the same whichever batch or shard it is drawn in.
 
     gen, info, backbone = load_generator("results/toy/dmd2/digits_1step_gan")
-    images = generate(backbone, gen, prompts, info["denoising_step_list"], seeds=range(16))     # [-1, 1]
+    images = few_step_generate(backbone, gen, prompts, info["denoising_step_list"], seeds=range(16))     # [-1, 1]
     images = teacher_generate(backbone, prompts, "edm_euler", 32, seeds=range(16))
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -35,8 +34,8 @@ def _per_sample_noise(shape, seeds: Sequence[int], device) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def generate(backbone: Backbone, net, prompts: Sequence[str], timesteps: Sequence[int], seeds: Sequence[int],
-             batch_size: int = 64, decode: bool = True) -> torch.Tensor:
+def few_step_generate(backbone: Backbone, net, prompts: Sequence[str], timesteps: Sequence[int], seeds: Sequence[int],
+                      batch_size: int = 64, decode: bool = True) -> torch.Tensor:
     """Images in [-1, 1] (B, 3, H, W) from the few-step generator `net` run on `timesteps`."""
     out = []
     device = next(net.parameters()).device
@@ -112,13 +111,3 @@ def prompts_for_grid(backbone: Backbone, n: int) -> list[str]:
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     arr = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a) for a in arr]
-
-
-def grid_image(images: torch.Tensor, cols: int) -> Image.Image:
-    pil = to_pil(images)
-    w, h = pil[0].size
-    rows = math.ceil(len(pil) / cols)
-    grid = Image.new("RGB", (cols * w, rows * h))
-    for i, im in enumerate(pil):
-        grid.paste(im, ((i % cols) * w, (i // cols) * h))
-    return grid

@@ -17,6 +17,7 @@ import torch
 from projects.dmd2.original import check_same
 from shared.config import ConfigError, Refused, cli, option, resolve
 from shared.io import atomic_path
+from shared.plots import image_grid
 
 
 @dataclass
@@ -41,7 +42,7 @@ ALIASES = {"sigma_max": Refused("the sigma range is the generator's own (EDM: 0.
 
 
 def main(cfg=None):
-    from projects.dmd2.generation import generate, grid_image, load_generator
+    from projects.dmd2.generation import few_step_generate, load_generator, to_pil
 
     cfg = resolve(Config, cfg, PRESETS)
     if not cfg.checkpoint_path:
@@ -69,9 +70,9 @@ def main(cfg=None):
                           f"{sigma_max:g} (timestep {backbone.num_train_timesteps - 1}); other sigmas are not supported")
     g = torch.Generator().manual_seed(cfg.seed)
     labels = torch.randint(0, backbone.label_dim, (cfg.eval_batch_size,), generator=g).tolist()
-    images = generate(backbone, net, [str(c) for c in labels], [backbone.num_train_timesteps - 1],
-                      seeds=[cfg.seed + i for i in range(len(labels))])
-    grid = grid_image(images[:int(math.isqrt(len(labels))) ** 2], int(math.isqrt(len(labels))))
+    images = few_step_generate(backbone, net, [str(c) for c in labels], [backbone.num_train_timesteps - 1],
+                               seeds=[cfg.seed + i for i in range(len(labels))])
+    grid = image_grid(to_pil(images[:int(math.isqrt(len(labels))) ** 2]), int(math.isqrt(len(labels))))
     with atomic_path(cfg.out) as tmp:
         grid.save(tmp, format="JPEG" if cfg.out.lower().endswith((".jpg", ".jpeg")) else "PNG")
     print(f"{len(labels)} images of classes {labels[:8]}... -> {cfg.out}")

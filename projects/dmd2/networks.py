@@ -4,7 +4,7 @@ one optimizer, one DDP/FSDP unit), the LoRA generator, and weight export.
     FakeScore(unet, head).forward(...)   the whole guidance-side loss in one forward (DDP wants one per backward)
     GANHead(channels, size, layout=)     strided convs from the bottleneck down to one realism logit per sample
     load_published_guidance(fake, sd)    a DMD2 training checkpoint's fake denoiser + GAN head (cls_pred_branch)
-    add_lora(unet, rank, alpha)          the generator as a LoRA adapter on a frozen teacher copy (peft)
+    LORA_TARGETS                         the generator's LoRA modules (shared.train.lora.add_lora)
     export_state_dict(net)               plain weights under the original key names (LoRA merged in)
 """
 from __future__ import annotations
@@ -101,18 +101,6 @@ class FakeScore(nn.Module):
             losses["loss_d"], gan_logs = gan_loss(backbone, self, x_fake, cond, x_real, cond_real)
             logs = {**logs, **gan_logs}
         return losses, logs
-
-
-def add_lora(unet: nn.Module, rank: int, alpha: float, dropout: float = 0.0, targets=LORA_TARGETS) -> nn.Module:
-    """Freeze `unet` and attach a LoRA adapter (diffusers' peft integration); only the adapter trains."""
-    from peft import LoraConfig
-
-    unet.requires_grad_(False)
-    names = {n.rsplit(".", 1)[-1] for n, _ in unet.named_modules()}
-    present = [t for t in targets if t.rsplit(".", 1)[-1] in names or "." in t]
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=present,
-                                init_lora_weights=True))
-    return unet
 
 
 def has_lora(net: nn.Module) -> bool:

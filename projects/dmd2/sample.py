@@ -82,7 +82,7 @@ def _device(cfg) -> torch.device:
 
 def main(cfg=None):
     from projects.dmd2.backbones import load_backbone
-    from projects.dmd2.generation import generate, load_generator, teacher_generate, to_pil
+    from projects.dmd2.generation import few_step_generate, load_generator, teacher_generate, to_pil
 
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
@@ -113,7 +113,7 @@ def main(cfg=None):
         p = [prompts[i % len(prompts)] for i in idx]
         seeds = [cfg.seed + i for i in idx]
         if cfg.mode == "generator":
-            images = generate(backbone, net, p, timesteps, seeds, batch_size=len(idx))
+            images = few_step_generate(backbone, net, p, timesteps, seeds, batch_size=len(idx))
         else:
             images = teacher_generate(backbone, p, cfg.sampler, cfg.steps, seeds, cfg.guidance_scale, len(idx))
         for i, text, im in zip(idx, p, to_pil(images)):

@@ -65,12 +65,12 @@ class Model:
         self.cfg = cfg
 
     def inference(self, prompt: str, seed: int, num_images: int):
-        from projects.dmd2.generation import generate, to_pil
+        from projects.dmd2.generation import few_step_generate, to_pil
 
         seed = int(seed) if int(seed) >= 0 else int(torch.randint(0, 1_000_000, ()).item())
         with torch.no_grad(), autocast(self.cfg.precision, self.cfg.device):
-            images = generate(self.backbone, self.net, [prompt] * int(num_images), self.timesteps,
-                              seeds=[seed + i for i in range(int(num_images))])
+            images = few_step_generate(self.backbone, self.net, [prompt] * int(num_images), self.timesteps,
+                                       seeds=[seed + i for i in range(int(num_images))])
         return to_pil(images), f"{int(num_images)} images, timesteps {self.timesteps}, seed {seed}"
 
 

@@ -30,12 +30,14 @@ from accelerate.utils import DistributedDataParallelKwargs
 from shared.config import Presets, cli, option, resolve
 from shared.data import LMDBDataset
 from shared.io import atomic_path, write_json
+from shared.plots import image_grid
+from shared.train.lora import add_lora
 from shared.train.trainer import TrainConfig, Trainer
 from projects.dmd2.backbones import load_backbone
 from projects.dmd2.loop import GENERATOR_CONDS, DMD2Step, StepOptions
 from projects.dmd2.losses import (DistributionMatchingLoss, FakeDenoisingLoss, GANDiscriminatorLoss,
                                   GANGeneratorLoss, GANNoise)
-from projects.dmd2.networks import (GAN_HEAD_LAYOUTS, FakeScore, GANHead, add_lora, export_state_dict,
+from projects.dmd2.networks import (GAN_HEAD_LAYOUTS, LORA_TARGETS, FakeScore, GANHead, export_state_dict,
                                     load_published_guidance)
 from projects.dmd2.recipes import RECIPES, SCALE_PRESETS
 
@@ -119,7 +121,7 @@ def build(cfg, trainer: Trainer | None = None):
     if cfg.init_from:
         init_weights(cfg.init_from, generator, fake)
     if cfg.lora_rank > 0:
-        generator = add_lora(generator, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
+        add_lora(generator, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, targets=LORA_TARGETS)
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     opt_g = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], lr=cfg.generator_lr,
                               betas=betas, weight_decay=cfg.weight_decay)
@@ -209,12 +211,12 @@ def generator_info(cfg) -> dict:
 
 @torch.no_grad()
 def save_grid(backbone, generator, timesteps, path: Path, n: int, seed: int = 0) -> None:
-    from projects.dmd2.generation import grid_image, prompts_for_grid, generate
+    from projects.dmd2.generation import few_step_generate, prompts_for_grid, to_pil
 
     prompts = prompts_for_grid(backbone, n * n)
-    images = generate(backbone, generator, prompts, timesteps, seeds=list(range(seed, seed + n * n)))
+    images = few_step_generate(backbone, generator, prompts, timesteps, seeds=list(range(seed, seed + n * n)))
     with atomic_path(path) as tmp:
-        grid_image(images, n).save(tmp, format="PNG")
+        image_grid(to_pil(images), n).save(tmp, format="PNG")
 
 
 def main(cfg=None):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from shared.config import cli, resolve
 from shared.data import LMDBDataset
 from shared.io import atomic_path, write_json
+from shared.plots import image_grid
 from shared.train.trainer import TrainConfig, Trainer
 from projects.dmd2.edm import EDM_CONFIGS, build_edm
 
@@ -88,13 +89,13 @@ def main(cfg=None):
     if trainer.is_main:
         write_json(run_dir / "edm.json", {k: v for k, v in kwargs.items() if k != "label_dropout"})
         from projects.dmd2.backbones import EDMBackbone
-        from projects.dmd2.generation import grid_image, prompts_for_grid, teacher_generate
+        from projects.dmd2.generation import prompts_for_grid, teacher_generate, to_pil
 
         bb = EDMBackbone.load(run_dir)
         n = cfg.grid_size
         images = teacher_generate(bb, prompts_for_grid(bb, n * n), "edm_dpm++", 16, seeds=range(n * n))
         with atomic_path(run_dir / "grid.png") as tmp:
-            grid_image(images, n).save(tmp, format="PNG")
+            image_grid(to_pil(images), n).save(tmp, format="PNG")
     trainer.finish({"steps": trainer.global_step})
     return run_dir
 

@@ -7,6 +7,7 @@ Why in memory and bounded: one released-model entry is ~260 KB (512 x 128 floats
 sets (mostly unique) would fill any disk cache; what repeats during fine-tuning (the empty prompt of uncond_p,
 repeated captions, a small dataset's epochs) stays in a fixed budget. For a small fixed caption set that should
 survive restarts, train.py can use shared.train's on-disk TextEmbeddingCache instead (text_cache_dir=).
+Why not TextEmbeddingCache itself: it never evicts (unbounded RAM with memory=True, unbounded disk without).
 """
 from __future__ import annotations
 

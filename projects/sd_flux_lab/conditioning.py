@@ -22,6 +22,8 @@ class SD15Conditioning:
         # frozen encoder: one forward per distinct prompt, each prompt alone. A prompt's embedding must not depend
         # on which other prompts shared its forward (batched matmuls differ in the last bit with the batch), or a
         # resumed run, whose memo starts empty, drifts away from an uninterrupted one.
+        # Why not shared.train.TextEmbeddingCache: this also serves sampling (no run dir to cache in), keeps the
+        # embeddings on the encoder's device, and holds only a run's few distinct prompts; nothing to persist.
         self._memo: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()

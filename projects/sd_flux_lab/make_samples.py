@@ -19,10 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from projects.sd_flux_lab import models
-from projects.sd_flux_lab.sampling import generate, grid
+from projects.sd_flux_lab.sampling import unet_generate
 from shared.config import cli, resolve, save_resolved
 from shared.data import list_images
 from shared.io import atomic_dir
+from shared.plots import image_grid
 
 
 @dataclass
@@ -82,14 +83,14 @@ def main(cfg=None):
     all_s = [s for _ in prompts for s in seeds]
     images = []
     for lo in tqdm(range(0, len(all_p), cfg.batch_size), desc="make_samples", leave=False):
-        images.append(generate(pipe, arch, all_p[lo:lo + cfg.batch_size], all_s[lo:lo + cfg.batch_size],
-                               sampler=cfg.sampler, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                               size=cfg.size or None, batch_size=cfg.batch_size))
+        images.append(unet_generate(pipe, arch, all_p[lo:lo + cfg.batch_size], all_s[lo:lo + cfg.batch_size],
+                                    sampler=cfg.sampler, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                                    size=cfg.size or None, batch_size=cfg.batch_size))
     images = np.concatenate(images)
     out = Path(cfg.out_dir)
     with atomic_dir(out) as tmp:
         rows = min(cfg.grid_prompts, len(prompts))
-        grid(images[:rows * len(seeds)], len(seeds)).save(tmp / "grid.png")  # one row per prompt
+        image_grid(images[:rows * len(seeds)], len(seeds), pad=2).save(tmp / "grid.png")  # one row per prompt
         (tmp / "grid_prompts.txt").write_text("\n".join(prompts[:rows]) + "\n")
         if cfg.save_images:
             (tmp / "images").mkdir()

@@ -1,7 +1,7 @@
 """Text-to-image sampling of an SD1.5/SDXL pipeline's UNet through shared.samplers, and image grids.
 
-    images = generate(pipe, arch, prompts, seeds, sampler="ddim", steps=20, guidance_scale=5.0)  # uint8 (N,H,W,3)
-    grid(images, cols) -> PIL image
+    images = unet_generate(pipe, arch, prompts, seeds, sampler="ddim", steps=20, guidance_scale=5.0)  # uint8 (N,H,W,3)
+    shared.plots.image_grid(images, cols, pad=2) -> PIL image   (the grids of the training steps)
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from projects.sd_flux_lab.conditioning import CONDITIONING
 from shared.samplers import sample
@@ -30,9 +29,9 @@ def decode(vae, latents: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate(pipe, arch: str, prompts: Sequence[str], seeds: Sequence[int], *, sampler: str = "ddim",
-             steps: int = 20, guidance_scale: float = 5.0, size: int | None = None, unet=None,
-             batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def unet_generate(pipe, arch: str, prompts: Sequence[str], seeds: Sequence[int], *, sampler: str = "ddim",
+                  steps: int = 20, guidance_scale: float = 5.0, size: int | None = None, unet=None,
+                  batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """One image per (prompt, seed) pair; `unet` overrides pipe.unet (e.g. the model being trained).
     The noise of image i comes from its own seed, so an image does not depend on the batch it is in."""
     if len(prompts) != len(seeds):
@@ -62,14 +61,3 @@ def generate(pipe, arch: str, prompts: Sequence[str], seeds: Sequence[int], *, s
         out.append(decode(pipe.vae, latents.to(pipe.vae.dtype)))
     unet.train(was_training)
     return np.concatenate(out)
-
-
-def grid(images: np.ndarray, cols: int, pad: int = 2) -> Image.Image:
-    """uint8 (N, H, W, 3) -> one image, `cols` per row, `pad` black pixels between."""
-    n, h, w, _ = images.shape
-    rows = -(-n // cols)
-    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = im
-    return Image.fromarray(canvas)

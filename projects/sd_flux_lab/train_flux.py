@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from shared.config import ConfigError, cli, resolve
 from shared.io import atomic_dir, write_json
 from shared.train import TextEmbeddingCache, Trainer, TrainConfig
+from shared.train.lora import add_lora
 
 SHIFTS = ("auto", "fixed", "none")
 SAMPLINGS = ("logit_normal", "uniform")
@@ -103,7 +104,10 @@ def sample_timesteps(n: int, cfg, image_seq_len: int, generator: torch.Generator
 
 def flow_matching_loss(transformer, x0: torch.Tensor, text: torch.Tensor, txt_ids: torch.Tensor, t: torch.Tensor,
                        guidance: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between the predicted velocity at x_t and (noise - x0). x0: patchified latents (B, C, H, W)."""
+    """MSE between the predicted velocity at x_t and (noise - x0). x0: patchified latents (B, C, H, W).
+    Why not loss.FlowMatchingLoss: t comes from outside (sample_timesteps: resolution-dependent shift), the
+    transformer reads t in [0, 1] (not 1000 s) on packed tokens, noise is drawn after t on the CPU generator, and
+    the MSE is over the whole batch (not a mean of per-sample means): reusing the class would change the numbers."""
     from diffusers import Flux2Pipeline
 
     noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
@@ -115,18 +119,6 @@ def flow_matching_loss(transformer, x0: torch.Tensor, text: torch.Tensor, txt_id
                        encoder_hidden_states=text, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
     target = Flux2Pipeline._pack_latents(noise - x0)
     return F.mse_loss(pred.float(), target.float())
-
-
-def add_lora(transformer, cfg):
-    from peft import LoraConfig
-
-    transformer.requires_grad_(False)
-    transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                       init_lora_weights="gaussian", target_modules=list(cfg.lora_targets)))
-    trainable = [p for p in transformer.parameters() if p.requires_grad]
-    if not trainable:
-        raise ConfigError(f"lora_targets={list(cfg.lora_targets)} matched no module of the transformer")
-    return trainable
 
 
 def save_lora(pipe_cls, transformer, out: Path, cfg) -> Path:
@@ -170,7 +162,8 @@ def main(cfg=None):
     transformer = pipe.transformer.to(trainer.device, torch.float32).train()  # trained weights stay fp32
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    params = add_lora(transformer, cfg) if cfg.lora else list(transformer.parameters())
+    params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, targets=cfg.lora_targets,
+                      init="gaussian") if cfg.lora else list(transformer.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     transformer, _ = trainer.add("transformer", transformer, opt, trainable_only=cfg.lora)
 

@@ -33,9 +33,10 @@ from projects.sd_flux_lab import models
 from projects.sd_flux_lab.conditioning import CONDITIONING
 from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents, list_report, skip_summary
 from projects.sd_flux_lab.loss import diffusion_loss
-from projects.sd_flux_lab.sampling import generate, grid
+from projects.sd_flux_lab.sampling import unet_generate
 from shared.config import option, resolve
 from shared.data import CaptionDropout, list_images
+from shared.plots import image_grid
 from shared.train import Trainer, TrainConfig
 
 
@@ -123,10 +124,10 @@ def load_base(cfg):
 def save_samples(pipe, arch, unet, cfg, path: Path) -> None:
     prompts = [p for p in cfg.validation_prompts for _ in cfg.validation_seeds]
     seeds = [s for _ in cfg.validation_prompts for s in cfg.validation_seeds]
-    images = generate(pipe, arch, prompts, seeds, sampler=cfg.sample_sampler, steps=cfg.sample_steps,
-                      guidance_scale=cfg.guidance_scale, size=cfg.resolution, unet=unet)
+    images = unet_generate(pipe, arch, prompts, seeds, sampler=cfg.sample_sampler, steps=cfg.sample_steps,
+                           guidance_scale=cfg.guidance_scale, size=cfg.resolution, unet=unet)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid(images, len(cfg.validation_seeds)).save(path)
+    image_grid(images, len(cfg.validation_seeds), pad=2).save(path)
 
 
 def main(cfg=None):

@@ -27,9 +27,10 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 from projects.sd_flux_lab import models
 from projects.sd_flux_lab.data import BucketBatches, BucketedImages, cache_latents, skip_summary
 from projects.sd_flux_lab.loss import FlowMatchingLoss
-from projects.sd_flux_lab.sampling import decode, grid
+from projects.sd_flux_lab.sampling import decode
 from shared.config import cli, resolve
 from shared.data import CaptionDropout, list_images
+from shared.plots import image_grid
 from shared.io import atomic_dir
 from shared.samplers import sample
 from shared.train import Trainer, TrainConfig
@@ -143,7 +144,7 @@ def load_text_and_vae(cfg):
 
 
 @torch.no_grad()
-def generate(transformer, vae, text, prompts, seeds, steps, guidance_scale, size, sampler="flow_euler"):
+def transformer_generate(transformer, vae, text, prompts, seeds, steps, guidance_scale, size, sampler="flow_euler"):
     dev = next(transformer.parameters()).device
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     c, h, w = vae.config.latent_channels, size // factor, size // factor
@@ -195,9 +196,10 @@ def main(cfg=None):
     def save_samples(step: int) -> None:
         prompts = [p for p in cfg.validation_prompts for _ in cfg.validation_seeds]
         seeds = [s for _ in cfg.validation_prompts for s in cfg.validation_seeds]
-        ims = generate(raw, vae, text, prompts, seeds, cfg.sample_steps, cfg.guidance_scale, cfg.resolution)
+        ims = transformer_generate(raw, vae, text, prompts, seeds, cfg.sample_steps, cfg.guidance_scale,
+                                   cfg.resolution)
         samples_dir.mkdir(parents=True, exist_ok=True)
-        grid(np.asarray(ims), len(cfg.validation_seeds)).save(samples_dir / f"step_{step:07d}.png")
+        image_grid(np.asarray(ims), len(cfg.validation_seeds), pad=2).save(samples_dir / f"step_{step:07d}.png")
 
     for batch in trainer.batches(loader):
         with torch.no_grad():

@@ -27,10 +27,10 @@ from torch import nn
 from projects.sd_flux_lab import models
 from projects.sd_flux_lab.data import BucketBatches, BucketedImages, skip_summary
 from projects.sd_flux_lab.loss import HingeGANLoss, VAELoss, build_perceptual
-from projects.sd_flux_lab.sampling import grid
 from shared.config import cli, resolve
 from shared.data import list_images
 from shared.io import atomic_dir
+from shared.plots import image_grid
 from shared.train import Trainer, TrainConfig
 
 
@@ -159,7 +159,7 @@ def main(cfg=None):
         both = torch.cat([xs[:8], rec[:8]]).cpu()
         both = ((both + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         (Path(cfg.run_dir) / "samples").mkdir(parents=True, exist_ok=True)
-        grid(both, min(8, len(xs))).save(Path(cfg.run_dir) / "samples" / "recon.png")
+        image_grid(both, min(8, len(xs)), pad=2).save(Path(cfg.run_dir) / "samples" / "recon.png")
         print(skip_summary(images, loader))
         print(f"vae: {trainer.global_step} steps, recon MSE {mse:.5f} (PSNR {metrics['psnr']:.2f} dB), "
               f"scaling_factor {metrics['scaling_factor']:.4f} -> {Path(cfg.run_dir) / 'vae'}")
