@@ -133,19 +133,26 @@ LOG = " 2>&1 | tee {log}"
 # Snakemake's own SIGTERM handling waits for running jobs to finish. A cluster user who stops the workflow
 # wants their SLURM jobs cancelled, so we first pass SIGTERM to each running job's process tree
 # (shared.launch then scancels its job), then let snakemake shut down as usual.
+# The jobs are found through the process table (psutil), not snakemake's private shell registry: each job's
+# shell command runs as a direct child of this snakemake process (a bash), and its step processes under it.
+# The bash itself is left alone so that it reports the step's exit status back to snakemake. (Snakemake
+# 9's `snakemake.shell.shell._processes`, read here before, no longer listed the jobs: SIGTERM cancelled nothing.)
 def _forward_sigterm_to_jobs():
     import psutil
-    from snakemake.shell import shell as _shell
 
     previous = signal.getsignal(signal.SIGTERM)
+    me = os.getpid()
 
     def handler(signum, frame):
-        with _shell._lock:
-            procs = list(_shell._processes.values())
-        for proc in procs:
+        try:
+            shells = psutil.Process(me).children()
+        except psutil.Error:
+            shells = []
+        for shell_proc in shells:
             try:
-                for p in psutil.Process(proc.pid).children(recursive=True):
-                    p.send_signal(signal.SIGTERM)
+                for p in shell_proc.children(recursive=True):
+                    if p.name() != "tee":  # the log's tee exits once its writers do, after their last words
+                        p.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
         if callable(previous):
