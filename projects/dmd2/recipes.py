@@ -169,6 +169,11 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# The digits/toy analogues the workflow trains at tiny and toy scale: the recipes that follow no released launch
+# script (the paper recipes name theirs in `source`). workflow/rules/dmd2.smk builds its wildcard patterns from this.
+TOY_RECIPES: tuple[str, ...] = tuple(name for name, recipe in RECIPES.items() if not recipe.source)
+
+
 def presets_for(recipe: str) -> dict[str, dict[str, Any]]:
     """Per-scale presets with the recipe layered on (what `shared.config.resolve` takes)."""
     if recipe not in RECIPES:

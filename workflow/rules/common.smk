@@ -1,5 +1,6 @@
 # Helpers every rule file uses: config validation, the launcher command, target registry, signal handling.
 import os
+import re
 import signal
 import sys
 
@@ -53,8 +54,18 @@ def _validate_config(cfg, schema_path):
 
 _validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
+def one_of(names):
+    """A wildcard pattern matching exactly the given names (a registry's keys), so that the rules' patterns follow
+    the projects' registries instead of repeating them as regexes."""
+    return "|".join(re.escape(n) for n in names)
+
+
+# Rule files import the projects' registries (projects/<name>/recipes.py, ...) from the repository.
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
 wildcard_constraints:
-    scale="|".join(SCALES),
+    scale=one_of(SCALES),
 
 
 # --- targets: each rule file registers what its experiments produce at a given scale ------------------

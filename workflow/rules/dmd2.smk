@@ -3,6 +3,8 @@
 #   paper:    released weights (SDXL base + DMD2's SDXL 4-step UNet), COCO prompts, FID at 512 px
 # Targets: eval_imagenet64, eval_sdxl, eval_sd15 (at config["scale"]); tiny versions join `smoke`.
 
+from projects.dmd2.recipes import TOY_RECIPES as DMD2_TOY_RECIPES
+
 DMD2 = "projects/dmd2"
 DMD2_SD_RECIPES = {"sd15": "toy_sd15_1step", "sdxl": "toy_sdxl_4step"}
 DMD2_PAPER = {"sdxl": 19.32, "sd15": 8.35, "imagenet64": 1.28}  # FIDs reported in the DMD2 paper
@@ -81,7 +83,7 @@ rule dmd2_train:
     log:
         "logs/{scale}/dmd2_train.{recipe}.log",
     wildcard_constraints:
-        recipe="digits_1step|digits_1step_gan|toy_sd15_1step|toy_sdxl_4step|toy_sdxl_1step",
+        recipe=one_of(DMD2_TOY_RECIPES),
     threads: config["local_threads"]
     resources:
         **heavy(gpus=1, mem_mb=8000, runtime=600),
@@ -109,7 +111,7 @@ rule dmd2_sample_generator:
     log:
         "logs/{scale}/dmd2_sample_generator.{name}.log",
     wildcard_constraints:
-        name="digits_1step|digits_1step_gan|toy_sd15_1step|toy_sdxl_4step|toy_sdxl_1step",
+        name=one_of(DMD2_TOY_RECIPES),
     threads: config["local_threads"]
     resources:
         **heavy(gpus=1, mem_mb=8000, runtime=120),

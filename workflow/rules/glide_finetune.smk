@@ -26,7 +26,7 @@ GLIDE_RUNS = {
 
 
 wildcard_constraints:
-    glide_run="|".join(GLIDE_RUNS),
+    glide_run=one_of(GLIDE_RUNS),
     glide_model="base|base_u0|finetune|base_x4|base_bicubic|up_heldout|bicubic_heldout",
     glide_prompts="eval|finetune|rest|test",
     glide_sampler="plms|ddim|euler|euler_a|dpm\\+\\+|ddpm|glide|glide_ddim",

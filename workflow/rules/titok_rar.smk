@@ -12,8 +12,8 @@
 
 TT = "projects/titok_rar"
 TT_CFG = os.path.join(REPO, TT, "configs")  # absolute: steps run in the working directory (--directory)
-TT_K = {"tiny": [8], "toy": [4, 8, 16, 32]}
-TT_SINGLE_K = 16
+TT_K = config["titok_tokens"]  # the K sweep per scale (config.yaml)
+TT_SINGLE_K = config["titok_single_tokens"]
 # rFID on ImageNet val 50k reported for the released tokenizers: TiTok paper (arXiv:2406.07550) Table 2 /
 # README_TiTok.md of bytedance/1d-tokenizer
 TT_PAPER_RFID = {"titok_l32": 2.21, "titok_b64": 1.70, "titok_s128": 1.71}

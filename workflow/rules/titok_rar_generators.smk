@@ -245,7 +245,7 @@ def trg_paper_downloads(name):
     return [f"{d}/generator_{key}/download.json", f"{d}/tokenizer_{key}/download.json"]
 
 
-TRG_PAPER_NAMES = "rar_b|rar_l|rar_xl|rar_xxl|maskgit_titok_l32|maskgit_titok_b64|maskgit_titok_s128"
+TRG_PAPER_NAMES = one_of(TRG_PAPER_FID)  # the released generators the paper tables name
 
 
 rule titok_rar_gen_paper_sample:
