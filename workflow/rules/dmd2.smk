@@ -172,17 +172,9 @@ rule dmd2_evaluate_toy:
 
 
 # toy tables ------------------------------------------------------------------------------------------------------
-DMD2_TOY_ROWS = {
-    "imagenet64": ["teacher_edm_edm_euler_1_g1.0", "teacher_edm_edm_euler_2_g1.0", "teacher_edm_edm_euler_4_g1.0",
-                   "teacher_edm_edm_dpm++_16_g1.0", "teacher_edm_edm_dpm++_32_g1.0", "digits_1step", "digits_1step_gan"],
-    "sdxl": ["teacher_sdxl_dpm++_1_g4.0", "teacher_sdxl_dpm++_4_g4.0", "teacher_sdxl_dpm++_25_g4.0", "toy_sdxl_4step"],
-    "sd15": ["teacher_sd15_dpm++_1_g1.75", "teacher_sd15_dpm++_4_g1.75", "teacher_sd15_dpm++_25_g1.75", "toy_sd15_1step"],
-}
-DMD2_TINY_ROWS = {  # smoke: one teacher row and the distilled generator, tiny budgets
-    "imagenet64": ["teacher_edm_edm_euler_1_g1.0", "digits_1step_gan"],
-    "sdxl": ["toy_sdxl_4step"],
-    "sd15": ["toy_sd15_1step"],
-}
+# the tables' rows per scale (config.yaml: dmd2_rows)
+DMD2_TOY_ROWS = config["dmd2_rows"]["toy"]
+DMD2_TINY_ROWS = config["dmd2_rows"]["tiny"]
 
 
 def _dmd2_rows(scale, which):
@@ -198,7 +190,7 @@ rule dmd2_table_toy:
     log:
         "logs/{scale}/dmd2_table_toy.{which}.log",
     wildcard_constraints:
-        scale="tiny|toy", which="imagenet64|sdxl|sd15",
+        scale="tiny|toy", which=one_of(DMD2_TOY_ROWS),
     conda:
         conda_env("dmd2")
     params:
@@ -226,7 +218,7 @@ rule dmd2_grid_toy:
     log:
         "logs/{scale}/dmd2_grid_toy.{which}.log",
     wildcard_constraints:
-        scale="tiny|toy", which="imagenet64|sdxl|sd15",
+        scale="tiny|toy", which=one_of(DMD2_TOY_ROWS),
     conda:
         conda_env("dmd2")
     params:
