@@ -32,6 +32,31 @@ PREEMPTED_EXIT_CODE = 75
 STDERR_TAIL_LINES = 40
 
 
+def sample_shard(num_shards: int = 0, shard_index: int = -1) -> tuple[int, int]:
+    """(this process's shard index, shard count) of a sharded sampling step: the given values, else the SLURM array
+    task (`SLURM_ARRAY_TASK_ID` / `_COUNT`), else torchrun's `RANK` / `WORLD_SIZE`, else (0, 1)."""
+    env = os.environ
+    n = num_shards or int(env.get("SLURM_ARRAY_TASK_COUNT") or env.get("WORLD_SIZE") or 1)
+    k = shard_index if shard_index >= 0 else int(env.get("SLURM_ARRAY_TASK_ID") or env.get("RANK") or 0)
+    if not 0 <= k < n:
+        from shared.config import ConfigError
+
+        raise ConfigError(f"shard_index={k} is outside 0..{n - 1} (num_shards={n})")
+    return k, n
+
+
+def step_device(name: str = "auto"):
+    """The torch device a sampling step runs on: `name`, or for "auto" this process's GPU (`LOCAL_RANK`) when
+    CUDA is there, else the CPU. (torch is imported here, not at module level: see the module docstring.)"""
+    import torch
+
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
 def _master_port(job_id: str) -> int:
     """A port every task of one job agrees on without talking to each other."""
     digits = "".join(ch for ch in job_id if ch.isdigit()) or "0"

@@ -75,3 +75,20 @@ def test_torchrun_command_forms():
     assert "--no-python" in cmd and "--node-rank=1" in cmd and "--master-addr=n1" in cmd
     assert launch._master_port("12345_0") != launch._master_port("12345_1")  # array tasks may share a node
     assert 20000 <= launch._master_port("987654") < 40000
+
+
+def test_sample_shard_reads_the_slurm_array_then_torchrun_then_one(monkeypatch):
+    from shared.config import ConfigError
+    from shared.launch import sample_shard
+
+    for var in ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert sample_shard() == (0, 1)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert sample_shard() == (2, 4)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert sample_shard() == (1, 3) and sample_shard(5, 4) == (4, 5)
+    with pytest.raises(ConfigError, match="shard_index=5 is outside 0..4"):
+        sample_shard(5, 5)

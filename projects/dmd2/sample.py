@@ -10,7 +10,6 @@ to shard i % num_shards. Existing images are kept (a re-run fills the gaps). Wri
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from shared.config import cli, resolve, save_resolved
 from shared.io import atomic_path, write_json
+from shared.launch import sample_shard, step_device
 from projects.dmd2.prompts import read_prompts
 
 
@@ -63,22 +63,6 @@ def step_list(num_step: int, conditioning_timestep: int, trained: list[int], num
     return list(range(num_train_timesteps - 1, 0, -(num_train_timesteps // num_step)))[:num_step]
 
 
-def shard_of(cfg) -> tuple[int, int]:
-    env = os.environ
-    n = cfg.num_shards or int(env.get("SLURM_ARRAY_TASK_COUNT", env.get("WORLD_SIZE", 1)))
-    k = cfg.shard_index if cfg.shard_index >= 0 else int(env.get("SLURM_ARRAY_TASK_ID", env.get("RANK", 0)))
-    if not 0 <= k < n:
-        raise ValueError(f"shard {k} outside 0..{n - 1}")
-    return k, n
-
-
-def _device(cfg) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
 
 def main(cfg=None):
     from projects.dmd2.backbones import load_backbone
@@ -87,10 +71,10 @@ def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg)
+    device = step_device(cfg.device)
     prompts = read_prompts(cfg.prompts)
     n = cfg.num_images or len(prompts)
-    k, shards = shard_of(cfg)
+    k, shards = sample_shard(cfg.num_shards, cfg.shard_index)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mine = [i for i in range(k, n, shards) if not (out / f"{i:06d}.png").is_file()]

@@ -17,7 +17,6 @@ the originals for PSNR.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from shared.config import cli, option, resolve, save_resolved
 from shared.io import atomic_path, write_json
+from shared.launch import sample_shard, step_device
 from projects.glide_finetune.glide_util import load_model
 from projects.glide_finetune.sampling import SAMPLERS, generate, upsample
 
@@ -82,22 +82,6 @@ def read_prompts(cfg) -> list[str]:
         return [cfg.prompt]
     raise ValueError("give prompts=<file> or prompt=<text>")
 
-
-def shard_of(cfg) -> tuple[int, int]:
-    n = cfg.num_shards or int(os.environ.get("SLURM_ARRAY_TASK_COUNT") or os.environ.get("WORLD_SIZE") or 1)
-    i = cfg.shard_index if cfg.shard_index >= 0 else int(
-        os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("RANK") or 0)
-    if not 0 <= i < n:
-        raise ValueError(f"shard_index={i} is outside num_shards={n}")
-    return i, n
-
-
-def _device(cfg) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    return torch.device("cpu")
 
 
 def _load(spec: str, model_type: str, cfg, device):
@@ -160,8 +144,8 @@ def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    shard, num_shards = shard_of(cfg)
-    device = _device(cfg)
+    shard, num_shards = sample_shard(cfg.num_shards, cfg.shard_index)
+    device = step_device(cfg.device)
     out = Path(cfg.out_dir)
     up = up_opts = base = base_opts = None
     bicubic = 0

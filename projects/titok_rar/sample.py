@@ -21,8 +21,6 @@ RANK/WORLD_SIZE); sample i belongs to shard i % num_shards; existing images are 
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch
 
 from shared.config import ConfigError, cli, resolve, save_resolved
 from shared.io import atomic_path, read_json, write_json
+from shared.launch import sample_shard, step_device
 from projects.titok_rar.generator_config import Config, check, model_section, with_config_file
 
 
@@ -79,22 +78,6 @@ def apply_released(cfg):
         raise ConfigError(f"released={cfg.released!r}; known: {', '.join([*RAR_SIZES, *RELEASED])}")
     return OmegaConf.merge(cfg, over)
 
-
-def shard_of(cfg) -> tuple[int, int]:
-    env = os.environ
-    n = cfg.num_shards or int(env.get("SLURM_ARRAY_TASK_COUNT", env.get("WORLD_SIZE", 1)))
-    k = cfg.shard_index if cfg.shard_index >= 0 else int(env.get("SLURM_ARRAY_TASK_ID", env.get("RANK", 0)))
-    if not 0 <= k < n:
-        raise ConfigError(f"shard_index={k} outside 0..{n - 1}")
-    return k, n
-
-
-def _device(cfg) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 def load_model(cfg, device):
@@ -227,7 +210,7 @@ def main(cfg=None):
     check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg)
+    device = step_device(cfg.device)
     out = Path(cfg.out_dir or cfg.experiment.output_dir)
     loaded = load_model(cfg, device)
     kind = loaded.kind
@@ -244,7 +227,7 @@ def main(cfg=None):
         n = cfg.num_images or cfg.per_class * classes
         labels = [i % classes for i in range(n)]
         texts = [class_text(c, classes) for c in labels]
-    k, shards = shard_of(cfg)
+    k, shards = sample_shard(cfg.num_shards, cfg.shard_index)
     mine = [i for i in range(k, n, shards) if not (out / f"{i:06d}.png").is_file()]
     if k == 0:
         save_resolved(cfg, out, name="sample_config.yaml")
