@@ -114,6 +114,15 @@ def randn(shape: Sequence[int], generator: torch.Generator | Sequence[torch.Gene
     return torch.randn(tuple(shape), generator=generator, device=device)
 
 
+def _start(shape, noise, generator, device) -> tuple[torch.Tensor, torch.device]:
+    """The starting x_T of a sampling loop and its device: `noise` if given, else drawn from `generator` (one
+    generator, or one per sample); the device follows `device`, else the noise, else the generator."""
+    first = generator[0] if isinstance(generator, (list, tuple)) else generator
+    device = torch.device(device) if device is not None else (
+        noise.device if noise is not None else (first.device if first is not None else torch.device("cpu")))
+    return (noise.to(device) if noise is not None else randn(shape, generator, device)), device
+
+
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> the nearest of the 256 levels an 8-bit image has (the upsampler's low-res input, in training and
     in sampling)."""
@@ -211,10 +220,7 @@ class GaussianDiffusion:
         (one per sample) makes each sample's trajectory independent of the batch it is in."""
         from tqdm.auto import tqdm
 
-        first = generator[0] if isinstance(generator, (list, tuple)) else generator
-        device = torch.device(device) if device is not None else (
-            noise.device if noise is not None else (first.device if first is not None else torch.device("cpu")))
-        x = noise.to(device) if noise is not None else randn(shape, generator, device)
+        x, device = _start(shape, noise, generator, device)
         kw = dict(model_kwargs or {})
         for i in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, leave=False, desc="glide ddpm"):
             t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
@@ -239,10 +245,7 @@ class GaussianDiffusion:
         sigma = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev). The variance channels are unused."""
         from tqdm.auto import tqdm
 
-        first = generator[0] if isinstance(generator, (list, tuple)) else generator
-        device = torch.device(device) if device is not None else (
-            noise.device if noise is not None else (first.device if first is not None else torch.device("cpu")))
-        x = noise.to(device) if noise is not None else randn(shape, generator, device)
+        x, device = _start(shape, noise, generator, device)
         kw = dict(model_kwargs or {})
         for i in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, leave=False, desc="glide ddim"):
             t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
