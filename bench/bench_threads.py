@@ -1,4 +1,4 @@
-"""The default target's heaviest step (shared/digits/train_diffusion.py, toy model) alone and beside competing
+"""The default target's heaviest step (shared/toy/train_diffusion.py, toy model) alone and beside competing
 CPU-bound processes: how much slower does it get on a shared machine?
 
     python bench/bench_threads.py                  # 1 competitor, 60 training steps per measurement
@@ -57,7 +57,7 @@ def _run_step(data: Path, work: Path, steps: int, policy: str, timeout: float) -
     env = local_env(base={**base, **env_extra})
     if policy == "old":
         env.pop("OMP_WAIT_POLICY", None)
-    cmd = [sys.executable, str(REPO / "shared/digits/train_diffusion.py"), "scale=toy", f"data_dir={data}",
+    cmd = [sys.executable, str(REPO / "shared/toy/train_diffusion.py"), "scale=toy", f"data_dir={data}",
            f"out_dir={out}", f"max_steps={steps}", "warmup_steps=5", "ckpt_every=0", "progress=false",
            "log_every=5", *(f"{k}={v}" for k, v in opts.items())]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_threads-") as tmp:
         work = Path(tmp)
         data = work / "digits"
-        subprocess.run([sys.executable, str(REPO / "shared/digits/prepare.py"), "scale=toy", f"out_dir={data}"],
+        subprocess.run([sys.executable, str(REPO / "shared/toy/prepare.py"), "scale=toy", f"out_dir={data}"],
                        check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results: dict[str, dict[str, list[float]]] = {pol: {"quiet": [], "busy": []} for pol in policies}
         for _ in range(args.repeats):

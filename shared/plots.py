@@ -221,7 +221,7 @@ def training_curves(runs: str | Path | Mapping[str, str | Path], out_png: str | 
 def image_grid(images: Any, cols: int, pad: int = 0):
     """uint8 (N, H, W, 3) array or a list of same-size PIL images -> one PIL image, `cols` per row, `pad` black
     pixels around and between (a short last row is left black). For a grid with row/column labels see
-    shared.samplers.compare.draw_grid."""
+    shared.toy.sampler_compare.draw_grid."""
     import numpy as np
     from PIL import Image
 

@@ -14,7 +14,7 @@ so are inputs of another scale than `scale`.
 
 The leaderboard (`kind=leaderboard`) puts every evaluation JSON in one table, one row per method: method, paper,
 steps, NFE, FD, prompt accuracy, CLIP score, parameters, seconds per image, training steps (the last five from
-the JSON's `info`, which shared/evaluate.py's `info=` and shared/samplers/compare.py fill), plus an FD-vs-NFE
+the JSON's `info`, which shared/evaluate.py's `info=` and shared/toy/sampler_compare.py fill), plus an FD-vs-NFE
 scatter (`out_png`). FDs against different references are labelled, not refused.
 """
 from __future__ import annotations

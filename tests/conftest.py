@@ -21,7 +21,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def digits_tiny(tmp_path_factory) -> Path:
     """The toy digits dataset at tiny scale (160 train / 80 test images), prepared once per session."""
-    from shared.digits import prepare
+    from shared.toy import prepare
 
     out = tmp_path_factory.mktemp("digits") / "digits"
     prepare.main({"scale": "tiny", "out_dir": str(out)})

@@ -92,7 +92,7 @@ def samples(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def extractor(tmp_path_factory) -> str:
     """An untrained small digits network: FD needs features, not good ones."""
-    from shared.digits import features
+    from shared.toy import features
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("net") / "features.safetensors"

@@ -10,7 +10,8 @@ import torch
 
 from shared.data import (FolderSource, IncompleteDatabase, LMDBDataset, LMDBSource, LMDBWriter, ResumableLoader,
                          ShardSource, open_source, read_manifest)
-from shared.data import digits_formats, folder_to_lmdb
+from shared.toy import digits_formats
+from shared.data import folder_to_lmdb
 from shared.data.testing import GARBAGE, encode, photo
 
 

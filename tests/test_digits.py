@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.digits import features, prepare, train_features
-from shared.digits.dataset import COLOUR_NAMES, caption, load_arrays, parse_caption, read_split
+from shared.toy import features, prepare, train_features
+from shared.toy.dataset import COLOUR_NAMES, caption, load_arrays, parse_caption, read_split
 
 
 def _digest(folder):
@@ -33,7 +33,7 @@ def test_prepare_is_deterministic_and_complete(digits_tiny, tmp_path):
     # the tint is the named colour: the brightest pixel's channel ratios follow the colour's
     i = int(np.argmax(images.reshape(80, -1).max(1)))
     px = images[i].reshape(-1, 3)[images[i].reshape(-1, 3).sum(1).argmax()].astype(float)
-    from shared.digits.dataset import COLOURS
+    from shared.toy.dataset import COLOURS
     ref = np.array(COLOURS[COLOUR_NAMES[colours[i]]], dtype=float)
     assert np.allclose(px / px.max(), ref / ref.max(), atol=0.08)
 
@@ -59,7 +59,7 @@ def test_broken_metadata_is_named(tmp_path):
     (tmp_path / "metadata.jsonl").write_text('{"file": "a.png"}\n')
     with pytest.raises(ValueError, match=r"metadata.jsonl:1: bad record"):
         read_split(tmp_path)
-    with pytest.raises(FileNotFoundError, match="run shared/digits/prepare.py"):
+    with pytest.raises(FileNotFoundError, match="run shared/toy/prepare.py"):
         read_split(tmp_path / "missing")
 
 
@@ -82,7 +82,7 @@ def test_train_features_tiny_and_reload(digits_tiny, tmp_path):
         features.load(tmp_path / "other.safetensors")
 
 
-# --- the digits diffusion model (shared/digits/train_diffusion.py, on shared.train.Trainer) ---------------------
+# --- the digits diffusion model (shared/toy/train_diffusion.py, on shared.train.Trainer) ---------------------
 
 def _weights(run_dir):
     from safetensors.torch import load_file
@@ -95,7 +95,7 @@ def test_train_diffusion_exports_logs_and_resumes_exactly(digits_tiny, tmp_path)
 
     from diffusers import DDPMPipeline
 
-    from shared.digits import train_diffusion
+    from shared.toy import train_diffusion
 
     cfg = {"scale": "tiny", "data_dir": str(digits_tiny), "max_steps": 6}
     straight = tmp_path / "straight"
@@ -133,11 +133,11 @@ def test_train_diffusion_saves_on_ctrl_c_and_resumes_to_the_same_weights(digits_
     import sys
     import time
 
-    from shared.digits import train_diffusion
+    from shared.toy import train_diffusion
 
     opts = ["scale=tiny", f"data_dir={digits_tiny}", "max_steps=40", "ckpt_every=0", "log_every=1"]
     run = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, str(repo_root / "shared/digits/train_diffusion.py"), *opts,
+    proc = subprocess.Popen([sys.executable, str(repo_root / "shared/toy/train_diffusion.py"), *opts,
                              f"out_dir={run}"], cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
@@ -162,7 +162,7 @@ def test_train_diffusion_saves_on_ctrl_c_and_resumes_to_the_same_weights(digits_
 
 def test_exported_unet_computes_what_the_trained_model_computes():
     from shared.config import resolve
-    from shared.digits import train_diffusion
+    from shared.toy import train_diffusion
 
     cfg = resolve(train_diffusion.Config, {"scale": "tiny"}, train_diffusion.PRESETS)
     model = train_diffusion.build_model(cfg).eval()
@@ -180,7 +180,7 @@ def test_min_snr_weighting_matches_its_definition():
     from diffusers.training_utils import compute_snr
 
     from shared.config import resolve
-    from shared.digits import train_diffusion
+    from shared.toy import train_diffusion
 
     cfg = resolve(train_diffusion.Config, {"scale": "tiny"}, train_diffusion.PRESETS)
     scheduler = train_diffusion.build_scheduler(cfg)

@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 # ---- fixtures: tiny data and teachers (built once per module) --------------------------------------------------
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    from shared.digits import prepare as digits_prepare
+    from shared.toy import prepare as digits_prepare
     from projects.dmd2 import prepare
 
     root = tmp_path_factory.mktemp("dmd2")
@@ -307,7 +307,7 @@ def test_sample_shards_are_independent_and_deterministic(work, tiny_run, tmp_pat
 
 def test_evaluate_and_demo(work, tiny_run, tmp_path, monkeypatch):
     from projects.dmd2 import demo, evaluate, sample
-    from shared.digits import train_features
+    from shared.toy import train_features
 
     monkeypatch.chdir(tmp_path)
     feats = tmp_path / "features"

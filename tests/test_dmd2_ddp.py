@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_two_process_gloo_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     py = sys.executable
-    setup = ("from shared.digits import prepare as d; from projects.dmd2 import prepare as p; "
+    setup = ("from shared.toy import prepare as d; from projects.dmd2 import prepare as p; "
              "from projects.dmd2.tiny import save_tiny_edm; import sys; r=sys.argv[1]; "
              "d.main({'scale':'tiny','out_dir':r+'/digits'}); "
              "p.main({'scale':'tiny','kind':'edm','images':r+'/digits/train','eval_images':'','out_dir':r+'/edm'}); "

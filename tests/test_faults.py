@@ -173,7 +173,7 @@ def test_digits_steps_skip_and_count_a_bad_image(digits_tiny, tmp_path):
     file is left out with its labels, counted and named."""
     import shutil
 
-    from shared.digits.dataset import load_arrays, read_split
+    from shared.toy.dataset import load_arrays, read_split
 
     split = tmp_path / "test"
     shutil.copytree(digits_tiny / "test", split)

@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 CHAIN = [  # producers before consumers
     "projects/sd_flux_lab/train_sd.py",  # digits -> sd_flux_lab folders -> a tiny SDXL fine-tune
-    "shared/data/digits_formats.py",
+    "shared/toy/digits_formats.py",
     "projects/sd_flux_lab/flux.py",
     "projects/sd_flux_lab/train_flux.py",
     "projects/sd_flux_lab/base.py",
@@ -34,7 +34,7 @@ SKIPPED = {  # tiny examples not run here, and why
     "projects/sd_flux_lab/web.py": "starts a web server (tests/test_sd_flux_lab_web.py drives it)",
     "projects/sd_flux_lab/categorize.py": "needs the user's own photo folder (tests/test_sd_flux_lab_categorize.py)",
     "shared/train/example.py": "sleeps 0.2 s a step to be killed by hand (tests/test_train_kill.py runs it)",
-    "shared/digits/train_diffusion.py": "being ported to shared.train.Trainer (issue 16.2)",
+    "shared/toy/train_diffusion.py": "being ported to shared.train.Trainer (issue 16.2)",
     "projects/titok_rar/generator_tokens.py": "new project, being written",
 }
 
@@ -100,8 +100,8 @@ READMES = ["README.md", "projects/dmd2/README.md", "projects/glide_finetune/READ
 _STARTS = ("python ", ".venv/bin/python ", "snakemake ", ".venv/bin/snakemake ", "bash ")
 
 RUN = [  # producers first
-    ".venv/bin/python shared/digits/prepare.py scale=toy out_dir=data/toy/digits",
-    ".venv/bin/python -m shared.digits.train_features --help",
+    ".venv/bin/python shared/toy/prepare.py scale=toy out_dir=data/toy/digits",
+    ".venv/bin/python -m shared.toy.train_features --help",
     "python projects/dmd2/prepare.py kind=edm images=data/toy/digits/train eval_images=data/toy/digits/test "
     "out_dir=data/toy/dmd2/digits",
     # needs data/toy/sd_flux_lab, which projects/sd_flux_lab/prepare.py (no options) writes first
@@ -133,7 +133,7 @@ README_SKIPPED = {
     ".venv/bin/snakemake --report report.html eval_sdxl --config scale=tiny": "needs that target's results "
                                                                              "(the report test runs the tiny chain)",
     ".venv/bin/snakemake --cores 2 --no-hooks": "runs the default target (toy scale)",
-    ".venv/bin/python shared/digits/train_features.py my.yaml epochs=20 out_dir=runs/feat":
+    ".venv/bin/python shared/toy/train_features.py my.yaml epochs=20 out_dir=runs/feat":
         "my.yaml is the user's own file; " + _TOY_RUN,
     ".venv/bin/python -m shared.launch --backend slurm --gpus-per-node 8 --nodes 2 -- python projects/x/train.py":
         "submits to a 2-node GPU cluster; projects/x is a placeholder (tests/test_launch*.py cover the launcher)",

@@ -7,7 +7,7 @@ from projects.glide_finetune.diffusion import diffusers_schedule
 from projects.glide_finetune.sampling import SAMPLERS, generate, quantize_8bit, run_sampler, upsample
 from projects.glide_finetune.tokenizer import train_tokenizer
 from projects.glide_finetune.unet import create_model, tiny_options
-from shared.digits.dataset import COLOUR_NAMES, caption
+from shared.toy.dataset import COLOUR_NAMES, caption
 from shared.samplers.gaussian import GaussianData
 
 MEAN, STD = 0.2, 0.25

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from projects.glide_finetune.tokenizer import END_TOKEN, GPT2_VOCAB_SIZE, load_tokenizer, main, train_tokenizer
-from shared.digits.dataset import COLOUR_NAMES, caption
+from shared.toy.dataset import COLOUR_NAMES, caption
 
 REPO = Path(__file__).resolve().parents[1]
 REF = json.loads((REPO / ".." / "shared" / "reference" / "glide_checkpoints.json").resolve().read_text())["tokenizer"]

@@ -225,7 +225,7 @@ def test_win_rate(tmp_path, monkeypatch):
     import numpy as np
 
     from projects.glide_finetune import winrate
-    from shared.digits import features as digits_features
+    from shared.toy import features as digits_features
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

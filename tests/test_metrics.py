@@ -142,8 +142,8 @@ def digits_net(digits_tiny, tmp_path_factory):
     """A small digits network trained for a few steps (~1 s): features with real spread for the cross-checks."""
     import torch.nn.functional as F
 
-    from shared.digits import features
-    from shared.digits.dataset import load_arrays
+    from shared.toy import features
+    from shared.toy.dataset import load_arrays
 
     torch.manual_seed(0)
     x, d, c = load_arrays(digits_tiny / "train")
@@ -197,7 +197,7 @@ def test_evaluate_real_vs_real(digits_tiny, digits_net, tmp_path):
 def test_evaluate_fd_equals_cleanfid_compute_fid(digits_tiny, digits_net, tmp_path):
     from cleanfid import fid as cf
 
-    from shared.digits import features
+    from shared.toy import features
 
     net = features.load(digits_net)
     r = _eval(tmp_path, images=str(digits_tiny / "test"), reference=str(digits_tiny / "train"),
@@ -224,7 +224,7 @@ def test_unreadable_images_are_skipped_and_counted(digits_tiny, digits_net, tmp_
 
 
 def test_evaluate_refuses_mismatched_reference(digits_tiny, digits_net, tmp_path):
-    from shared.digits import features
+    from shared.toy import features
 
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"
@@ -240,7 +240,7 @@ def test_evaluate_refuses_mismatched_reference(digits_tiny, digits_net, tmp_path
 
 
 def test_prompt_accuracy_counts():
-    from shared.metrics.prompt import PromptAccuracy
+    from shared.toy.prompt_accuracy import PromptAccuracy
 
     acc = PromptAccuracy()
     d = np.eye(10)[[7, 1, 3]]
@@ -381,7 +381,7 @@ def tiny_clip(tmp_path_factory):
     from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
                               PreTrainedTokenizerFast)
 
-    from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS
+    from shared.toy.dataset import COLOUR_NAMES, DIGIT_WORDS
 
     specials = ["<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"]
     words = ["a", "photo", "depicts", "handwritten", *COLOUR_NAMES, *DIGIT_WORDS]

@@ -260,7 +260,7 @@ def dmd2_run(tmp_path_factory):
     """A tiny DMD2 run on the tiny EDM teacher with two checkpoints, the digits data and feature CNN."""
     from projects.dmd2 import prepare, train
     from projects.dmd2.tiny import save_tiny_edm
-    from shared.digits import prepare as digits_prepare, train_features
+    from shared.toy import prepare as digits_prepare, train_features
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("dmd2")

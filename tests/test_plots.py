@@ -69,11 +69,11 @@ def test_training_curves_from_metrics_jsonl(tmp_path):
 
 
 def test_compare_reference_row_grid_and_sample_choice():
-    """shared/samplers/compare.py's pieces that need no model: the many-step reference option, which samples a
+    """shared/toy/sampler_compare.py's pieces that need no model: the many-step reference option, which samples a
     grid cell shows, and the grid with the reference row below."""
     import torch
 
-    from shared.samplers import compare
+    from shared.toy import sampler_compare as compare
 
     assert compare.parse_reference("ddpm:250") == ("ddpm", 250) and compare.parse_reference("") is None
     for bad in ("ddpm", "ddpm:0", "ddpm:x"):

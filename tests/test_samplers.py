@@ -397,7 +397,7 @@ def test_every_sampler_converges_to_the_data_distribution(name):
 
 @pytest.fixture(scope="module")
 def trained_tiny(digits_tiny, tmp_path_factory):
-    from shared.digits import train_diffusion
+    from shared.toy import train_diffusion
 
     out = tmp_path_factory.mktemp("digits_diffusion")
     metrics = train_diffusion.main({"scale": "tiny", "data_dir": str(digits_tiny), "out_dir": str(out),
@@ -410,8 +410,8 @@ def test_compare_writes_grid_and_one_table_row_per_sampler_and_steps(trained_tin
 
     from PIL import Image
 
-    from shared.digits import features
-    from shared.samplers import compare
+    from shared.toy import features
+    from shared.toy import sampler_compare as compare
 
     features_path = tmp_path / "features.safetensors"
     features.save(features.DigitsNet(width=8, feature_dim=16), features_path)

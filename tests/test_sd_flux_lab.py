@@ -246,7 +246,7 @@ def test_perceptual_distances(tmp_path):
     from safetensors.torch import save_file
 
     from projects.sd_flux_lab.loss import build_perceptual
-    from shared.digits import features
+    from shared.toy import features
 
     torch.manual_seed(0)
     vgg = torchvision.models.vgg16().features
@@ -269,7 +269,7 @@ def test_perceptual_distances(tmp_path):
 
 
 def test_train_vae_with_perceptual_term(lab, tmp_path):
-    from shared.digits import features
+    from shared.toy import features
 
     features.save(features.DigitsNet(), tmp_path / "digits.safetensors")
     train_vae.main({"scale": "tiny", "data_dir": str(lab / "train" / "_blue"), "run_dir": str(tmp_path / "v"),

@@ -26,7 +26,7 @@ def step_scripts():
 
 def test_there_are_step_scripts():
     names = {p.as_posix() for p in step_scripts()}
-    assert {"shared/digits/prepare.py", "shared/digits/train_features.py"} <= names
+    assert {"shared/toy/prepare.py", "shared/toy/train_features.py"} <= names
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,6 @@ def test_help_as_file_and_module(script, help_outputs):
 @pytest.mark.parametrize("form", ["file", "module"])
 def test_a_step_script_really_runs_both_ways(form):
     """One genuine subprocess of each form, so the in-process emulation above cannot hide a path problem."""
-    args = ["shared/digits/prepare.py"] if form == "file" else ["-m", "shared.digits.prepare"]
+    args = ["shared/toy/prepare.py"] if form == "file" else ["-m", "shared.toy.prepare"]
     r = subprocess.run([sys.executable, *args, "--help"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "options (key=value):" in r.stdout, r.stderr

@@ -35,7 +35,7 @@ def _train(yaml, out, shards, **over):
 
 @pytest.fixture(scope="module")
 def chain(digits_tiny, tmp_path_factory):
-    from shared.digits import train_features
+    from shared.toy import train_features
     root = tmp_path_factory.mktemp("titok")
     prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(root / "data")})
     train_features.main({"scale": "tiny", "data_dir": str(digits_tiny), "out_dir": str(root / "feat")})
@@ -65,7 +65,7 @@ def test_prepare_writes_labelled_shards(chain):
     # label = digit * 8 + colour: the folder name's prefix
     for name in classes:
         label, colour, digit = name.split("_")
-        from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS
+        from shared.toy.dataset import COLOUR_NAMES, DIGIT_WORDS
         assert int(label) == DIGIT_WORDS.index(digit) * 8 + COLOUR_NAMES.index(colour)
 
 

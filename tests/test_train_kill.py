@@ -3,7 +3,7 @@ run ends.
 
 * Every training step script (tests/helpers/kill_resume.py SCRIPTS: sd_flux_lab's train_sd (SD1.5; SDXL with
   buckets, EMA, caption dropout, random crops and flips), train_vae (with GAN), train_transformer, train_flux,
-  dmd2's train and train_teacher, shared/digits/train_features, glide_finetune's train, titok_rar's train_tokenizer
+  dmd2's train and train_teacher, shared/toy/train_features, glide_finetune's train, titok_rar's train_tokenizer
   (VQGAN with GAN + LeCam, TiTok stage 1, stage 2 with its frozen encoder) and train_generator (RAR with the annealed order over ten-crop tokens, MaskGIT, MaskGen
   with its text encoder)): SIGKILL after a random optimizer step, resume, the final weights equal an uninterrupted
   run's to the bit, and so are the metrics.jsonl rows of every step; train_sd also SIGKILLed in the middle of a

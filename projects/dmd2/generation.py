@@ -101,7 +101,7 @@ def load_generator(run_or_file: str | Path, teacher: str = "", device: str = "cp
 
 def prompts_for_grid(backbone: Backbone, n: int) -> list[str]:
     """Toy prompts covering digits and colours; class indices for an ImageNet-size label set."""
-    from shared.digits.dataset import COLOUR_NAMES, caption
+    from shared.toy.dataset import COLOUR_NAMES, caption
 
     if backbone.name == "edm" and backbone.label_dim not in (80,):
         return [str((i * 97) % backbone.label_dim) for i in range(n)]

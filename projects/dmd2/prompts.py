@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.digits.dataset import COLOUR_NAMES, parse_caption
+from shared.toy.dataset import COLOUR_NAMES, parse_caption
 
 
 def label_of_prompt(prompt: str) -> int:

@@ -25,7 +25,7 @@ import torch
 
 from shared.config import cli, option, resolve, save_resolved
 from shared.io import atomic_path, write_text
-from shared.samplers.compare import draw_grid, to_uint8
+from shared.toy.sampler_compare import draw_grid, to_uint8
 from projects.glide_finetune.glide_util import load_model
 from projects.glide_finetune.sampling import SAMPLERS, generate
 
@@ -106,8 +106,8 @@ def main(cfg=None):
     size = int(opts["image_size"])
     net = ref_feats = None
     if cfg.features:
-        from shared.digits import features as digits_features
-        from shared.digits.dataset import load_arrays
+        from shared.toy import features as digits_features
+        from shared.toy.dataset import load_arrays
 
         net = digits_features.load(cfg.features)
         ref = torch.from_numpy(load_arrays(cfg.reference_dir)[0]).permute(0, 3, 1, 2).float()
@@ -132,7 +132,7 @@ def main(cfg=None):
                    "seconds_per_image": elapsed / n}
             if net is not None:
                 from shared.metrics import frechet_from_features
-                from shared.metrics.prompt import PromptAccuracy
+                from shared.toy.prompt_accuracy import PromptAccuracy
 
                 f = net.features(images.float())
                 acc = PromptAccuracy()

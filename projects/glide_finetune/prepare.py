@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import cli, option, resolve, save_resolved
-from shared.digits.dataset import COLOUR_NAMES, read_split
+from shared.toy.dataset import COLOUR_NAMES, read_split
 from shared.io import atomic_dir, write_text
 from projects.glide_finetune.tokenizer import train_tokenizer
 

@@ -62,8 +62,8 @@ def scores(paths: list[Path], prompts: list[str], scorer: str, batch_size: int, 
 
     kind, _, path = scorer.partition(":")
     if kind == "digits":
-        from shared.digits import features as digits_features
-        from shared.digits.dataset import parse_caption
+        from shared.toy import features as digits_features
+        from shared.toy.dataset import parse_caption
 
         net = digits_features.load(path, device)
         out = []

@@ -135,13 +135,13 @@ class FlowMatchingLoss:
 
 
 class DigitsPerceptual(nn.Module):
-    """Toy perceptual distance: MSE between the frozen digits CNN's features (shared/digits) of two image
+    """Toy perceptual distance: MSE between the frozen digits CNN's features (shared/toy) of two image
     batches in [-1, 1]. The CNN was trained on this very domain, so its features are what "looks the same"
     means for the toy digits."""
 
     def __init__(self, path: str):
         super().__init__()
-        from shared.digits import features
+        from shared.toy import features
 
         self.net = features.load(path).requires_grad_(False)
 

@@ -1,4 +1,4 @@
-"""Make the lab's folder-structured toy collection from the prepared digits (shared/digits/prepare.py).
+"""Make the lab's folder-structured toy collection from the prepared digits (shared/toy/prepare.py).
 
     out_dir/{train,test}/_<colour>/a_<colour>_handwritten_<digit>/<id>.png
     out_dir/reference/{subset,rest}/<id>.png + <id>.txt   the train images of / not of the subset colour, flat
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from projects.sd_flux_lab.data import list_flag
 from shared.config import cli, resolve, save_resolved
 from shared.data import list_images
-from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS, read_split
+from shared.toy.dataset import COLOUR_NAMES, DIGIT_WORDS, read_split
 from shared.io import atomic_dir, write_json
 
 

@@ -15,7 +15,7 @@ samples/step_*.png (validation prompts x seeds every sample_every steps), checkp
 command again), metrics.jsonl, config.yaml.
 
     python projects/sd_flux_lab/train_sd.py base=downloads/sd15 data_dir=pics run_dir=runs/ft resolution=512
-    python -m shared.digits.prepare scale=tiny out_dir=data/tiny/digits                   # the tiny digits ...
+    python -m shared.toy.prepare scale=tiny out_dir=data/tiny/digits                   # the tiny digits ...
     python -m projects.sd_flux_lab.prepare scale=tiny digits_dir=data/tiny/digits out_dir=data/tiny/sd_flux_lab
     python -m projects.sd_flux_lab.train_sd scale=tiny base=preset arch=sdxl data_dir=data/tiny/sd_flux_lab/train
 """

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# toy scale: one class per (digit, colour) pair of shared/digits, as shared/digits/train_diffusion.py numbers them
+# toy scale: one class per (digit, colour) pair of shared/toy, as shared/toy/train_diffusion.py numbers them
 NUM_DIGIT_COLOURS = 8
 
 
@@ -31,7 +31,7 @@ def toy_class(digit: int, colour: int) -> int:
 
 def toy_caption(label: int) -> str:
     """The digits caption a toy class stands for ("a red handwritten seven"), read by prompt accuracy."""
-    from shared.digits.dataset import COLOUR_NAMES, caption
+    from shared.toy.dataset import COLOUR_NAMES, caption
 
     return caption(int(label) // NUM_DIGIT_COLOURS, COLOUR_NAMES[int(label) % NUM_DIGIT_COLOURS])
 

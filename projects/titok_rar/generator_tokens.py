@@ -47,14 +47,14 @@ def tiny_vqgan(resolution: int, codebook_size: int, seed: int):
 
 
 def main(cfg=None):
-    from shared.digits.dataset import read_split
+    from shared.toy.dataset import read_split
     from projects.titok_rar.generator_common import toy_class
     from projects.titok_rar.token_data import write_tokens
     from projects.titok_rar.image_tokenizers import load_tokenizer
 
     cfg = resolve(Config, cfg, PRESETS)
     torch.set_num_threads(cfg.threads)
-    from shared.digits.dataset import load_arrays
+    from shared.toy.dataset import load_arrays
 
     images, digits, colours = load_arrays(cfg.images)
     captions = [r.caption for r in read_split(cfg.images)]

@@ -15,7 +15,7 @@ logits; for the VAE, reconstruction / exp(logvar) + kl_weight x KL averaged over
 Perceptual losses by name (`perceptual_loss` in the configs): the original's "convnext_s" (MSE between an
 ImageNet ConvNeXt-S's logits of the two images, 224 px, ImageNet-normalised) needs the torchvision
 `convnext_small` weights file (`convnext_s:<path>`); at toy scale `digits:<features.safetensors>` uses the frozen
-digits CNN (shared/digits), trained on that very domain. The original's "lpips-convnext_s-1.0-0.1" (LPIPS-VGG x 1.0
+digits CNN (shared/toy), trained on that very domain. The original's "lpips-convnext_s-1.0-0.1" (LPIPS-VGG x 1.0
 + ConvNeXt x 0.1) is not built here: LPIPS's VGG backbone ships in no package (see shared/NOTES.md).
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ class DigitsPerceptual(nn.Module):
     """Toy perceptual distance: MSE between the frozen digits CNN's features of two [0,1] image batches."""
     def __init__(self, path: str):
         super().__init__()
-        from shared.digits import features
+        from shared.toy import features
         self.net = features.load(path).requires_grad_(False).eval()
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -89,7 +89,7 @@ class ToyTextEncoder(nn.Module):
 
     def __init__(self, width: int = 64, layers: int = 2, heads: int = 4, context_length: int = 8):
         super().__init__()
-        from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS
+        from shared.toy.dataset import COLOUR_NAMES, DIGIT_WORDS
 
         self.vocab = ["<pad>", "<eot>", "<unk>", "a", "an", "handwritten", "digit", *COLOUR_NAMES, *DIGIT_WORDS]
         self.index = {w: i for i, w in enumerate(self.vocab)}

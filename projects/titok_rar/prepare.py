@@ -2,7 +2,7 @@
 
     python projects/titok_rar/prepare.py digits=data/toy/digits out_dir=data/toy/titok_rar/digits scale=toy
 
-Reads the digits dataset (shared/digits/prepare.py: {train,test}/<id>.png + .txt + metadata.jsonl) and writes
+Reads the digits dataset (shared/toy/prepare.py: {train,test}/<id>.png + .txt + metadata.jsonl) and writes
     out_dir/classes/{train,test}/<label:02d>_<colour>_<digit>/<id>.png (+ .txt caption)   ImageNet-style folders
     out_dir/shards/{train,test}/                                                             via convert_to_wds.py
 The class is digit and colour together: label = digit * 8 + colour index (80 classes), so a class-conditional
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import ConfigError, cli, resolve, save_resolved
-from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS
+from shared.toy.dataset import COLOUR_NAMES, DIGIT_WORDS
 from shared.io import atomic_dir
 from projects.titok_rar import convert_to_wds
 
@@ -51,7 +51,7 @@ def main(cfg=None):
         for split in ("train", "test"):
             meta = src / split / "metadata.jsonl"
             if not meta.is_file():
-                raise ConfigError(f"digits={src}: no {split}/metadata.jsonl (run shared/digits/prepare.py first)")
+                raise ConfigError(f"digits={src}: no {split}/metadata.jsonl (run shared/toy/prepare.py first)")
             n = 0
             for line in meta.read_text().splitlines():
                 if not line.strip():

@@ -21,7 +21,7 @@ Decoding / checking:
 Listing / transforms:
     list_images(root) -> FolderListing (.items, .counts, .report());  image_transform(size, crop, hflip_p);
     CaptionDropout(p, seed);  drop_condition(cond, empty, p, generator)
-Converters (step scripts): shared/data/folder_to_shards.py, folder_to_lmdb.py, digits_formats.py
+Converters (step scripts): shared/data/folder_to_shards.py, folder_to_lmdb.py (the toy digits: shared/toy/digits_formats.py)
 """
 from shared.data.buckets import BucketBatchSampler, make_buckets, nearest_bucket
 from shared.data.dataset_loader import DatasetLoader, PermutationBatches

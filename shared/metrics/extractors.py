@@ -6,7 +6,7 @@ Every extractor takes images as clean-fid does: uint8 (H, W, 3) arrays, resized 
 logits (B, C) for the Inception Score. `id` names the network and its exact weights; statistics carry it so
 numbers from different extractors are never compared.
 
-- digits: the toy digits CNN (shared/digits/features.py), 64-d penultimate features, digit logits; images
+- digits: the toy digits CNN (shared/toy/features.py), 64-d penultimate features, digit logits; images
   are brought to the net's resolution the way the net itself would (antialiased bilinear).
 - inception: clean-fid's TorchScript Inception-v3 (the one behind clean-fid's and StyleGAN's FID), loaded from
   a local file with clean-fid's own `InceptionV3W(..., download=False)`, with clean-fid's "clean" resize
@@ -110,7 +110,7 @@ def _file_digest(path: Path) -> str:
 
 
 def load_digits(path: str, device: str | torch.device = "cpu") -> DigitsExtractor:
-    from shared.digits import features
+    from shared.toy import features
 
     model = features.load(path, device)
     return DigitsExtractor(model, model.extractor_id, model.hparams["feature_dim"], device)

@@ -18,7 +18,7 @@ from shared.metrics.frechet import frechet_distance
 from shared.metrics.images import Batch, ReadReport, read_image
 from shared.metrics.inception_score import InceptionScore
 from shared.metrics.kid import kernel_distance
-from shared.metrics.prompt import PromptAccuracy
+from shared.toy.prompt_accuracy import PromptAccuracy
 from shared.metrics.stats import FeatureStats, ReferenceStats, check_compatible, require_samples
 
 

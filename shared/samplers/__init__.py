@@ -10,7 +10,7 @@ otherwise; "cfg" on a learned-variance model is refused (it would extrapolate th
 A saved scheduler config (`schedule=dict(pipe.scheduler.config)`) is read as diffusers' from_config reads it.
 
 Samplers are registry presets (`SAMPLERS`: name -> diffusers scheduler class + default kwargs); the update
-rules are diffusers'. `python -m shared.samplers.compare` compares samplers x steps on a trained model.
+rules are diffusers'. `python -m shared.toy.sampler_compare` compares samplers x steps on a trained model.
 """
 from shared.samplers.registry import (DEFAULT_SCHEDULE, PREDICTION_TYPES, SAMPLERS, SamplerPreset, get_preset,
                                       make_scheduler)

@@ -10,7 +10,7 @@ How the kill works. The killed run is a separate process: a child forked from a 
 from this file (`python tests/helpers/kill_resume.py --serve`), which has imported the scripts' modules once. The
 child installs a global optimizer-step hook that SIGKILLs it after the N-th optimizer step of any optimizer, then
 runs the module as `__main__`, exactly as `python -m <module>` would. So it works for scripts on
-shared.train.Trainer and for scripts with their own loop (shared/digits/train_features.py), and the kill lands
+shared.train.Trainer and for scripts with their own loop (shared/toy/train_features.py), and the kill lands
 between checkpoints wherever they are. `mid_write=N` instead sets shared.train.checkpoint's fault hook, which
 SIGKILLs the process during its N-th checkpoint write (weights on disk, meta.json not yet written). The
 uninterrupted reference and the resumed run are in-process `main(cfg)` calls (same code path as the command line:
@@ -85,10 +85,10 @@ SCRIPTS: dict[str, Script] = {s.name: s for s in [
     Script("dmd2_train_teacher", "projects.dmd2.train_teacher",
            lambda w, r: ["scale=tiny", f"data={w / 'edm/real.lmdb'}", f"run_dir={r}", "max_steps=6", "ckpt_every=2",
                          "ema_decay=0.9", "threads=1"], needs=("dmd2",)),
-    Script("train_features", "shared.digits.train_features",
+    Script("train_features", "shared.toy.train_features",
            lambda w, r: ["scale=tiny", f"data_dir={w / 'digits'}", f"out_dir={r}", "threads=1"],
            outputs=("features.safetensors",), kill_range=(1, 2), needs=("digits",)),
-    Script("train_diffusion", "shared.digits.train_diffusion",  # the default target's longest step
+    Script("train_diffusion", "shared.toy.train_diffusion",  # the default target's longest step
            lambda w, r: ["scale=tiny", f"data_dir={w / 'digits'}", f"out_dir={r}", "max_steps=6", "ckpt_every=2",
                          *_TRAIN], needs=("digits",)),
     Script("glide_train", "projects.glide_finetune.train",
@@ -142,7 +142,7 @@ def prepare_work(work: Path, needs: Sequence[str]) -> Path:
     """Build the tiny fixtures the scripts need under `work` (each once; kept across calls)."""
     need = set(needs)
     if need & {"digits", "lab", "dmd2", "glide", "titok"} and not (work / "digits").is_dir():
-        from shared.digits import prepare as digits_prepare
+        from shared.toy import prepare as digits_prepare
         digits_prepare.main({"scale": "tiny", "out_dir": str(work / "digits")})
     if "lab" in need and not (work / "lab").is_dir():
         from projects.sd_flux_lab import prepare
@@ -161,7 +161,7 @@ def prepare_work(work: Path, needs: Sequence[str]) -> Path:
         glide_tokenizer({"scale": "tiny", "captions": str(work / "digits/train"), "out_dir": str(work / "glide_tok")})
     if "titok" in need and not (work / "titok").is_dir():
         from projects.titok_rar import prepare as titok_prepare
-        from shared.digits import train_features
+        from shared.toy import train_features
         titok_prepare.main({"scale": "tiny", "digits": str(work / "digits"), "out_dir": str(work / "titok")})
         train_features.main({"scale": "tiny", "data_dir": str(work / "digits"), "out_dir": str(work / "feat")})
     if "titok_stages" in need and not (work / "titok_s1").is_dir():

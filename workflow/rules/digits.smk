@@ -9,7 +9,7 @@ rule prepare_digits:
     conda:
         conda_env("shared")
     shell:
-        step("shared/digits/prepare.py scale={wildcards.scale} out_dir={output}")
+        step("shared/toy/prepare.py scale={wildcards.scale} out_dir={output}")
 
 
 rule train_digits_features:
@@ -28,7 +28,7 @@ rule train_digits_features:
     resources:
         **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=30),
     shell:
-        launch("shared/digits/train_features.py scale={wildcards.scale} data_dir={input} "
+        launch("shared/toy/train_features.py scale={wildcards.scale} data_dir={input} "
                "out_dir=results/{wildcards.scale}/digits_features")
 
 

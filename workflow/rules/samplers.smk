@@ -22,7 +22,7 @@ rule train_digits_diffusion:
     resources:
         **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=60),
     shell:
-        launch("shared/digits/train_diffusion.py scale={wildcards.scale} data_dir={input} "
+        launch("shared/toy/train_diffusion.py scale={wildcards.scale} data_dir={input} "
                "out_dir=results/{wildcards.scale}/digits_diffusion")
 
 
@@ -57,7 +57,7 @@ rule compare_samplers:
     resources:
         **heavy(gpus=1, mem_mb=4000, runtime=60),
     shell:
-        launch("shared/samplers/compare.py scale={wildcards.scale} model_dir=results/{wildcards.scale}/digits_diffusion/model "
+        launch("shared/toy/sampler_compare.py scale={wildcards.scale} model_dir=results/{wildcards.scale}/digits_diffusion/model "
                "features={input.features} reference_dir={input.data}/test out_dir=results/{wildcards.scale}/sampler_compare")
 
 

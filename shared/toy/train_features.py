@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.config import cli, resolve, save_resolved
-from shared.digits import features
-from shared.digits.dataset import load_arrays
+from shared.toy import features
+from shared.toy.dataset import load_arrays
 from shared.io import write_json
 
 

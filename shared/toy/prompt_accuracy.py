@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.digits.dataset import parse_caption
+from shared.toy.dataset import parse_caption
 
 
 @dataclass

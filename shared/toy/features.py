@@ -77,7 +77,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DigitsNet:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: digits feature network not found; run shared/digits/train_features.py")
+        raise FileNotFoundError(f"{path}: digits feature network not found; run shared/toy/train_features.py")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if "hparams" not in meta:

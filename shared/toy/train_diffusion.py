@@ -10,7 +10,7 @@ schedule with min-SNR-gamma loss weighting (Hang et al. 2023); the EMA weights a
 The model works at `resolution` (toy: 16 px). The toy digits are sklearn's 8x8 digits upscaled (bicubic) to 32 px,
 so 16 px keeps all they contain and costs a quarter of the compute per image: at the toy budget that buys four
 times the training images, which is what makes the samples clean (see README "Performance"). labels.json records
-`image_size` (32), and shared/samplers/compare.py upsamples samples to it (bicubic) before scoring.
+`image_size` (32), and shared/toy/sampler_compare.py upsamples samples to it (bicubic) before scoring.
 
 The loop is `shared.train.Trainer`'s: its LR schedule (cosine with warm-up), EMA (linear warm-up), resumable
 batch order (`DatasetLoader`), checkpointed noise generator, checkpoints every `ckpt_every` steps and on SIGINT,
@@ -25,8 +25,8 @@ Outputs in out_dir:
     curves.png (+ .csv)           those against the step (shared/plots.py)
     metrics.json, config.yaml, run.json
 
-    python shared/digits/train_diffusion.py scale=toy data_dir=data/toy/digits out_dir=results/toy/digits_diffusion
-    python -m shared.digits.train_diffusion scale=tiny data_dir=/tmp/digits out_dir=/tmp/dd max_steps=6
+    python shared/toy/train_diffusion.py scale=toy data_dir=data/toy/digits out_dir=results/toy/digits_diffusion
+    python -m shared.toy.train_diffusion scale=tiny data_dir=/tmp/digits out_dir=/tmp/dd max_steps=6
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from torch import nn
 
 from shared import plots
 from shared.config import cli, resolve
-from shared.digits.dataset import COLOUR_NAMES, DIGIT_WORDS, load_arrays
+from shared.toy.dataset import COLOUR_NAMES, DIGIT_WORDS, load_arrays
 from shared.io import atomic_dir, write_json
 from shared.train import TrainConfig, Trainer
 

@@ -1,7 +1,7 @@
 """Compare samplers x step counts on a trained class-conditional pixel diffusion model.
 
 The model folder is a diffusers DDPMPipeline folder: unet/ (a UNet2DModel with class embeddings), scheduler/
-(its training noise schedule) and labels.json (the label encoding; shared/digits/train_diffusion.py writes all
+(its training noise schedule) and labels.json (the label encoding; shared/toy/train_diffusion.py writes all
 three). Every (sampler, steps) pair starts from the same noise and generator seed.
 
 Outputs in out_dir:
@@ -19,8 +19,8 @@ A model that works at a lower resolution than the data (labels.json `image_size`
 (bicubic) to the data's size before scoring and in the grid.
     images/<sampler>_<steps>/*.png + .txt captions   (only with save_images=true; shared/evaluate.py reads them)
 
-    python -m shared.samplers.compare model_dir=results/toy/digits_diffusion/model steps=[5,10,25]
-    python shared/samplers/compare.py samplers=[ddpm,dpm++] prompts='[a red handwritten seven]' guidance_scale=2
+    python -m shared.toy.sampler_compare model_dir=results/toy/digits_diffusion/model steps=[5,10,25]
+    python shared/toy/sampler_compare.py samplers=[ddpm,dpm++] prompts='[a red handwritten seven]' guidance_scale=2
 """
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from shared import plots
 from shared.config import cli, resolve, save_resolved
-from shared.digits import features as digits_features
-from shared.digits.dataset import caption, load_arrays, parse_caption
+from shared.toy import features as digits_features
+from shared.toy.dataset import caption, load_arrays, parse_caption
 from shared.io import atomic_path, read_json, write_json, write_text
 from shared.metrics import frechet_from_features
 from shared.metrics.images import image_files, set_id
-from shared.metrics.prompt import PromptAccuracy
+from shared.toy.prompt_accuracy import PromptAccuracy
 from shared.samplers.registry import get_preset
 from shared.samplers.sampling import sample
 from shared.tables import markdown_to_html

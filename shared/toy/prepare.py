@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from shared.config import cli, resolve, save_resolved
-from shared.digits.dataset import COLOUR_NAMES, caption, render
+from shared.toy.dataset import COLOUR_NAMES, caption, render
 from shared.io import atomic_dir
 
 

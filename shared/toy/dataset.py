@@ -61,7 +61,7 @@ def read_split(split_dir: str | Path) -> list[Record]:
     """Records of a prepared split (its metadata.jsonl), with a clear error if it is missing or broken."""
     meta = Path(split_dir) / "metadata.jsonl"
     if not meta.is_file():
-        raise FileNotFoundError(f"{meta}: missing; run shared/digits/prepare.py first")
+        raise FileNotFoundError(f"{meta}: missing; run shared/toy/prepare.py first")
     records = []
     for lineno, line in enumerate(meta.read_text().splitlines(), 1):
         if not line.strip():

@@ -1,7 +1,7 @@
-"""Write the toy digits dataset (shared/digits/prepare.py output) as WebDataset shards and as LMDB.
+"""Write the toy digits dataset (shared/toy/prepare.py output) as WebDataset shards and as LMDB.
 
-    python shared/data/digits_formats.py data_dir=data/toy/digits out_dir=data/toy/digits_formats
-    python -m shared.data.digits_formats scale=tiny data_dir=data/tiny/digits out_dir=data/tiny/digits_formats
+    python shared/toy/digits_formats.py data_dir=data/toy/digits out_dir=data/toy/digits_formats
+    python -m shared.toy.digits_formats scale=tiny data_dir=data/tiny/digits out_dir=data/tiny/digits_formats
 
 Outputs, per split (train, test):
     out_dir/shards/<split>/shard-NNNNNN.tar   <key>.png, <key>.txt caption, <key>.json {caption, digit, colour, ...}
@@ -39,7 +39,7 @@ def main(cfg=None):
     data = Path(cfg.data_dir)
     for split in SPLITS:
         if not (data / split / "metadata.jsonl").is_file():
-            raise FileNotFoundError(f"{data / split}/metadata.jsonl: missing; run shared/digits/prepare.py first")
+            raise FileNotFoundError(f"{data / split}/metadata.jsonl: missing; run shared/toy/prepare.py first")
     counts = {}
     with atomic_dir(cfg.out_dir) as tmp:
         for split in SPLITS:
