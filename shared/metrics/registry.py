@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from shared.metrics.extractors import DigitsExtractor, Extractor
 from shared.metrics.frechet import frechet_distance
@@ -39,8 +40,12 @@ class Context:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     kid_max_features: int = 10000
+    pr_k: int = 3  # precision/recall neighbourhood size (ADM's evaluator)
+    pr_max_samples: int = 50000  # evaluated features kept for precision/recall (ADM: all 50k)
     is_splits: int = 10
     seed: int = 0
+    bootstrap: int = 0  # resamples of the evaluated samples for the intervals of fd and prompt_accuracy; 0 = none
+    bootstrap_seed: int = 0
 
     def outputs(self, batch: Batch) -> dict:
         """Extractor outputs for a batch, computed once and shared by all metrics."""
@@ -90,9 +95,12 @@ class FrechetMetric(Metric):
     def __init__(self, name, ctx):
         super().__init__(name, ctx)
         self.stats = FeatureStats(ctx.extractor.dim)
+        self.features = []  # every evaluated feature vector, only for the bootstrap
 
     def update(self, batch):
         self.stats.update(self.ctx.outputs(batch)["features"])
+        if self.ctx.bootstrap:
+            self.features.append(np.asarray(self.ctx.outputs(batch)["features"], np.float64))
 
     def results(self, report):
         ref, ext = self.ctx.reference, self.ctx.extractor
@@ -101,7 +109,14 @@ class FrechetMetric(Metric):
         require_samples(ref.count, ref.dim, f"{self.name}: reference '{ref.reference_id}'")
         require_samples(self.stats.count, ext.dim, f"{self.name}: evaluated images")
         value = frechet_distance(self.stats.mean, self.stats.cov, ref.mu, ref.sigma)
-        return [entry(self.name, value, self.stats.count, ref.reference_id, ext.id)]
+        extra = {}
+        if self.ctx.bootstrap:
+            from shared.metrics import bootstrap as bs
+
+            idx = bs.resample_indices(self.stats.count, self.ctx.bootstrap, self.ctx.bootstrap_seed)
+            values = bs.frechet_bootstrap(np.concatenate(self.features), ref.mu, ref.sigma, idx)
+            extra = bs.summary(value, values, self.ctx.bootstrap_seed)
+        return [entry(self.name, value, self.stats.count, ref.reference_id, ext.id, **extra)]
 
 
 @register("kid")
@@ -128,6 +143,38 @@ class KIDMetric(Metric):
         return [entry(self.name, mean, self.stats.count, ref.reference_id, ext.id, std=std,
                       subset_size=min(len(self.stats.kept), len(ref.features), self.ctx.kid_subset_size),
                       num_subsets=self.ctx.kid_subsets)]
+
+
+@register("precision_recall")
+class PrecisionRecallMetric(Metric):
+    """Improved precision and recall (k-NN manifolds, k=`pr_k`, ADM's evaluator): entries `precision` (samples
+    inside the reference manifold) and `recall` (reference inside the samples' manifold), against the reference's
+    stored feature subset (`kid_max_features` of them, 10k by default: ADM's reference batch size)."""
+    needs = frozenset({"extractor", "reference_stats"})
+
+    def __init__(self, name, ctx):
+        super().__init__(name, ctx)
+        self.stats = FeatureStats(ctx.extractor.dim, keep=ctx.pr_max_samples, seed=ctx.seed)
+
+    def update(self, batch):
+        self.stats.update(self.ctx.outputs(batch)["features"])
+
+    def results(self, report):
+        from shared.metrics.precision_recall import precision_recall
+
+        ref, ext = self.ctx.reference, self.ctx.extractor
+        check_compatible(ref, ext.id, report.resolution, where=f"{self.name}: reference '{ref.source or ref.reference_id}'",
+                         check_resolution=self.ctx.check_resolution)
+        if len(ref.features) <= self.ctx.pr_k:
+            raise ValueError(f"{self.name}: reference statistics '{ref.reference_id}' hold {len(ref.features)} feature "
+                             f"samples; precision/recall needs the features, not only mu/sigma (recompute them from "
+                             f"the reference image folder with kid_max_features > {self.ctx.pr_k})")
+        device = ext.device if ext.device.type == "cuda" else "cpu"
+        dtype = torch.float32 if device != "cpu" else torch.float64  # float64 on CPU: exact ties, as brute force
+        p, r = precision_recall(ref.features, self.stats.kept, self.ctx.pr_k, device=device, dtype=dtype)
+        extra = {"k": self.ctx.pr_k, "num_reference": len(ref.features)}
+        return [entry("precision", p, len(self.stats.kept), ref.reference_id, ext.id, **extra),
+                entry("recall", r, len(self.stats.kept), ref.reference_id, ext.id, **extra)]
 
 
 @register("inception_score", "is")
@@ -167,7 +214,13 @@ class PromptAccuracyMetric(Metric):
     def results(self, report):
         r, n, ext = self.acc.compute(), self.acc.total, self.ctx.extractor.id
         extra = {"unparsed_captions": self.acc.unparsed}
-        return [entry(self.name, r["joint"], n, None, ext, **extra),
+        spread = {}
+        if self.ctx.bootstrap:
+            from shared.metrics import bootstrap as bs
+
+            idx = bs.resample_indices(n, self.ctx.bootstrap, self.ctx.bootstrap_seed)
+            spread = bs.summary(r["joint"], bs.mean_bootstrap(self.acc.joint, idx), self.ctx.bootstrap_seed)
+        return [entry(self.name, r["joint"], n, None, ext, **extra, **spread),
                 entry(f"{self.name}_digit", r["digit"], n, None, ext, **extra),
                 entry(f"{self.name}_colour", r["colour"], n, None, ext, **extra)]
 
