@@ -22,6 +22,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/titok_rar.smk"
 include: "workflow/rules/titok_rar_generators.smk"
 include: "workflow/rules/glide_finetune.smk"
+include: "workflow/rules/results.smk"
 
 
 rule all:
