@@ -1,7 +1,7 @@
 """Prompt accuracy (toy scale): does the digits classifier see the digit and colour the caption asked for?"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +17,7 @@ class PromptAccuracy:
     colour_hits: int = 0
     joint_hits: int = 0
     unparsed: int = 0
+    joint: list[int] = field(default_factory=list)  # per counted image: 1 = digit and colour right (bootstrap)
 
     def update(self, digit_logits, colour_logits, captions: list[str | None]) -> None:
         pd = np.asarray(digit_logits).argmax(1)
@@ -31,6 +32,7 @@ class PromptAccuracy:
             self.digit_hits += int(d_ok)
             self.colour_hits += int(c_ok)
             self.joint_hits += int(d_ok and c_ok)
+            self.joint.append(int(d_ok and c_ok))
 
     def compute(self) -> dict[str, float]:
         if self.total == 0:
