@@ -217,7 +217,7 @@ def test_options_without_meaning_here_say_what_to_use(fx, tmp_path, monkeypatch,
         ("projects/titok_rar/sample_imagenet_rar.py", [f"config={GEN}/rar.yaml",
                                                        f"experiment.output_dir={tmp_path / 'x'}",
                                                        "experiment.generator_checkpoint=rar_b.bin"],
-         "generator_download.py item=rar_b"),
+         "download.py item=rar_b"),
     ]
     for script, argv, message in cases:
         assert _main(script, argv, monkeypatch) == 2, script

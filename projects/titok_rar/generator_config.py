@@ -7,59 +7,24 @@ lr_scheduler, training; plus our top-level `generator` (maskgit | rar | maskgen)
         model.generator.hidden_size=1024 experiment.output_dir=runs/rar_l          # the original's spelling works
     cfg = load(Config, {...})                                                    # in Python
 
-Keys the original configs carry for the tokenizer (vit sizes, use_l2_norm, ...) are accepted and ignored here: the
-generators read only codebook_size and num_latent_tokens (and take both from the token folder's meta.json when 0).
+The shared sections (experiment, model.vq_model, model.text_encoder, dataset, optimizer, lr_scheduler, training) are
+schema.py's, the tokenizer step's too; the generator step's defaults are stated here. Keys the original configs
+carry for the tokenizer (vit sizes, use_l2_norm, ...) are accepted and ignored here: the generators read only
+codebook_size and num_latent_tokens (and take both from the token folder's meta.json when 0).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from shared.config import ConfigError
-from shared.train.trainer import TrainConfig
+from projects.titok_rar.schema import (Dataset, Experiment, LRScheduler, Optimizer, TextEncoder, Training, VQModel,
+                                       check_optimization, section)
 
 GENERATOR_KINDS = ("maskgit", "rar", "maskgen")
 ORDERS = ("annealed", "raster", "random")
-
-
-@dataclass
-class Experiment:
-    project: str = "titok_generation"
-    name: str = ""
-    output_dir: str = "results/toy/titok_rar/generators/run"
-    max_train_examples: int = 0
-    save_every: int = 500
-    eval_every: int = 0           # the original evaluates while training; here sample.py + evaluate are steps
-    generate_every: int = 0
-    log_every: int = 10
-    log_grad_norm_every: int = 0
-    resume: bool = True           # always: the Trainer resumes from output_dir/checkpoints
-    tokenizer_checkpoint: str = ""   # the tokenizer that decodes the tokens (sample.py)
-    generator_checkpoint: str = ""   # sample.py: a released weights file (rar_b.bin) or our final/ folder
-    init_weight: str = ""            # train: start from these generator weights
-
-
-@dataclass
-class VQModel:
-    codebook_size: int = 0        # 0 = the token folder's meta.json
-    num_latent_tokens: int = 0    # 0 = the token folder's meta.json
-    token_size: int = 0
-    text_embed_dim: int = 0       # MaskGen: 0 = the text encoder's width
-    # read by the tokenizer, accepted here so the original YAML files load unchanged
-    quantize_mode: str = "vq"
-    use_l2_norm: bool = True
-    commitment_cost: float = 0.25
-    clustering_vq: bool = False
-    vit_enc_model_size: str = ""
-    vit_dec_model_size: str = ""
-    vit_enc_patch_size: int = 16
-    vit_dec_patch_size: int = 16
-    finetune_decoder: bool = False
-    is_legacy: bool = True
-    pretrained_tokenizer_weight: str = ""
 
 
 @dataclass
@@ -108,20 +73,10 @@ class MaskGenSection:
 
 
 @dataclass
-class TextEncoder:
-    kind: str = "open_clip"       # open_clip (paper) | toy
-    model_name: str = "ViT-L-14-336"
-    pretrained: str = ""          # open_clip: local weights file from the download rule
-    width: int = 64               # toy encoder
-    layers: int = 2
-    heads: int = 4
-    context_length: int = 8
-    train: bool = False           # toy: trained with MaskGen; the paper's CLIP stays frozen
-
-
-@dataclass
 class Model:
-    vq_model: VQModel = field(default_factory=VQModel)
+    # 0 / "" = from the token folder (meta.json) or the tokenizer; not the tokenizer step's architecture defaults
+    vq_model: VQModel = section(VQModel, codebook_size=0, num_latent_tokens=0, token_size=0, text_embed_dim=0,
+                                vit_enc_model_size="", vit_dec_model_size="", finetune_decoder=False)
     generator: Generator = field(default_factory=Generator)
     maskgen: MaskGenSection = field(default_factory=MaskGenSection)
     text_encoder: TextEncoder = field(default_factory=TextEncoder)
@@ -134,101 +89,24 @@ class Losses:
 
 
 @dataclass
-class DatasetParams:
-    pretokenization: str = ""     # our token folder (token_data.py); the original: a JSONL of tokens
-    train_shards_path_or_url: str = ""
-    eval_shards_path_or_url: str = ""
-    num_workers_per_gpu: int = 0
-    dataset_with_class_label: bool = True
-    dataset_with_text_label: bool = False
-
-
-@dataclass
-class Preprocessing:
-    resize_shorter_edge: int = 256
-    crop_size: int = 256
-    random_crop: bool = False
-    random_flip: bool = True
-    res_ratio_filtering: bool = False
-
-
-@dataclass
-class Dataset:
-    params: DatasetParams = field(default_factory=DatasetParams)
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-
-
-@dataclass
-class OptimizerParams:
-    learning_rate: float = 2e-4
-    beta1: float = 0.9
-    beta2: float = 0.96
-    weight_decay: float = 0.03
-
-
-@dataclass
-class Optimizer:
-    name: str = "adamw"
-    params: OptimizerParams = field(default_factory=OptimizerParams)
-
-
-@dataclass
-class LRParams:
-    learning_rate: Any = 2e-4     # the original interpolates ${optimizer.params.learning_rate}
-    warmup_steps: int = 10_000
-    end_lr: float = 1e-5
-
-
-@dataclass
-class LRScheduler:
-    scheduler: str = "cosine"
-    params: LRParams = field(default_factory=LRParams)
-
-
-@dataclass
-class Training:
-    gradient_accumulation_steps: int = 1
-    per_gpu_batch_size: int = 64
-    mixed_precision: str = "bf16"
-    enable_tf32: bool = True
-    enable_wandb: bool = False
-    use_ema: bool = True
-    ema_decay: float = 0.9999     # ours: the original's EMAModel decay is not in its YAML
-    seed: int = 42
-    max_train_steps: int = 500_000
-    max_grad_norm: float = 1.0
-    num_generated_images: int = 2
-
-
-@dataclass
 class Config:
     scale: str = "toy"
     config: str = ""              # the original's `config=<yaml>`: merged under the other options
     generator: str = "maskgit"    # maskgit | rar | maskgen
     order: str = "annealed"       # RAR: annealed (randomness_anneal_start/end) | raster | random
-    experiment: Experiment = field(default_factory=Experiment)
+    experiment: Experiment = section(Experiment, project="titok_generation",
+                                     output_dir="results/toy/titok_rar/generators/run")
     model: Model = field(default_factory=Model)
     losses: Losses = field(default_factory=Losses)
-    dataset: Dataset = field(default_factory=Dataset)
-    optimizer: Optimizer = field(default_factory=Optimizer)
-    lr_scheduler: LRScheduler = field(default_factory=LRScheduler)
-    training: Training = field(default_factory=Training)
+    dataset: Dataset = section(Dataset, preprocessing={"random_crop": False})
+    # configs/training/generator/{maskgit,rar}.yaml's optimisation values as defaults
+    optimizer: Optimizer = section(Optimizer, params={"learning_rate": 2e-4, "beta2": 0.96, "weight_decay": 0.03})
+    lr_scheduler: LRScheduler = section(LRScheduler, params={"learning_rate": 2e-4, "warmup_steps": 10_000})
+    training: Training = section(Training, per_gpu_batch_size=64, mixed_precision="bf16", ema_decay=0.9999,
+                                 max_train_steps=500_000)
     threads: int = 0              # torch CPU threads; 0 = torch default
     progress: bool = True         # progress bar while training
     preempt_signals: str = "SIGUSR2,SIGTERM"
-
-
-def with_config_file(cfg: Any) -> Any:
-    """`config=<yaml>` as the original takes it: the file's values under the ones given beside it."""
-    if cfg is None:
-        return cfg
-    given = OmegaConf.create(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
-    path = given.get("config") or ""
-    if not path:
-        return given
-    if not Path(path).is_file():
-        raise ConfigError(f"config={path}: no such config file")
-    return OmegaConf.merge(OmegaConf.load(path), given)
 
 
 def check(cfg) -> None:
@@ -236,22 +114,7 @@ def check(cfg) -> None:
         raise ConfigError(f"generator={cfg.generator!r}; allowed: {', '.join(GENERATOR_KINDS)}")
     if cfg.order not in ORDERS:
         raise ConfigError(f"order={cfg.order!r}; allowed: {', '.join(ORDERS)}")
-    if cfg.optimizer.name != "adamw":
-        raise ConfigError(f"optimizer.name={cfg.optimizer.name!r}; allowed: adamw")
-    if cfg.lr_scheduler.scheduler not in ("cosine", "constant", "warmup", "linear"):
-        raise ConfigError(f"lr_scheduler.scheduler={cfg.lr_scheduler.scheduler!r}; "
-                          "allowed: cosine, constant, warmup, linear")
-
-
-def train_config(cfg) -> TrainConfig:
-    t, o, s = cfg.training, cfg.optimizer.params, cfg.lr_scheduler
-    return TrainConfig(run_dir=cfg.experiment.output_dir, max_steps=t.max_train_steps, seed=t.seed,
-                       mixed_precision=t.mixed_precision, grad_accum=t.gradient_accumulation_steps,
-                       max_grad_norm=t.max_grad_norm, lr_schedule=s.scheduler, warmup_steps=s.params.warmup_steps,
-                       min_lr_ratio=s.params.end_lr / o.learning_rate if o.learning_rate else 0.0,
-                       ema_decay=t.ema_decay if t.use_ema else 0.0, ckpt_every=cfg.experiment.save_every,
-                       log_every=cfg.experiment.log_every, preempt_signals=cfg.preempt_signals,
-                       progress=cfg.progress)
+    check_optimization(cfg)
 
 
 def model_section(cfg, codebook_size: int, num_tokens: int, text_width: int = 0) -> DictConfig:

@@ -31,7 +31,8 @@ import torch
 from shared.config import ConfigError, cli, resolve, save_resolved
 from shared.io import atomic_path, read_json, write_json
 from shared.launch import sample_shard, step_device
-from projects.titok_rar.generator_config import Config, check, model_section, with_config_file
+from projects.titok_rar.generator_config import Config, check, model_section
+from projects.titok_rar.schema import with_config_file
 
 
 @dataclass
@@ -261,7 +262,10 @@ def main(cfg=None):
         write_json(out / "samples.json", {
             "generator": kind, "checkpoint": cfg.checkpoint or cfg.experiment.generator_checkpoint,
             "tokenizer": cfg.tokenizer or cfg.experiment.tokenizer_checkpoint, "num_images": n, "seed": cfg.seed,
-            "nfe": nfe, "images_per_sec": ips, "sampling": {k_: v for k_, v in kw.items()}, "scale": cfg.scale})
+            "nfe": nfe, "images_per_sec": ips, "sampling": {k_: v for k_, v in kw.items()}, "scale": cfg.scale,
+            # the leaderboard's columns: the generator's size (not the tokenizer's), time per image with decoding
+            "parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "seconds_per_image": 1.0 / ips if ips else None})
     print(f"shard {k}/{shards}: {made} new images ({made / gen_seconds if gen_seconds else 0:.2f} img/s); "
           f"{done}/{n} present in {out}")
     return out

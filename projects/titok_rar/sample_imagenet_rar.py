@@ -13,7 +13,7 @@ As there: 50 images per class of model.generator.condition_num_classes (50,000 f
 experiment.output_dir, split over the ranks, then `<output_dir>.npz` (arr_0, for OpenAI's evaluator.py); here also
 <output_dir>/samples.npz (+ arr_1 labels) and samples.json (NFE, images/s). The tokenizer is
 model.vq_model.pretrained_tokenizer_weight (or experiment.tokenizer_checkpoint). Differences: the weight files are
-local paths (the original downloads them from the hub: here generator_download.py item=rar_b / maskgit_vqgan first);
+local paths (the original downloads them from the hub: here download.py item=rar_b / maskgit_vqgan first);
 sample i uses seed `seed + i` (the original seeds each rank), so any sharding gives the same images; RAR samples
 with the KV cache (kv_cache=false for the original's uncached loop, same tokens).
 """
@@ -21,5 +21,5 @@ from projects.titok_rar.scripts._original import sample_entry
 
 if __name__ == "__main__":
     sample_entry("rar", "sample_imagenet_rar.py", __doc__,
-                 "python projects/titok_rar/generator_download.py item=rar_b out_dir=downloads/titok_rar/generators/"
+                 "python projects/titok_rar/download.py item=rar_b out_dir=downloads/titok_rar/generators/"
                  "rar_b; item=maskgit_vqgan for the tokenizer")

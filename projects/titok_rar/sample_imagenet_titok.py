@@ -10,11 +10,11 @@ The original takes configs/infer/titok_{l32,b64,s128}.yaml; here those settings 
 titok_s128` (maskgit.RELEASED) on top of maskgit.yaml. As there: 50 images per class, <i:06d>.png in
 experiment.output_dir, then `<output_dir>.npz` (arr_0, for OpenAI's evaluator.py); here also
 <output_dir>/samples.npz and samples.json. Differences: local weight files (the original downloads them: here
-generator_download.py item=generator_titok_b64 / tokenizer_titok_b64 first); sample i uses seed `seed + i`.
+download.py item=generator_titok_b64 / tokenizer_titok_b64 first); sample i uses seed `seed + i`.
 """
 from projects.titok_rar.scripts._original import sample_entry
 
 if __name__ == "__main__":
     sample_entry("maskgit", "sample_imagenet_titok.py", __doc__,
-                 "python projects/titok_rar/generator_download.py item=generator_titok_b64 out_dir=...; "
+                 "python projects/titok_rar/download.py item=generator_titok_b64 out_dir=...; "
                  "item=tokenizer_titok_b64 for the tokenizer")

@@ -35,7 +35,8 @@ from shared.train.seed import seed_everything
 from shared.train.trainer import Trainer
 from projects.titok_rar import generator_io
 from projects.titok_rar.generator_common import MLMLoss, mask_input_tokens
-from projects.titok_rar.generator_config import Config, check, model_section, train_config, with_config_file
+from projects.titok_rar.generator_config import Config, check, model_section
+from projects.titok_rar.schema import train_config, with_config_file
 from projects.titok_rar.token_data import load_tokens
 
 # Scale presets shrink only what the YAML recipes (configs/generator/*.yaml) leave to the scale.

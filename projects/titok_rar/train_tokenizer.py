@@ -32,49 +32,15 @@ from omegaconf import DictConfig, OmegaConf
 from shared.config import ConfigError, cli, resolve
 from shared.data import ResumableLoader
 from shared.train.seed import seed_everything
-from shared.train.trainer import TrainConfig, Trainer
+from shared.train.trainer import Trainer
 from projects.titok_rar.data import image_source, to_unit
 from projects.titok_rar.hub import read_state_dict
 from projects.titok_rar.losses import LossOptions, PatchDiscriminator, PixelLoss, ProxyCodeLoss, build_perceptual
 from projects.titok_rar.image_tokenizers import load_tokenizer
+from projects.titok_rar.schema import (Dataset, Experiment, LRScheduler, Optimizer, TextEncoder, Training, VQModel,
+                                       section, train_config, with_config_file)
 from projects.titok_rar.titok import TiTok, TiTokConfig
 from projects.titok_rar.vqgan import MaskGITVQGAN, VQGANConfig
-
-
-@dataclass
-class Experiment:
-    project: str = "titok"
-    name: str = ""
-    output_dir: str = "results/toy/titok_rar/run"
-    max_train_examples: int = 0
-    save_every: int = 500
-    eval_every: int = 0           # the original evaluates during training; here evaluate.py is its own step
-    generate_every: int = 0
-    log_every: int = 10
-    log_grad_norm_every: int = 0
-    resume: bool = True           # always: the Trainer resumes from output_dir/checkpoints
-    init_weight: str = ""         # stage 2: the stage-1 tokenizer (folder or weights file)
-
-
-@dataclass
-class VQModel:
-    """`model.vq_model`: TiTokConfig's fields (titok.py, the original's names and defaults) + the teacher."""
-    codebook_size: int = 4096
-    token_size: int = 12
-    use_l2_norm: bool = True
-    commitment_cost: float = 0.25
-    vit_enc_model_size: str = "large"
-    vit_dec_model_size: str = "large"
-    vit_enc_patch_size: int = 16
-    vit_dec_patch_size: int = 16
-    num_latent_tokens: int = 32
-    finetune_decoder: bool = True
-    is_legacy: bool = True
-    quantize_mode: str = "vq"
-    text_context_length: int = 77
-    text_embed_dim: int = 768
-    pretrained_tokenizer_weight: str = ""    # the MaskGIT-VQGAN: proxy codes (stage 1), pixel decoder (stage 2)
-    clustering_vq: bool = False              # TA-TiTok's codebook trick: accepted, not implemented
 
 
 @dataclass
@@ -98,74 +64,6 @@ class Model:
     vqgan: VQGANSection = field(default_factory=VQGANSection)
     discriminator_channels: int = 64                # ours: PatchDiscriminator width / depth
     discriminator_layers: int = 3
-
-
-@dataclass
-class DatasetParams:
-    train_shards_path_or_url: str = ""
-    eval_shards_path_or_url: str = ""
-    num_workers_per_gpu: int = 0
-    dataset_with_class_label: bool = True     # (the original's keys; the shards here carry both when they have them)
-    dataset_with_text_label: bool = False
-
-
-@dataclass
-class Preprocessing:
-    resize_shorter_edge: int = 256
-    crop_size: int = 256
-    random_crop: bool = True
-    random_flip: bool = True
-    res_ratio_filtering: bool = False         # the original drops odd aspect ratios from DataComp; not done here
-
-
-@dataclass
-class Dataset:
-    params: DatasetParams = field(default_factory=DatasetParams)
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-
-
-@dataclass
-class OptimizerParams:
-    learning_rate: float = 1e-4
-    discriminator_learning_rate: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.99
-    weight_decay: float = 1e-4
-    epsilon: float = 1e-8
-
-
-@dataclass
-class Optimizer:
-    name: str = "adamw"
-    params: OptimizerParams = field(default_factory=OptimizerParams)
-
-
-@dataclass
-class LRParams:
-    learning_rate: float = 1e-4
-    warmup_steps: int = 0
-    end_lr: float = 1e-5
-
-
-@dataclass
-class LRScheduler:
-    scheduler: str = "cosine"
-    params: LRParams = field(default_factory=LRParams)
-
-
-@dataclass
-class Training:
-    gradient_accumulation_steps: int = 1
-    per_gpu_batch_size: int = 32
-    mixed_precision: str = "no"
-    enable_tf32: bool = True
-    enable_wandb: bool = False
-    use_ema: bool = True
-    ema_decay: float = 0.999      # ours: the decay of the original's EMAModel default
-    seed: int = 42
-    max_train_steps: int = 1000
-    num_generated_images: int = 2
-    max_grad_norm: float = 1.0
 
 
 @dataclass
@@ -194,20 +92,6 @@ PRESETS = {
 STAGES = ("vqgan", "stage1", "stage2", "single")
 
 
-def with_config_file(cfg: Any) -> Any:
-    """`config=<yaml>` as the original takes it: the file's values under the ones given beside it."""
-    if cfg is None:
-        return cfg
-    given = OmegaConf.create(OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
-    path = given.get("config") or ""
-    if not path:
-        return given
-    if not Path(path).is_file():
-        raise ConfigError(f"config={path}: no such config file")
-    loaded = OmegaConf.load(path)
-    return OmegaConf.merge(loaded, given)
-
-
 def stage_of(cfg) -> str:
     if cfg.model.type == "vqgan":
         return "vqgan"
@@ -220,19 +104,6 @@ def stage_of(cfg) -> str:
     if vq.get("is_legacy", True):
         return "stage2" if vq.get("finetune_decoder", True) else "stage1"
     return "single"
-
-
-def train_config(cfg) -> TrainConfig:
-    t, o, s = cfg.training, cfg.optimizer.params, cfg.lr_scheduler
-    if s.scheduler not in ("cosine", "constant", "warmup", "linear"):
-        raise ConfigError(f"lr_scheduler.scheduler={s.scheduler!r}; allowed: cosine, constant, warmup, linear")
-    return TrainConfig(run_dir=cfg.experiment.output_dir, max_steps=t.max_train_steps, seed=t.seed,
-                       mixed_precision=t.mixed_precision, grad_accum=t.gradient_accumulation_steps,
-                       max_grad_norm=t.max_grad_norm, lr_schedule=s.scheduler, warmup_steps=s.params.warmup_steps,
-                       min_lr_ratio=s.params.end_lr / o.learning_rate if o.learning_rate else 0.0,
-                       ema_decay=t.ema_decay if t.use_ema else 0.0, ckpt_every=cfg.experiment.save_every,
-                       log_every=cfg.experiment.log_every, preempt_signals=cfg.preempt_signals,
-                       progress=cfg.progress)
 
 
 def _teacher(cfg) -> MaskGITVQGAN:
@@ -337,8 +208,6 @@ def main(cfg=None):
     if stage == "stage2":
         init_stage2(model, cfg, teacher)
     o = cfg.optimizer.params
-    if cfg.optimizer.name != "adamw":
-        raise ConfigError(f"optimizer.name={cfg.optimizer.name!r}; allowed: adamw")
     trainer = Trainer(_run_config(cfg))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=o.learning_rate, betas=(o.beta1, o.beta2), eps=o.epsilon,

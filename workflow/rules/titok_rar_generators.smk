@@ -207,7 +207,7 @@ rule titok_rar_gen_download:
     conda:
         conda_env("titok_rar")
     shell:
-        step(f"{TRG}/generator_download.py scale=paper item={{wildcards.item}} "
+        step(f"{TRG}/download.py scale=paper item={{wildcards.item}} "
              f"out_dir=downloads/titok_rar/generators/{{wildcards.item}}")
 
 
@@ -221,7 +221,7 @@ rule titok_rar_gen_download_adm:
     conda:
         conda_env("titok_rar")
     shell:
-        step(f"{TRG}/generator_download.py scale=paper item=adm_imagenet256 "
+        step(f"{TRG}/download.py scale=paper item=adm_imagenet256 "
              f"out_dir=downloads/titok_rar/generators/adm_imagenet256 inception=downloads/dmd2/inception")
 
 
