@@ -5,7 +5,7 @@
 #   snakemake --cores 2 readme_eval_sdxl   eval_sdxl, then projects/dmd2/README.md's section (readme_<target>)
 # Only toy and paper scale write READMEs (tiny numbers check plumbing). The committed files are outputs inside the
 # repository (REPO), whatever --directory the run uses: they are what the README shows.
-from shared.results_md import READMES, SCALES as README_SCALES
+from shared.results_md import READMES, SCALES as README_SCALES, readme_rule
 
 
 for _key, _entry in READMES.items():
@@ -25,8 +25,11 @@ for _key, _entry in READMES.items():
             scale=one_of(README_SCALES), table=one_of([t.name for t in _entry.tables]),
         conda:
             conda_env("shared")
+        params:
+            readme=_key,  # the shell line is formatted when the job runs, after the loop: no loop variable in it
         shell:
-            step(f"shared/results_md.py readme={_key} scale={{wildcards.scale}} tables=[{{wildcards.table}}]")
+            step(f"shared/results_md.py readme={{params.readme}} scale={{wildcards.scale}} "
+                 f"tables=[{{wildcards.table}}] repo={REPO}")
 
 
 def _readme_inputs(target, scale):
@@ -39,6 +42,6 @@ for _target in dict.fromkeys(t.target for e in READMES.values() for t in e.table
 
     rule:
         name:
-            "readme" if _target == "all" else f"readme_{_target}"
+            readme_rule(_target)
         input:
             _readme_inputs(_target, config["scale"]),
