@@ -16,6 +16,15 @@ The leaderboard (`kind=leaderboard`) puts every evaluation JSON in one table, on
 steps, NFE, FD, prompt accuracy, CLIP score, parameters, seconds per image, training steps (the last five from
 the JSON's `info`, which shared/evaluate.py's `info=` and shared/toy/sampler_compare.py fill), plus an FD-vs-NFE
 scatter (`out_png`). FDs against different references are labelled, not refused.
+
+Spread (issue 18): rows named `<name>_seed<N>` (experiment and checkpoint; seed 0 is the bare `<name>`) are one
+row of several training seeds, shown as mean ± std over the seeds with a `seeds` column (`group_seeds`,
+`group_seeds()` for other callers); an entry's bootstrap interval (shared/evaluate.py `bootstrap=`) is shown in a
+`<metric> 95% CI` column (for several seeds: of their mean). `claims=[[a, b], ...]` adds, for each pair of rows and
+each metric, whether their difference exceeds the spread (`judge_claims`), and `out_claims` writes those verdicts
+as JSON. CSV: `<metric>_std`, `num_seeds`, `<metric>_ci_low`, `<metric>_ci_high` where they apply.
+
+    python shared/tables.py inputs=[t.json,s.json,s_seed1.json,s_seed2.json] claims=[[s,t]] out_claims=c.json
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -52,6 +62,11 @@ class Config:
                        help="table | leaderboard (one row per method over all projects, + a quality-vs-NFE plot)")
     out_png: str = option("", help="leaderboard: the FD-vs-NFE scatter (+ its .csv: not out_csv's name); '' = "
                                "<out_md stem>_fd_vs_nfe.png")
+    group_seeds: bool = option(True, help="rows named <name>_seed<N> (experiment and checkpoint) join the row <name> "
+                                          "(seed 0) as one row: mean ± std over the seeds")
+    claims: Any = option(None, help="[[a, b], ...]: for each pair of rows (experiment names, without seed suffix) "
+                                    "and each metric both have, whether the difference exceeds the spread")
+    out_claims: str = option("", help="the claims' verdicts as JSON; '' = none")
 
 
 class TableError(ValueError):
@@ -107,9 +122,11 @@ def load_paper(paper) -> dict[str, dict[str, float]]:
 
 
 def collect(files: list[Path], scale: str):
-    """rows {key: {metric: value}}, column provenance {metric: {(reference_id, extractor_id): [files]}}."""
+    """rows {key: {metric: value}}, stds {key: {metric: std}}, column provenance {metric: {(reference_id,
+    extractor_id): [files]}}, sample counts {metric: {n}}, entries {key: {metric: the JSON's entry}}."""
     rows: dict[tuple, dict[str, float]] = {}
     stds: dict[tuple, dict[str, float]] = {}
+    entries: dict[tuple, dict[str, dict]] = {}
     origin: dict[tuple, Path] = {}
     columns: dict[str, dict[tuple, list[str]]] = {}
     samples: dict[str, set[int]] = {}
@@ -124,10 +141,11 @@ def collect(files: list[Path], scale: str):
         key = tuple(d[k] for k in ROW_KEYS)
         if key in rows:
             raise TableError(f"{f} and {origin[key]}: both hold {dict(zip(ROW_KEYS, key))}")
-        rows[key], stds[key], origin[key] = {}, {}, f
+        rows[key], stds[key], entries[key], origin[key] = {}, {}, {}, f
         for e in d["metrics"]:
             m = e["metric"]
             rows[key][m] = e["value"]
+            entries[key][m] = e
             if e.get("std") is not None:
                 stds[key][m] = e["std"]
             columns.setdefault(m, {}).setdefault((e.get("reference_id"), e.get("extractor_id")), []).append(str(f))
@@ -138,7 +156,138 @@ def collect(files: list[Path], scale: str):
                                for (r, x), fs in prov.items())
             raise TableError(f"column '{m}' mixes numbers that are not comparable: {detail}. "
                              f"Make one table per reference set and extractor.")
-    return rows, stds, columns, samples
+    return rows, stds, columns, samples, entries
+
+
+# --- seeds and spread: rows of several training seeds, bootstrap intervals, claims ------------------------------
+SEED_SUFFIX = re.compile(r"_seed(\d+)$")
+LOWER_IS_BETTER = ("fd", "fid", "rfid", "kid")
+
+
+def split_seed(name) -> tuple[str, int]:
+    """'toy_sdxl_4step_seed2' -> ('toy_sdxl_4step', 2); a name without the suffix is seed 0."""
+    m = SEED_SUFFIX.search(str(name))
+    return (str(name)[:m.start()], int(m.group(1))) if m else (name, 0)
+
+
+@dataclass
+class Row:
+    """One table row: a single evaluation, or the evaluations of one model trained with several seeds."""
+
+    key: tuple  # ROW_KEYS values, seed suffix removed from experiment and checkpoint
+    seeds: list[int]
+    values: dict[str, float]  # the mean over the seeds
+    stds: dict[str, float]  # over the seeds (ddof 1) where there are several; else the entry's own (KID subsets)
+    ci: dict[str, tuple[float, float]]  # bootstrap interval over the samples; of the mean over the seeds
+    se: dict[str, float]  # bootstrap standard error (of the mean over the seeds)
+    seed_std: dict[str, float]  # std over the seeds only (empty for one seed)
+
+
+def group_seeds(entries: dict[tuple, dict[str, dict]], enabled: bool = True) -> list[Row]:
+    """Rows in order of first appearance; with `enabled`, rows whose experiment and checkpoint carry the same
+    `_seed<N>` suffix are merged with the row of the bare names. For several seeds: the value is the mean, `±` the
+    standard deviation over the seeds, the interval that of the mean: each bootstrap resample's values averaged
+    over the seeds (every seed resampled with the same draws, shared/metrics/bootstrap.py), then the same
+    bias-shifted percentiles."""
+    from shared.metrics.bootstrap import summary
+
+    groups: dict[tuple, dict[int, dict[str, dict]]] = {}
+    for key, by_metric in entries.items():
+        exp, seed = split_seed(key[0]) if enabled else (key[0], 0)
+        ckpt, ckpt_seed = split_seed(key[1]) if enabled else (key[1], 0)
+        if ckpt_seed not in (0, seed):
+            raise TableError(f"row {dict(zip(ROW_KEYS, key))}: experiment and checkpoint name different seeds")
+        if ckpt_seed == 0 and seed:
+            ckpt = key[1]  # only the experiment carries the seed
+        group = groups.setdefault((exp, ckpt, *key[2:]), {})
+        if seed in group:
+            raise TableError(f"row {dict(zip(ROW_KEYS, key))}: seed {seed} of '{exp}' appears twice")
+        group[seed] = by_metric
+    out = []
+    for key, by_seed in groups.items():
+        seeds = sorted(by_seed)
+        metrics = list(dict.fromkeys(m for s in seeds for m in by_seed[s]))
+        row = Row(key, seeds, {}, {}, {}, {}, {})
+        for m in metrics:
+            have = [by_seed[s][m] for s in seeds if m in by_seed[s]]
+            if len(have) != len(seeds):
+                raise TableError(f"row '{key[0]}': metric '{m}' is missing for some of the seeds {seeds}")
+            if len(have) == 1:
+                e = have[0]
+                row.values[m] = e["value"]
+                if e.get("std") is not None:
+                    row.stds[m] = e["std"]
+                if e.get("ci") is not None:
+                    row.ci[m] = tuple(e["ci"])
+                if e.get("bootstrap_se") is not None:
+                    row.se[m] = e["bootstrap_se"]
+                continue
+            v = np.array([e["value"] for e in have], np.float64)
+            row.values[m] = float(v.mean())
+            row.stds[m] = row.seed_std[m] = float(v.std(ddof=1))
+            boots = [e.get("bootstrap_values") for e in have]
+            if all(b is not None for b in boots) and len({len(b) for b in boots}) == 1:
+                s = summary(row.values[m], np.mean(np.array(boots, np.float64), axis=0),
+                            seed=have[0].get("bootstrap_seed", 0), level=have[0].get("ci_level", 0.95))
+                row.ci[m], row.se[m] = tuple(s["ci"]), s["bootstrap_se"]
+        out.append(row)
+    return out
+
+
+def _spread(row: Row, m: str) -> float | None:
+    """The row's standard deviation for a claim: training seeds and samples, sqrt(seed_std^2 + bootstrap_se^2)
+    (an entry without either has none)."""
+    if m not in row.seed_std and m not in row.se:
+        return None
+    return float(np.hypot(row.seed_std.get(m, 0.0), row.se.get(m, 0.0)))
+
+
+def judge_claims(rows: list[Row], claims, metrics: list[str]) -> list[dict]:
+    """For each [a, b] and each metric both rows have: the difference of their values and whether it exceeds the
+    spread, |a - b| > 2 sqrt(s_a^2 + s_b^2) with s = `_spread` (about a 95% two-sided test, with the std over
+    seeds of one run, not of their mean: a claim about a single training run, which errs on the cautious side)."""
+    by_name: dict[str, list[Row]] = {}
+    for r in rows:
+        by_name.setdefault(str(r.key[0]), []).append(r)
+    verdicts = []
+    for pair in _plain(claims) or []:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TableError(f"claims: each claim is a pair of row names [a, b], got {pair!r}")
+        found = []
+        for name in pair:
+            match = by_name.get(str(name), [])
+            if len(match) != 1:
+                raise TableError(f"claims: row '{name}' " + (f"appears {len(match)} times (several checkpoints, "
+                                 f"samplers or steps)" if match else f"is not in the table ({', '.join(by_name)})"))
+            found.append(match[0])
+        a, b = found
+        for m in metrics:
+            if m not in a.values or m not in b.values:
+                continue
+            diff = a.values[m] - b.values[m]
+            sa, sb = _spread(a, m), _spread(b, m)
+            two_sigma = None if sa is None and sb is None else 2 * float(np.hypot(sa or 0.0, sb or 0.0))
+            lower = m in LOWER_IS_BETTER
+            better = None if diff == 0 else (pair[0] if (diff < 0) == lower else pair[1])
+            verdicts.append({"a": str(pair[0]), "b": str(pair[1]), "metric": m, "a_value": a.values[m],
+                             "b_value": b.values[m], "a_seeds": len(a.seeds), "b_seeds": len(b.seeds),
+                             "difference": diff, "two_sigma": two_sigma, "better": better,
+                             "lower_is_better": lower,
+                             "exceeds_spread": None if two_sigma is None else bool(abs(diff) > two_sigma)})
+    return verdicts
+
+
+def claim_line(v: dict, digits: int) -> str:
+    a, b, m = v["a"], v["b"], v["metric"]
+    seeds = lambda n: f" ({n} seeds)" if n > 1 else ""
+    head = (f"`{a}`{seeds(v['a_seeds'])} vs `{b}`{seeds(v['b_seeds'])}, {m}: {_fmt(v['a_value'], digits)} vs "
+            f"{_fmt(v['b_value'], digits)} (difference {v['difference']:+.{digits}g}; "
+            f"{'lower' if v['lower_is_better'] else 'higher'} is better"
+            + (f", `{v['better']}` is better" if v["better"] else "") + ")")
+    if v["exceeds_spread"] is None:
+        return f"{head}: no spread measured (no seeds, no bootstrap)"
+    return (f"{head}; spread 2σ = {_fmt(v['two_sigma'], 2)}: the difference "
+            + ("**exceeds** the spread" if v["exceeds_spread"] else "does **not** exceed the spread"))
 
 
 def _fmt(v, digits: int) -> str:
@@ -148,37 +297,51 @@ def _fmt(v, digits: int) -> str:
 
 
 def build(cfg) -> tuple[str, str]:
+    md, table_csv, _ = build_with_claims(cfg)
+    return md, table_csv
+
+
+def build_with_claims(cfg) -> tuple[str, str, list[dict]]:
     files = expand_inputs(cfg.inputs)
     paper = load_paper(cfg.paper)
-    rows, stds, columns, samples = collect(files, cfg.scale)
+    _, _, columns, samples, entries = collect(files, cfg.scale)
+    rows = group_seeds(entries, cfg.group_seeds)
     metrics = list(cfg.metrics) or list(columns)
     metrics += [m for ms in paper.values() for m in ms if m not in metrics and not cfg.metrics]
     metrics = list(dict.fromkeys(metrics))
-    header: list[tuple[str, str, bool]] = []  # (label, metric, is_paper)
+    with_ci = [m for m in metrics if any(m in r.ci for r in rows)]
+    seeded = any(r.seeds != [0] for r in rows)
+    header: list[tuple[str, str, str]] = []  # (label, metric, kind: value | paper | ci)
     for m in metrics:
-        header.append((m, m, False))
+        header.append((m, m, "value"))
+        if m in with_ci:
+            header.append((f"{m} 95% CI", m, "ci"))
         if any(m in ms for ms in paper.values()):
-            header.append((f"{m} (paper)", m, True))
+            header.append((f"{m} (paper)", m, "paper"))
 
-    def value(key, metric, is_paper):
-        return paper.get(key[0], {}).get(metric) if is_paper else rows[key].get(metric)
+    def value(row, metric, kind):
+        return paper.get(row.key[0], {}).get(metric) if kind == "paper" else row.values.get(metric)
 
-    def cell(key, metric, is_paper):
-        text = _fmt(value(key, metric, is_paper), cfg.digits)
-        std = None if is_paper else stds[key].get(metric)
+    def cell(row, metric, kind):
+        if kind == "ci":
+            ci = row.ci.get(metric)
+            return "–" if ci is None else f"[{_fmt(ci[0], cfg.digits)}, {_fmt(ci[1], cfg.digits)}]"
+        text = _fmt(value(row, metric, kind), cfg.digits)
+        std = None if kind == "paper" else row.stds.get(metric)
         return text if std is None else f"{text} ± {_fmt(std, 2)}"
 
-    with_std = [m for m in metrics if any(m in st for st in stds.values())]
+    with_std = [m for m in metrics if any(m in r.stds for r in rows)]
     toy = cfg.scale != "paper"
     caption = (f"**{cfg.title}** — scale: **{cfg.scale}**. " + (
         "Toy-scale numbers (small data, small models, toy feature extractor); they are NOT reproductions of "
         "the paper's numbers, which are shown only for orientation." if toy else
         "Paper-scale numbers, computed with the same protocol as the paper where stated."))
-    md = [caption, "", "| " + " | ".join([*ROW_KEYS, *(h[0] for h in header)]) + " |",
-          "|" + "---|" * len(ROW_KEYS) + "---:|" * len(header)]
-    for key in rows:
-        md.append("| " + " | ".join([*(str(k) for k in key),
-                                      *(cell(key, m, p) for _, m, p in header)]) + " |")
+    keys = [*ROW_KEYS, *(["seeds"] if seeded else [])]
+    md = [caption, "", "| " + " | ".join([*keys, *(h[0] for h in header)]) + " |",
+          "|" + "---|" * len(keys) + "---:|" * len(header)]
+    for row in rows:
+        md.append("| " + " | ".join([*(str(k) for k in row.key), *([" ".join(map(str, row.seeds))] if seeded else []),
+                                      *(cell(row, m, p) for _, m, p in header)]) + " |")
     md += ["", "Columns:"]
     for m in metrics:
         if m in columns:
@@ -187,8 +350,20 @@ def build(cfg) -> tuple[str, str]:
             ref = f"`{ref}`" if ref else "none (scored against the prompts/classes)"
             md.append(f"- `{m}`: extractor `{ext}`, reference {ref}, samples "
                       f"{n[0] if len(n) == 1 else f'{n[0]}–{n[-1]}'}")
+        if m in with_ci:
+            e = next(e[m] for e in entries.values() if m in e and "ci" in e[m])
+            md.append(f"- `{m} 95% CI`: bootstrap over the generated samples ({e.get('bootstrap_resamples')} "
+                      f"resamples, seed {e.get('bootstrap_seed')}, shared/metrics/bootstrap.py): the spread of the "
+                      f"number at this sample count" + ("; for a row of several seeds, of their mean" if seeded else ""))
         if any(m in ms for ms in paper.values()):
             md.append(f"- `{m} (paper)`: number reported in the paper (by experiment)")
+    if seeded:
+        md.append("- `seeds`: the training seeds a row's numbers come from; on a row of several seeds the value is "
+                  "their mean and `±` the standard deviation over them (ddof 1)")
+    verdicts = judge_claims(rows, cfg.claims, [m for m in metrics if m in columns])
+    if verdicts:
+        md += ["", "Claims (a difference exceeds the spread when |a - b| > 2 sqrt(s_a² + s_b²), s = "
+               "sqrt(std over seeds² + bootstrap standard error²)):", *(f"- {claim_line(v, cfg.digits)}" for v in verdicts)]
     notes = _plain(cfg.notes)
     notes = [notes] if isinstance(notes, str) else list(notes or [])
     if notes:
@@ -197,19 +372,25 @@ def build(cfg) -> tuple[str, str]:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*ROW_KEYS, "scale", *(f"{m}_paper" if p else m for _, m, p in header),
-                *(f"{m}_std" for m in with_std)])
-    for key in rows:
-        num = [value(key, m, p) for _, m, p in header] + [stds[key].get(m) for m in with_std]
-        w.writerow([*key, cfg.scale, *("" if v is None else repr(float(v)) for v in num)])
-    return "\n".join(md), buf.getvalue()
+    w.writerow([*ROW_KEYS, "scale", *(f"{m}_paper" if p == "paper" else m for _, m, p in header if p != "ci"),
+                *(f"{m}_std" for m in with_std), *(["num_seeds"] if seeded else []),
+                *(f"{m}_ci_{side}" for m in with_ci for side in ("low", "high"))])
+    for row in rows:
+        num = ([value(row, m, p) for _, m, p in header if p != "ci"] + [row.stds.get(m) for m in with_std]
+               + ([len(row.seeds)] if seeded else [])
+               + [row.ci[m][i] if m in row.ci else None for m in with_ci for i in (0, 1)])
+        w.writerow([*row.key, cfg.scale, *("" if v is None else repr(v) if isinstance(v, int) else repr(float(v))
+                                           for v in num)])
+    return "\n".join(md), buf.getvalue(), verdicts
 
 
 # --- the leaderboard: every method of every project in one table ------------------------------------------------
 LEADERBOARD_COLUMNS = ("method", "paper", "project", "sampler", "steps", "nfe", "fd", "prompt_accuracy",
                        "clip_score", "parameters", "seconds_per_image", "train_steps", "fd_reference")
-# Columns a step may record under "info" in its evaluation JSON (shared/evaluate.py `info=`, compare.py).
+# Columns a step may record under "info" in its evaluation JSON (shared/evaluate.py `info=` and the sample steps'
+# samples.json, compare.py).
 INFO_KEYS = ("method", "paper", "project", "nfe", "parameters", "seconds_per_image", "train_steps")
+NOT_A_MODEL = "n/a"  # parameters / seconds of a real-vs-real row (checkpoint none, sampler none)
 
 
 def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tuple, str]]:
@@ -235,6 +416,8 @@ def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tu
                "clip_score": metrics["clip_score"]["value"] if "clip_score" in metrics else None,
                "parameters": info.get("parameters"), "seconds_per_image": info.get("seconds_per_image"),
                "train_steps": info.get("train_steps"), "fd_reference": label, "source": str(f)}
+        if d["checkpoint"] == "none" and d["sampler"] == "none":  # real images against real images: no model
+            row.update({k: row[k] if row[k] is not None else NOT_A_MODEL for k in ("parameters", "seconds_per_image")})
         rows.append(row)
     rows.sort(key=lambda r: (r["fd_reference"], r["fd"] if r["fd"] is not None else float("inf")))
     return rows, refs
@@ -287,9 +470,11 @@ def build_leaderboard(cfg) -> tuple[str, str, list[dict]]:
     md += ["| " + " | ".join(_cell(r[c], cfg.digits) for c in LEADERBOARD_COLUMNS) + " |" for r in rows]
     md += ["", "Columns: `nfe` network evaluations per image (guidance counts twice); `fd` Frechet distance "
            "(lower is better) to the reference named in `fd_reference`; `prompt_accuracy` fraction of images "
-           "classified as the digit and colour asked for (higher is better); `seconds_per_image` sampling time "
-           "on the machine that ran it; `train_steps` optimizer steps of the model sampled; – = not recorded by "
-           "that project's steps.", "", "FD references (only FDs with the same label are comparable):"]
+           "classified as the digit and colour asked for (higher is better); `parameters` of the network sampled "
+           "(the UNet / generator / transformer; the tokenizer's for reconstructions; not text encoders or VAEs); "
+           "`seconds_per_image` sampling time (tokenizers: encode + decode) on the machine that ran it, as the sample "
+           "step measured it; `train_steps` optimizer steps of the model sampled; n/a = real images, no model; "
+           "– = not recorded by that project's steps.", "", "FD references (only FDs with the same label are comparable):"]
     md += [f"- {label}: reference `{ref}`, extractor `{ext}`" for (ref, ext), label in refs.items()]
     md += ["", "Sources: " + ", ".join(f"`{f}`" for f in files), ""]
     buf = io.StringIO()
@@ -332,14 +517,16 @@ def main(cfg=None):
         save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
         print(f"wrote {out_md}, {out_csv}" + (f", {png}" if png else ""))
         return md
-    md, table_csv = build(cfg)
+    md, table_csv, verdicts = build_with_claims(cfg)
     out_md = Path(cfg.out_md or Path("results") / cfg.scale / "tables" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cfg.title)}.md")
     out_csv = Path(cfg.out_csv or out_md.with_suffix(".csv"))
     write_text(out_md, md)
     write_text(out_csv, table_csv)
     write_text(out_md.with_suffix(".html"), markdown_to_html(md))
+    if cfg.out_claims:
+        write_text(Path(cfg.out_claims), json.dumps(verdicts, indent=1) + "\n")
     save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
-    print(f"wrote {out_md}, {out_csv} and {out_md.with_suffix('.html')}")
+    print(f"wrote {out_md}, {out_csv} and {out_md.with_suffix('.html')}" + (f", {cfg.out_claims}" if cfg.out_claims else ""))
     return md
 
 
