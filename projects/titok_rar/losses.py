@@ -12,14 +12,23 @@ perceptual, hinge GAN once `step >= discriminator_start` (generator: -mean(D(rec
 discriminator_factor), discriminator hinge loss plus LeCam regularisation against EMAs of the mean real / fake
 logits; for the VAE, reconstruction / exp(logvar) + kl_weight x KL averaged over the batch. Images are in [0, 1].
 
-Perceptual losses by name (`perceptual_loss` in the configs): the original's "convnext_s" (MSE between an
-ImageNet ConvNeXt-S's logits of the two images, 224 px, ImageNet-normalised) needs the torchvision
-`convnext_small` weights file (`convnext_s:<path>`); at toy scale `digits:<features.safetensors>` uses the frozen
-digits CNN (shared/toy), trained on that very domain. The original's "lpips-convnext_s-1.0-0.1" (LPIPS-VGG x 1.0
-+ ConvNeXt x 0.1) is not built here: LPIPS's VGG backbone ships in no package (see shared/NOTES.md).
+Perceptual losses by name (`perceptual_loss` in the configs, `<name>:<weights>`), as the original's
+PerceptualLoss (modeling/modules/perceptual_loss.py) names them:
+- "convnext_s:<file>": MSE between an ImageNet ConvNeXt-S's logits of the two images (224 px, ImageNet-normalised),
+  the torchvision `convnext_small` weights file (download.py item=convnext_small);
+- "lpips:<folder>": LPIPS-VGG (`LPIPS` below; our own network in the released files' layout: torchvision's vgg16
+  `features` and the lpips package's v0.1 linear heads `lin0..lin4`), the folder holding vgg16-397923af.pth and
+  vgg.pth (download.py item=lpips_vgg); images [0,1] are mapped to [-1,1] as the original's LPIPS does;
+- "lpips-convnext_s-<a>-<b>:<lpips folder>,<convnext file>": both, averaged as (a x LPIPS + b x ConvNeXt) / (a + b),
+  the released single-stage recipe's "lpips-convnext_s-1.0-0.1" (configs/training/TA-TiTok/*.yaml, with
+  perceptual_weight 1.1);
+- "digits:<features.safetensors>" (tiny/toy, ours): MSE between the frozen digits CNN's features (shared/toy),
+  trained on that very domain. No VGG16 / LPIPS weights can be downloaded here, so the tiny and toy chains use
+  this one; the LPIPS path runs whenever its two files are given.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -86,20 +95,143 @@ class DigitsPerceptual(nn.Module):
         return F.mse_loss(self.net.features(a.float() * 255.0), self.net.features(b.float() * 255.0))
 
 
-PERCEPTUAL = {"convnext_s": ConvNeXtPerceptual, "digits": DigitsPerceptual}
+# torchvision's vgg16 `features` up to relu5_3 (layer 29): conv widths, "M" = 2x2 max-pool; torchvision's layer
+# indices (features.<i>.weight) follow from this order. The lpips package's pretrained_networks.vgg16 slices that
+# Sequential at 4 / 9 / 16 / 23 / 30, i.e. taps the ReLUs 3, 8, 15, 22, 29 (relu1_2 ... relu5_3).
+VGG16_FEATURES = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+LPIPS_TAPS = (3, 8, 15, 22, 29)
+LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+# lpips' ScalingLayer (the original's _LPIPS_MEAN / _LPIPS_STD): on [-1, 1] images
+LPIPS_SHIFT, LPIPS_SCALE = (-0.030, -0.088, -0.188), (0.458, 0.448, 0.450)
+LPIPS_TRUNK_FILE, LPIPS_HEADS_FILE = "vgg16-397923af.pth", "vgg.pth"   # the names download.py item=lpips_vgg gives
+
+
+class _LinHead(nn.Module):
+    """lpips' NetLinLayer with use_dropout: `model` = (Dropout, 1x1 conv to one channel, no bias) -> lin<k>.model.1."""
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+
+
+class LPIPS(nn.Module):
+    """LPIPS-VGG (Zhang et al. 2018): unit-normalised VGG16 activations at five depths, squared differences weighted
+    per channel by the linear heads, averaged over space and summed. (B,3,H,W) in [0,1] twice -> (B,1,1,1).
+    State dict: `features.<i>.{weight,bias}` (torchvision vgg16) + `lin<k>.model.1.weight` (lpips vgg.pth); the
+    scaling constants are non-persistent buffers (in neither file). Always in eval mode (dropout off), frozen."""
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = 3
+        for v in VGG16_FEATURES:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(ch, v, 3, padding=1), nn.ReLU()]
+                ch = v
+        self.features = nn.Sequential(*layers)
+        for k, c in enumerate(LPIPS_CHANNELS):
+            self.add_module(f"lin{k}", _LinHead(c))
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "LPIPS":
+        return super().train(False)
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out, last = [], LPIPS_TAPS[-1]
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in LPIPS_TAPS:
+                out.append(x)
+            if i == last:
+                break
+        return out
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x = (torch.cat([a, b]).float() * 2.0 - 1.0 - self.shift) / self.scale
+        total = 0.0
+        for k, f in enumerate(self._taps(x)):
+            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            fa, fb = f.chunk(2)
+            total = total + getattr(self, f"lin{k}").model((fa - fb) ** 2).mean(dim=(2, 3), keepdim=True)
+        return total
+
+    @classmethod
+    def from_files(cls, trunk: str | Path, heads: str | Path) -> "LPIPS":
+        """torchvision's vgg16 weights file (its `features.*`; `classifier.*` is not used) and lpips' vgg.pth,
+        both read with weights_only and loaded strictly (every tensor of the network, no other)."""
+        from projects.titok_rar.hub import load_strict, read_state_dict
+        vgg, lin = read_state_dict(trunk), read_state_dict(heads)
+        other = sorted(k for k in vgg if not k.startswith(("features.", "classifier.")))
+        if other:
+            raise ValueError(f"{trunk}: not a torchvision vgg16 state dict (unexpected {other[:4]})")
+        stray = sorted(k for k in lin if not k.startswith("lin"))
+        if stray:
+            raise ValueError(f"{heads}: not lpips' linear heads (vgg.pth): unexpected {stray[:4]}")
+        model = cls()
+        load_strict(model, {**{k: v for k, v in vgg.items() if k.startswith("features.")}, **lin},
+                    f"{trunk} + {heads}")
+        return model.requires_grad_(False).eval()
+
+
+class LPIPSPerceptual(nn.Module):
+    """The original's "lpips": the batch mean of LPIPS, from a folder with the trunk and heads files."""
+    def __init__(self, folder: str):
+        super().__init__()
+        d = Path(folder)
+        missing = [n for n in (LPIPS_TRUNK_FILE, LPIPS_HEADS_FILE) if not (d / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"lpips:{folder}: expected {LPIPS_TRUNK_FILE} (torchvision vgg16) and "
+                                    f"{LPIPS_HEADS_FILE} (lpips v0.1 heads) there, missing {missing} "
+                                    "(download.py item=lpips_vgg)")
+        self.net = LPIPS.from_files(d / LPIPS_TRUNK_FILE, d / LPIPS_HEADS_FILE)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.net(a, b).mean()
+
+
+class WeightedPerceptual(nn.Module):
+    """(sum_i w_i x loss_i) / sum_i w_i: the original's PerceptualLoss with two named terms."""
+    def __init__(self, terms: list[tuple[float, nn.Module]]):
+        super().__init__()
+        self.weights = [float(w) for w, _ in terms]
+        self.terms = nn.ModuleList([m for _, m in terms])
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        total = sum(w * m(a, b) for w, m in zip(self.weights, self.terms))
+        return total / sum(self.weights)
+
+
+PERCEPTUAL = {"convnext_s": ConvNeXtPerceptual, "digits": DigitsPerceptual, "lpips": LPIPSPerceptual}
+_COMBINED = re.compile(r"^lpips-convnext_s-([0-9.eE+-]+)-([0-9.eE+-]+)$")   # the original's naming
 
 
 def build_perceptual(spec: str) -> nn.Module | None:
-    """'' -> None; '<name>:<weights path>' with name in PERCEPTUAL."""
+    """'' -> None; '<name>:<weights path>' with name in PERCEPTUAL; 'lpips-convnext_s-<a>-<b>:<folder>,<file>'."""
     if not spec:
         return None
     name, sep, path = spec.partition(":")
-    if not sep or name not in PERCEPTUAL or not path:
+    combined = _COMBINED.match(name)
+    if not sep or not path or not (name in PERCEPTUAL or combined):
         raise ValueError(f"losses.perceptual_loss={spec!r}: expected '<name>:<weights path>' with name one of "
-                         f"{', '.join(PERCEPTUAL)} (the original's 'convnext_s' is 'convnext_s:<convnext_small "
-                         "weights>'; toy: digits:results/toy/digits_features/features.safetensors)")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"losses.perceptual_loss={spec!r}: {path} does not exist")
+                         f"{', '.join(PERCEPTUAL)} or lpips-convnext_s-<a>-<b> (then '<lpips folder>,<convnext "
+                         "file>'), e.g. 'convnext_s:<convnext_small weights>', 'lpips:downloads/titok_rar/lpips_vgg'; "
+                         "toy: digits:results/toy/digits_features/features.safetensors")
+    paths = path.split(",") if combined else [path]
+    if combined and len(paths) != 2:
+        raise ValueError(f"losses.perceptual_loss={spec!r}: {name} takes two paths, '<lpips folder>,<convnext file>'")
+    for p in paths:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"losses.perceptual_loss={spec!r}: {p} does not exist")
+    if combined:
+        try:
+            weights = float(combined.group(1)), float(combined.group(2))
+        except ValueError:
+            raise ValueError(f"losses.perceptual_loss={spec!r}: the two weights must be numbers") from None
+        return WeightedPerceptual([(weights[0], LPIPSPerceptual(paths[0])),
+                                   (weights[1], ConvNeXtPerceptual(paths[1]))])
     return PERCEPTUAL[name](path)
 
 
