@@ -16,6 +16,11 @@ only; the variance channels are the conditional half's (shared.samplers guidance
 learned-variance output). The unconditional
 input is the empty prompt (all end tokens, mask False), which is what training with uncond_p drops to.
 
+CLIP guidance (`clip_guidance=`, a clip_guidance.ClipGuidance with GLIDE's noised CLIP): the gradient of the
+CLIP image-text similarity at x_t is added to every step: to the mean for sampler="glide" (as GLIDE samples
+with CLIP), to eps for every other sampler (the denoiser is wrapped; shared.samplers is unchanged). See
+clip_guidance.py for the cutout schedule.
+
 Per-sample seeds: sample i draws all its noise from its own generator (seed_i), so a sample does not depend on
 the batch it was drawn in (sample.py shards by sample index).
 """
@@ -83,9 +88,11 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
                 steps: str | int = "100", guidance_scale: float = 1.0, sampler_eta: float = 0.0, dpm_order: int = 2,
                 noise_scale: float = 1.0, device: torch.device | str = "cpu", progress: bool = False,
                 count_nfe: Callable[[int], None] | None = None,
-                denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                clip_guidance=None) -> torch.Tensor:
     """Core loop for both stages: x_T = noise_scale * N(0, I) per sample seed, then the named sampler.
-    `denoised_fn` (GLIDE's own sampler only) edits each step's x0 estimate."""
+    `denoised_fn` (GLIDE's own sampler only) edits each step's x0 estimate; `clip_guidance` adds the noised
+    CLIP's gradient (clip_guidance.py)."""
     device = torch.device(device)
     gens = generators(seeds, device)
     if len(gens) != shape[0]:
@@ -99,12 +106,25 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
         return model(x, t, **kw)
 
     preset = sampler_preset(sampler, dpm_order)
+    clip_on = clip_guidance is not None and clip_guidance.scale != 0
+    if clip_on:
+        clip_guidance.check_diffusion(options)
+        train_alphas = create_diffusion(options, "").alphas_cumprod  # eps shift: alpha_bar at the model's t
     if preset in ("glide", "glide_ddim"):
         diffusion = create_diffusion(options, str(steps))
 
         def model_fn(x, t):
             return guided_output(denoiser, x, t.to(x.dtype), cond, uncond if guided else None, guidance_scale, GUIDANCE)
 
+        if clip_on and preset == "glide":
+            from projects.glide_finetune.clip_guidance import clip_guided_p_sample_loop
+
+            return clip_guided_p_sample_loop(diffusion, model_fn, shape, clip_guidance, noise=x_T, generator=gens,
+                                             device=device, denoised_fn=denoised_fn, progress=progress)
+        if clip_on:
+            from projects.glide_finetune.clip_guidance import wrap_eps
+
+            model_fn = wrap_eps(model_fn, clip_guidance, train_alphas)
         if preset == "glide_ddim":
             return diffusion.ddim_sample_loop(model_fn, shape, eta=sampler_eta, noise=x_T, generator=gens,
                                               device=device, progress=progress, denoised_fn=denoised_fn)
@@ -114,6 +134,10 @@ def run_sampler(model, options: Mapping[str, Any], shape: Sequence[int], cond: M
         raise ValueError(f"sampler={sampler!r}: editing the x0 estimate (inpainting) needs sampler='glide'")
     n = respacing_steps(steps, int(options["diffusion_steps"])) if isinstance(steps, str) else int(steps)
     eta = float(sampler_eta) if SAMPLERS[sampler].takes_eta else None
+    if clip_on:  # wrapped under CFG's doubled batch: both halves get the same eps shift
+        from projects.glide_finetune.clip_guidance import wrap_eps
+
+        denoiser = wrap_eps(denoiser, clip_guidance, train_alphas)
     return shared_sample(denoiser, shape, preset, n, generator=gens, cond=dict(cond),
                          uncond=dict(uncond) if guided else None, guidance_scale=guidance_scale if guided else 1.0,
                          guidance=GUIDANCE, learned_variance=True, schedule=diffusers_schedule(options), eta=eta,
@@ -125,8 +149,10 @@ def generate(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str
              sampler: str = "plms", steps: str | int = "100", guidance_scale: float = 3.0, sampler_eta: float = 0.0,
              dpm_order: int = 2, side_x: int | None = None, side_y: int | None = None,
              device: torch.device | str = "cpu", progress: bool = False, count_nfe=None,
-             inpaint_image: torch.Tensor | None = None, inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Base-model samples (B, 3, side_y, side_x) in [-1, 1], guided with the empty prompt.
+             inpaint_image: torch.Tensor | None = None, inpaint_mask: torch.Tensor | None = None,
+             clip_guidance=None) -> torch.Tensor:
+    """Base-model samples (B, 3, side_y, side_x) in [-1, 1], guided with the empty prompt (and, with
+    `clip_guidance`, by the noised CLIP's gradient).
 
     Inpainting models: `inpaint_image` (B, 3, H, W) in [-1, 1] and `inpaint_mask` (B, 1, H, W), 1 = keep. Both
     halves of the guided batch see them, and (sampler="glide", as GLIDE's notebook does) each step's x0 estimate
@@ -145,7 +171,8 @@ def generate(model, options: Mapping[str, Any], tokenizer, prompts: Sequence[str
             return x0 * (1 - mask) + image * mask
     out = run_sampler(model, options, (len(prompts), 3, h, w), cond, uncond, seeds=seeds, sampler=sampler,
                       steps=steps, guidance_scale=guidance_scale, sampler_eta=sampler_eta, dpm_order=dpm_order,
-                      device=device, progress=progress, count_nfe=count_nfe, denoised_fn=denoised_fn)
+                      device=device, progress=progress, count_nfe=count_nfe, denoised_fn=denoised_fn,
+                      clip_guidance=clip_guidance)
     return out.clamp(-1, 1)
 
 
