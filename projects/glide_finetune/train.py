@@ -3,7 +3,10 @@
 Base: eps-MSE on the eps channels (loss=hybrid adds the variational term that trains the variance channels);
 `uncond_p` of the captions are replaced by the empty prompt (all end tokens, mask False) so classifier-free
 guidance works. Upsampler (train_upsample=true): the target is a side*upscale_factor crop, the condition its
-bicubic downsample to side x side quantised to 8 bit; uncond_p 0.
+bicubic downsample to side x side quantised to 8 bit; uncond_p 0. Inpainting (inpaint=true: base-inpaint, or
+upsample-inpaint with train_upsample=true): each sample gets a random mask (inpaint.py, `mask_kind`; default "mix"
+= a random box 60%, a random half 30%, nothing known 10%) and the model sees image * mask and the mask as extra
+input channels, as GLIDE's inpainting models take them; the loss is the same eps MSE over the whole image.
 
 What is trained (`train`): all | unet (text side frozen; its outputs are cached per caption) | transformer (the
 UNet frozen) | scratch (random init from the `arch` preset, everything trained). Fine-tuning starts from `init`:
@@ -16,11 +19,13 @@ run folder.
         --learning_rate 1e-4 --side_x 64 --side_y 64 --uncond_p 0.2 --checkpoints_dir runs/ft   (glide-finetune's)
     python -m projects.glide_finetune.train scale=toy train=scratch data_dir=data/toy/digits/train \
         tokenizer=results/toy/glide/tokenizer run_dir=results/toy/glide/base
+    python projects/glide_finetune/train.py init=released inpaint=true data_dir=pics run_dir=runs/inpaint  # base-inpaint
 
 Outputs in run_dir: model.safetensors (EMA weights when ema_decay > 0) + glide.json (options, tokenizer,
 variant; what load_model reads), samples/step_*.png (test prompts x seeds), checkpoints/ (resumed from by
 itself; SIGTERM/SIGUSR2 save and exit 75), metrics.jsonl (loss, mse, vb, grad_norm, skipped_steps,
-loss_scale under fp16, peak_mem_mb), config.yaml.
+loss_scale under fp16, peak_mem_mb), config.yaml. With export_original_names=true also glide-finetune's file
+names beside them: exports/glide-ft-<epoch>x<index>.pt (+ ema_<rate>_<epoch>x<index:06d>.pt), see export_original.
 """
 from __future__ import annotations
 
@@ -41,10 +46,11 @@ from shared.train import TextEmbeddingCache, TrainConfig, Trainer
 from projects.glide_finetune.data import DedupFilter, make_loader, make_source
 from projects.glide_finetune.diffusion import LOSSES, create_diffusion, quantize_8bit
 from projects.glide_finetune.glide_util import INFO_FILE, WEIGHTS_FILE, identify, read_state_dict, resolve_path
+from projects.glide_finetune.inpaint import MASKS, fixed_mask, inpaint_sample, random_masks
 from projects.glide_finetune.text_cache import LRUTextCache
 from projects.glide_finetune.tokenizer import load_tokenizer
 from projects.glide_finetune.unet import create_model, model_and_diffusion_defaults, \
-    model_and_diffusion_defaults_upsampler, tiny_options
+    model_and_diffusion_defaults_upsampler, tiny_options, variant_of
 
 TRAIN_MODES = ("all", "unet", "transformer", "scratch")
 
@@ -88,6 +94,12 @@ class Config(TrainConfig):
     dedup_capacity: int = 1_000_000
     trim_white: bool = option(False, help="crop white margins before cropping")
     train_upsample: bool = False
+    inpaint: bool = option(False, help="train the inpainting variant (base-inpaint; upsample-inpaint with "
+                                       "train_upsample=true)")
+    mask_kind: str = option("mix", choices=tuple(MASKS), help="training masks (inpaint.py): mix | box | half | all")
+    test_mask: str = option("center", help="the test grid's mask for inpaint=true (inpaint.FIXED_MASKS)")
+    export_original_names: bool = option(False, help="also export weights under glide-finetune's names "
+                                                     "(exports/glide-ft-<epoch>x<index>.pt) at each checkpoint")
     upscale_factor: int = option(4, min=1)
     side_x: int = option(64, help="base resolution (the upsampler's input); must equal side_y")
     side_y: int = 64
@@ -176,18 +188,19 @@ def _text_identity(model, tokenizer) -> dict:
 def build_model(cfg):
     """(model, options, what it started from) for the configured init / arch."""
     if cfg.train == "scratch":
-        opts = dict(ARCHS[cfg.arch](cfg.train_upsample))
+        opts = {**ARCHS[cfg.arch](cfg.train_upsample), "inpaint": cfg.inpaint}
         return opts, None, f"scratch ({cfg.arch})"
     if not cfg.init:
         raise ConfigError(f"train={cfg.train} fine-tunes: give init=released, a weights file or a run folder "
                           f"(or train=scratch)")
-    model_type = "upsample" if cfg.train_upsample else "base"
+    model_type = ("upsample" if cfg.train_upsample else "base") + ("-inpaint" if cfg.inpaint else "")
     path = resolve_path(model_type, None if cfg.init == "released" else cfg.init)
     sd, meta = read_state_dict(path)
     found = identify(path, sd, meta)
     print(found.message)
-    if found.options["super_res"] != cfg.train_upsample:
-        raise ConfigError(f"train_upsample={cfg.train_upsample} but init {path} is a GLIDE {found.variant}")
+    if found.variant != model_type:
+        raise ConfigError(f"train_upsample={cfg.train_upsample} inpaint={cfg.inpaint} train a GLIDE {model_type}, "
+                          f"but init {path} is a GLIDE {found.variant}")
     return dict(found.options), sd, str(path)
 
 
@@ -202,6 +215,40 @@ def save_grid(images: torch.Tensor, nrow: int, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image((images.float().cpu() + 1) / 2, str(path), nrow=nrow, padding=1)
+
+
+def original_name(step: int, steps_per_epoch: int | None) -> tuple[int, int]:
+    """(epoch, index) that glide-finetune names the checkpoint after `step` optimizer steps with: it saves
+    `glide-ft-{epoch}x{train_idx}.pt` where epoch counts from 0 and train_idx is the 0-based index of the batch
+    just trained within that epoch (the enumerate() index of its loop). Shards (no epoch length): epoch 0."""
+    if step < 1:
+        raise ValueError(f"step={step}: a checkpoint exists after at least one step")
+    if not steps_per_epoch:
+        return 0, step - 1
+    return (step - 1) // steps_per_epoch, (step - 1) % steps_per_epoch
+
+
+def export_original(trainer, cfg, step: int, steps_per_epoch: int | None) -> list[Path]:
+    """Weights under glide-finetune's names in <run_dir>/exports/: glide-ft-<epoch>x<index>.pt (the raw weights, a
+    plain state dict as its train_util.save_model writes, loadable with torch.load(weights_only=True) and by
+    load_model) and, with EMA, ema_<rate>_<epoch>x<index:06d>.pt (its save_ema_model). Ours stay in checkpoints/
+    (what a run resumes from); these are copies for tools that expect the original names."""
+    from shared.io import atomic_path
+    from shared.train.checkpoint import cpu_tensors
+
+    epoch, idx = original_name(step, steps_per_epoch)
+    folder = Path(cfg.run_dir) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    unit = trainer.unit("glide")
+    raw_sd = cpu_tensors(unit.raw.state_dict())
+    files = [(folder / f"glide-ft-{epoch}x{idx}.pt", raw_sd)]
+    ema = trainer.ema("glide")
+    if ema is not None:
+        files.append((folder / f"ema_{cfg.ema_decay}_{epoch}x{idx:06d}.pt", {**raw_sd, **cpu_tensors(ema.tensors())}))
+    for path, sd in files:
+        with atomic_path(path) as tmp:
+            torch.save(sd, tmp)
+    return [p for p, _ in files]
 
 
 def main(cfg=None):
@@ -227,10 +274,12 @@ def main(cfg=None):
                          wds_dataset_name=cfg.wds_dataset_name, wds_caption_key=cfg.wds_caption_key,
                          wds_image_key=cfg.wds_image_key, crop=cfg.crop, resize_ratio=cfg.resize_ratio,
                          data_filter=filt, trim_white=cfg.trim_white)
+    # optimizer steps per epoch of a folder (None for shards, whose length is unknown)
+    steps_per_epoch = None if cfg.use_webdataset else max(1, len(source.units()) // cfg.batch_size)
     if cfg.epochs > 0:
         if cfg.use_webdataset:
             raise ConfigError("epochs= needs a folder (shards have no known length); give max_steps")
-        cfg.max_steps = cfg.epochs * max(1, len(source.units()) // cfg.batch_size)
+        cfg.max_steps = cfg.epochs * steps_per_epoch
 
     trainer = Trainer(cfg, project_name=cfg.project_name)
     torch.manual_seed(cfg.seed)
@@ -249,8 +298,11 @@ def main(cfg=None):
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
     model, _ = trainer.add("glide", model, opt)
     raw = trainer.unit("glide").raw
-    info = {"options": opts, "tokenizer": str(Path(cfg.tokenizer)), "variant": "upsample" if cfg.train_upsample
-            else "base", "init": started_from, "train": cfg.train, "uncond_p": cfg.uncond_p, "loss": cfg.loss}
+    variant = variant_of(opts)
+    info = {"options": opts, "tokenizer": str(Path(cfg.tokenizer)), "variant": variant, "init": started_from,
+            "train": cfg.train, "uncond_p": cfg.uncond_p, "loss": cfg.loss}
+    if cfg.inpaint:
+        info["mask_kind"] = cfg.mask_kind
     if trainer.is_main:  # now, so load_model can read the checkpoints of a run still in progress
         write_json(Path(cfg.run_dir) / INFO_FILE, {**info, "ema": False, "step": None})
     dev = trainer.device
@@ -275,6 +327,7 @@ def main(cfg=None):
             cache = lookup = LRUTextCache(encode, cfg.text_cache_size)
 
     fixed_low: list[torch.Tensor] = []
+    fixed_x0: list[torch.Tensor] = []  # inpainting: the first batch's images, the test grid's inputs
 
     def test_grid(step: int) -> None:
         from projects.glide_finetune.sampling import generate, upsample  # diffusers: imported only when sampling
@@ -285,7 +338,16 @@ def main(cfg=None):
         was_training = raw.training
         raw.eval()
         with (ema.swap(raw) if ema else contextlib.nullcontext()):
-            if cfg.train_upsample:
+            if cfg.inpaint:
+                image = fixed_x0[0][:len(prompts)].to(dev)
+                n = len(image)
+                mask = fixed_mask(cfg.test_mask, image.shape[-1], n).to(dev)
+                low = fixed_low[0][:n].to(dev) if cfg.train_upsample else None
+                imgs = inpaint_sample(raw, opts, tokenizer, prompts[:n], image, mask, seeds=seeds[:n], low_res=low,
+                                      sampler=cfg.test_sampler, steps=cfg.test_steps,
+                                      guidance_scale=cfg.test_guidance_scale, device=dev)
+                imgs = torch.cat([image * mask, imgs])  # the masked inputs above their inpaintings
+            elif cfg.train_upsample:
                 low = fixed_low[0][:len(prompts)].to(dev)
                 imgs = upsample(raw, opts, tokenizer, prompts[:len(low)], low, seeds=seeds[:len(low)],
                                 sampler=cfg.test_sampler, steps=cfg.test_steps, device=dev)
@@ -294,7 +356,7 @@ def main(cfg=None):
                 imgs = generate(raw, opts, tokenizer, prompts, seeds=seeds, sampler=cfg.test_sampler,
                                 steps=cfg.test_steps, guidance_scale=cfg.test_guidance_scale, device=dev)
         raw.train(was_training)
-        save_grid(imgs, len(cfg.test_seeds) if not cfg.train_upsample else len(imgs) // 2,
+        save_grid(imgs, len(imgs) // 2 if (cfg.train_upsample or cfg.inpaint) else len(cfg.test_seeds),
                   Path(cfg.run_dir) / "samples" / f"step_{step:07d}.png")
 
     for batch in trainer.batches(loader):
@@ -305,6 +367,11 @@ def main(cfg=None):
             kw["low_res"] = quantize_8bit(low)
             if not fixed_low:
                 fixed_low.append(kw["low_res"].detach().cpu())
+        if cfg.inpaint:
+            if not fixed_x0:
+                fixed_x0.append(x0.detach().cpu())
+            # the model multiplies image by mask itself (unet.model_input); masks come from the checkpointed `gen`
+            kw.update(inpaint_image=x0, inpaint_mask=random_masks(cfg.mask_kind, x0.shape[0], x0.shape[-1], gen, dev))
         if lookup is not None:
             enc = lookup(list(batch["caption"]))
             kw.update(xf_proj=enc["xf_proj"].to(dev), xf_out=enc["xf_out"].to(dev))
@@ -322,12 +389,15 @@ def main(cfg=None):
         step = trainer.global_step + 1
         if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.max_steps and trainer.is_main:
             test_grid(step)
+        if cfg.export_original_names and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.max_steps \
+                and trainer.is_main:
+            export_original(trainer, cfg, step, steps_per_epoch)
 
     out = Path(cfg.run_dir)
     ema = trainer.ema("glide") is not None
     if trainer.is_main:
         test_grid(trainer.global_step)
-        meta = {"format": "glide_finetune", "variant": "upsample" if cfg.train_upsample else "base",
+        meta = {"format": "glide_finetune", "variant": variant,
                 "ema": "true" if ema else "false", "step": str(trainer.global_step)}
         trainer.save_weights(out / WEIGHTS_FILE, "glide")
         # save_weights writes no metadata: rewrite with it (same tensors) so load_model can say what it found
@@ -339,6 +409,8 @@ def main(cfg=None):
         with atomic_path(out / WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         write_json(out / INFO_FILE, {**info, "ema": ema, "step": trainer.global_step})
+        if cfg.export_original_names:
+            export_original(trainer, cfg, trainer.global_step, steps_per_epoch)
     summary = {"steps": trainer.global_step, "skipped_samples": sum(loader.skips.counts.values()),
                "filtered_samples": sum(loader.skips.filtered.values())}
     if cache is not None:
