@@ -9,11 +9,17 @@ once all shards are complete, samples.json (what was sampled and how, read by ev
 With `low_res_images=<folder>` the upsampler (or `upsampler=bicubic:4`) upsamples those real images, downsampled
 to its input size, instead of base samples; the outputs keep the images' names, so evaluate.py pairs them with
 the originals for PSNR.
+With `inpaint_images=<folder>` an inpainting base (base=... a base-inpaint model) fills the `inpaint_mask` region of
+each image (resized to the base's size) and keeps the rest exactly (inpaint.py: the known pixels replace each
+step's x0 estimate, with GLIDE's own samplers); an upsample-inpaint `upsampler=` then inpaints the image at its size
+given the base's result as its low-res input, a plain upsampler just upsamples. Outputs keep the images' names.
 
     python projects/glide_finetune/sample.py base=results/toy/glide/base prompts=data/toy/glide/eval_prompts.txt \
         out_dir=results/toy/glide/samples/base sampler=plms steps=50 guidance_scale=3
     python -m projects.glide_finetune.sample base=released upsampler=released prompt="an oil painting of a corgi" \
         num_images=8 scale=paper                                       # 64 px base, fast27 upsampler -> 256 px
+    python -m projects.glide_finetune.sample base=runs/inpaint inpaint_images=photos inpaint_mask=center \
+        sampler=glide steps=100 out_dir=results/inpainted              # (or base=released: base_inpaint.pt)
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ from shared.io import atomic_path, write_json
 from shared.launch import sample_shard, step_device
 from projects.glide_finetune.glide_util import load_model
 from projects.glide_finetune.sampling import SAMPLERS, generate, upsample
+
+INPAINT_SAMPLERS = ("glide", "glide_ddim")  # the samplers whose x0 estimate inpaint.py can edit
 
 UPSAMPLER_SEED_OFFSET = 10 ** 6
 
@@ -54,6 +62,10 @@ class Config:
     low_res_images: str = option("", help="folder of real images (+ .txt captions): upsample them instead of base "
                                           "samples (held-out PSNR); outputs keep the images' names")
     save_base: bool = option(False, help="also keep the upsampler's inputs, in <out_dir>_base/")
+    inpaint_images: str = option("", help="folder of images (+ .txt captions) to inpaint with an inpainting base "
+                                          "(base-inpaint); outputs keep the images' names")
+    inpaint_mask: str = option("center", help="region to fill: center | left | right | top | bottom, or a mask image "
+                                              "(white = keep); an image's own <stem>.mask.png wins")
     low_res_size: int = option(8, help="with low_res_images and upsampler=bicubic:<k>: the low-res size")
     seed: int = 0
     batch_size: int = 16
@@ -100,18 +112,19 @@ def _save_png(x: torch.Tensor, path: Path) -> None:
         Image.fromarray(arr).save(tmp, format="PNG")
 
 
-def held_out(cfg, skips=None) -> list[tuple[str, Path, str]]:
-    """(name, image file, caption) of the real images to upsample (low_res_images=<folder> with <stem>.txt).
+def held_out(cfg, skips=None, key: str = "low_res_images") -> list[tuple[str, Path, str]]:
+    """(name, image file, caption) of the real images to upsample (low_res_images=<folder> with <stem>.txt), or
+    to inpaint (key="inpaint_images"; <stem>.mask.png files are masks, not images).
     Images the shared decoder cannot read (truncated, empty, not an image, dangling link) are left out and
     recorded in `skips` (a SkipCounter) under their reason."""
     from shared.data import BadSample, SkipCounter, decode_image, read_file
 
     skips = skips if skips is not None else SkipCounter(log_first=0)
-    folder = Path(cfg.low_res_images)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")) \
-        if folder.is_dir() else []
+    folder = Path(getattr(cfg, key))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
+                   and not p.name.endswith(".mask.png")) if folder.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"low_res_images={folder}: no images there")
+        raise FileNotFoundError(f"{key}={folder}: no images there")
     out = []
     for p in files:
         if cfg.num_images and len(out) == cfg.num_images:
@@ -125,7 +138,7 @@ def held_out(cfg, skips=None) -> list[tuple[str, Path, str]]:
         cap = p.with_suffix(".txt")
         out.append((p.stem, p, cap.read_text().strip() if cap.is_file() else ""))
     if not out:
-        raise ValueError(f"low_res_images={folder}: no readable images ({skips.summary()})")
+        raise ValueError(f"{key}={folder}: no readable images ({skips.summary()})")
     return out
 
 
@@ -138,6 +151,21 @@ def _low_res(path: Path, size: int) -> torch.Tensor:
     img = decode_image(read_file(path), str(path)).resize((size, size), Image.BICUBIC)
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
     return x.float() / 127.5 - 1
+
+
+def _inpaint_mask(cfg, image_file: Path, size: int) -> torch.Tensor:
+    """(1, 1, size, size) mask of one image, 1 = keep: its <stem>.mask.png, else inpaint_mask (a name or a file)."""
+    from projects.glide_finetune.inpaint import FIXED_MASKS, fixed_mask, read_mask
+
+    own = image_file.with_name(image_file.stem + ".mask.png")
+    if own.is_file():
+        return read_mask(own, size)
+    if cfg.inpaint_mask in FIXED_MASKS:
+        return fixed_mask(cfg.inpaint_mask, size)
+    if not Path(cfg.inpaint_mask).is_file():
+        raise FileNotFoundError(f"inpaint_mask={cfg.inpaint_mask}: neither a named mask ({', '.join(FIXED_MASKS)}) "
+                                f"nor a mask image file")
+    return read_mask(cfg.inpaint_mask, size)
 
 
 def main(cfg=None):
@@ -155,10 +183,32 @@ def main(cfg=None):
         except ValueError:
             raise ValueError(f"upsampler={cfg.upsampler!r}: expected bicubic:<factor>, e.g. bicubic:4") from None
     elif cfg.upsampler:
-        up, _, up_opts = _load(cfg.upsampler, "upsample", cfg, device)
+        # inpainting: a released upsampler is upsample_inpaint.pt; a file may be either variant (load_model checks
+        # nothing for model_type "base"; super_res is checked here)
+        kind = "upsample" if not cfg.inpaint_images else ("upsample-inpaint" if cfg.upsampler == "released"
+                                                          else "base")
+        up, _, up_opts = _load(cfg.upsampler, kind, cfg, device)
         if not up.super_res:
             raise ValueError(f"upsampler={cfg.upsampler} is not a super-resolution model ({up.found.message})")
-    if cfg.low_res_images:  # upsample real images (held-out PSNR), no base model
+    inpaint_items = None
+    if cfg.inpaint_images and cfg.low_res_images:
+        raise ValueError("give inpaint_images= or low_res_images=, not both")
+    if cfg.inpaint_images:  # fill a region of real images with an inpainting base (+ upsampler)
+        from shared.data import SkipCounter
+
+        skips = SkipCounter(log_first=0)
+        items, inpaint_items = None, held_out(cfg, skips, key="inpaint_images")
+        if skips.bad:
+            print(f"inpaint_images: {skips.summary()}\n{skips.listing()}")
+        names = [name for name, _, _ in inpaint_items]
+        prompts = [cfg.prompt or c for _, _, c in inpaint_items]
+        base, _, base_opts = _load(cfg.base, "base-inpaint", cfg, device)
+        if not base.inpaint or base.super_res:
+            raise ValueError(f"base={cfg.base} is not a base inpainting model ({base.found.message})")
+        if cfg.sampler not in INPAINT_SAMPLERS:
+            print(f"inpainting: sampler={cfg.sampler} cannot keep the known pixels; using GLIDE's own ('glide')")
+            cfg.sampler = "glide"
+    elif cfg.low_res_images:  # upsample real images (held-out PSNR), no base model
         if not (up or bicubic):
             raise ValueError("low_res_images= needs upsampler=<model> or upsampler=bicubic:<factor>")
         from shared.data import SkipCounter
@@ -186,7 +236,17 @@ def main(cfg=None):
     for start in range(0, len(todo), cfg.batch_size):
         idx = todo[start:start + cfg.batch_size]
         ps = [prompts[i] for i in idx]
-        if items is not None:
+        if inpaint_items is not None:
+            from projects.glide_finetune.inpaint import inpaint_sample
+
+            size = int(base_opts["image_size"])
+            image = torch.stack([_low_res(inpaint_items[i][1], size) for i in idx]).to(device)
+            mask = torch.cat([_inpaint_mask(cfg, inpaint_items[i][1], size) for i in idx]).to(device)
+            x = inpaint_sample(base, base_opts, base.tokenizer, ps, image, mask, seeds=[cfg.seed + i for i in idx],
+                               sampler=cfg.sampler, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                               sampler_eta=cfg.sampler_eta, device=device,
+                               count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1))
+        elif items is not None:
             x = torch.stack([_low_res(items[i][1], low_size) for i in idx]).to(device)
         else:
             x = generate(base, base_opts, base.tokenizer, ps, seeds=[cfg.seed + i for i in idx], sampler=cfg.sampler,
@@ -199,9 +259,21 @@ def main(cfg=None):
             if cfg.save_base:  # beside out_dir, not inside: evaluation reads out_dir recursively
                 for j, i in enumerate(idx):
                     _save_png(x[j], out.with_name(out.name + "_base") / f"{names[i]}.png")
-            x = upsample(up, up_opts, up.tokenizer, ps, x, seeds=[cfg.seed + i + UPSAMPLER_SEED_OFFSET for i in idx],
-                         sampler=cfg.upsample_sampler, steps=cfg.upsample_steps, upsample_temp=cfg.upsample_temp,
-                         sampler_eta=cfg.sampler_eta, dpm_order=cfg.dpm_order, device=device)
+            up_seeds = [cfg.seed + i + UPSAMPLER_SEED_OFFSET for i in idx]
+            if inpaint_items is not None and up.inpaint:  # upsample-inpaint: the image at its size, x as low-res
+                from projects.glide_finetune.inpaint import inpaint_sample
+
+                size = int(up_opts["image_size"])
+                hi = torch.stack([_low_res(inpaint_items[i][1], size) for i in idx]).to(device)
+                mask = torch.cat([_inpaint_mask(cfg, inpaint_items[i][1], size) for i in idx]).to(device)
+                x = inpaint_sample(up, up_opts, up.tokenizer, ps, hi, mask, seeds=up_seeds, low_res=x,
+                                   sampler=cfg.upsample_sampler if cfg.upsample_sampler in INPAINT_SAMPLERS
+                                   else "glide_ddim", steps=cfg.upsample_steps, sampler_eta=cfg.sampler_eta,
+                                   upsample_temp=cfg.upsample_temp, device=device)
+            else:
+                x = upsample(up, up_opts, up.tokenizer, ps, x, seeds=up_seeds, sampler=cfg.upsample_sampler,
+                             steps=cfg.upsample_steps, upsample_temp=cfg.upsample_temp, sampler_eta=cfg.sampler_eta,
+                             dpm_order=cfg.dpm_order, device=device)
         for j, i in enumerate(idx):
             (out / f"{names[i]}.txt").write_text(ps[j] + "\n")
             _save_png(x[j], out / f"{names[i]}.png")
@@ -217,12 +289,15 @@ def main(cfg=None):
             "upsample_sampler": cfg.upsample_sampler if cfg.upsampler else "", "seed": cfg.seed,
             "resolution": resolution, "base_found": base.found.message if base is not None else "",
             "shards": num_shards}
+    if inpaint_items is not None:
+        info.update(inpaint_images=cfg.inpaint_images, inpaint_mask=cfg.inpaint_mask)
     if skips is not None:  # what was left out of the held-out folder, and why
         info.update(skipped=skips.bad, skip_reasons=dict(sorted(skips.counts.items())))
     write_json(out / f"timing.shard{shard}.json", {"images": len(todo), "seconds": seconds,
                                                     "seconds_per_image": seconds / max(1, len(todo)),
                                                     "base_forward_calls": nfe[0], "device": str(device)})
     if done:
+
         write_json(out / "samples.json", info)
     print(f"{len(todo)} images in {seconds:.1f} s (shard {shard}/{num_shards}) -> {out}"
           + ("" if done else " (other shards pending)"))
