@@ -313,6 +313,11 @@ def collect_table(entry: Readme, table: Table, scale: str, results_dir: Path, re
     if not source.is_file():
         raise ResultsError(f"{source}: file not found (`{command_of(table.target, scale)}` writes it)")
     markdown(source, table)  # refuse a malformed table (bad rows, a missing column) before it is committed
+    header, rows = read_csv(source)
+    other = sorted({r["scale"] for r in rows if r.get("scale", scale) != scale}) if "scale" in header else []
+    if other:
+        raise ResultsError(f"{source}: rows of scale {other} in the {scale} results (toy and paper numbers never "
+                           f"share a README table)")
     run_json, step = step_provenance(source)
     out, prov_path = repo / entry.folder / scale / f"{table.name}.csv", \
         repo / entry.folder / scale / f"{table.name}.provenance.json"

@@ -162,6 +162,11 @@ def test_missing_and_bad_files_are_named(fixture_repo, tmp_path):
         results_md.main({**cfg, "tables": ["fix_b"]})
     with pytest.raises(ResultsError, match=r"'nope' is not a table of README.md; expected one of \['fix_a'"):
         results_md.main({**cfg, "tables": ["nope"]})
+    (results / "paper" / "tables").mkdir(parents=True)
+    for name in ("fix_a.csv", "fix_a.config.run.json"):  # a toy table where the paper one belongs
+        (results / "paper" / "tables" / name).write_bytes((results / "toy" / "tables" / name).read_bytes())
+    with pytest.raises(ResultsError, match=r"paper/tables/fix_a.csv: rows of scale \['toy'\] in the paper results"):
+        results_md.main({**cfg, "tables": ["fix_a"], "scale": "paper"})
     (results / "toy" / "tables" / "fix_a.config.run.json").unlink()
     with pytest.raises(ResultsError, match=r"fix_a.csv: no provenance beside it \(expected fix_a.config.run.json"):
         results_md.main({**cfg, "tables": ["fix_a"]})
