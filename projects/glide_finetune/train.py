@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from shared.config import Alias, ConfigError, Refused, cli, option, resolve
 from shared.io import write_json
 from shared.train import TextEmbeddingCache, TrainConfig, Trainer
+from projects.glide_finetune.clip_guidance import clip_finetune_loss
 from projects.glide_finetune.data import DedupFilter, make_loader, make_source
 from projects.glide_finetune.diffusion import LOSSES, create_diffusion, quantize_8bit
 from projects.glide_finetune.glide_util import INFO_FILE, WEIGHTS_FILE, identify, read_state_dict, resolve_path
@@ -111,6 +112,8 @@ class Config(TrainConfig):
     arch: str = option("toy", choices=tuple(ARCHS), help="network options for train=scratch")
     tokenizer: str = option("downloads/glide/gpt2_tokenizer", help="folder with vocab.json + merges.txt")
     loss: str = option("mse", choices=LOSSES)
+    clip_loss: str = option("", help="'<weight>@<noised CLIP run folder | released>': + weight * (1 - cos) of the "
+                                     "noised CLIP on the x0 prediction (clip_guidance.ClipFinetuneLoss); '' = off")
     batch_size: int = 4
     learning_rate: float = 1e-4
     adam_weight_decay: float = 0.0
@@ -199,8 +202,8 @@ def build_model(cfg):
     found = identify(path, sd, meta)
     print(found.message)
     if found.variant != model_type:
-        raise ConfigError(f"train_upsample={cfg.train_upsample} inpaint={cfg.inpaint} train a GLIDE {model_type}, "
-                          f"but init {path} is a GLIDE {found.variant}")
+        raise ConfigError(f"train_upsample={cfg.train_upsample}{' inpaint=True' if cfg.inpaint else ''} but init "
+                          f"{path} is a GLIDE {found.variant} (these options train a GLIDE {model_type})")
     return dict(found.options), sd, str(path)
 
 
@@ -311,6 +314,7 @@ def main(cfg=None):
                          world_size=trainer.world_size,
                          num_workers=cfg.num_workers)
     diffusion = create_diffusion(opts, "")
+    clip_loss = clip_finetune_loss(cfg.clip_loss, diffusion, dev)  # None unless clip_loss= is given
     gen = trainer.generator("noise", cfg.seed * 1000 + trainer.rank, device=dev)
     def encode(texts):
         tokens, mask = tokenizer.batch(list(texts), raw.text_ctx)
@@ -380,11 +384,12 @@ def main(cfg=None):
             kw.update(tokens=tokens.to(dev), mask=mask.to(dev))
         t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), generator=gen, device=dev)
         noise = torch.randn(x0.shape, generator=gen, device=dev)
-        terms = diffusion.training_losses(model, x0, t, kw, noise, loss=cfg.loss)
+        loss_fn = clip_loss.bind(batch["caption"]) if clip_loss else diffusion.training_losses
+        terms = loss_fn(model, x0, t, kw, noise, loss=cfg.loss)
         loss = terms["loss"].mean()
         trainer.backward(loss)
         trainer.optimizer_step()
-        trainer.log(loss=loss, mse=terms["mse"].mean(), **({"vb": terms["vb"].mean()} if "vb" in terms else {}),
+        trainer.log(loss=loss, mse=terms["mse"].mean(), **{k: terms[k].mean() for k in ("vb", "clip") if k in terms},
                     peak_mem_mb=peak_memory_mb(dev))
         step = trainer.global_step + 1
         if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.max_steps and trainer.is_main:
