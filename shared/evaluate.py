@@ -64,7 +64,8 @@ class Config:
     project: str = option("", help="leaderboard: the project folder (default: from the output path)")
     info: list[str] = option(default_factory=list,
                              help="leaderboard: JSON files (a sampling step's samples.json, a training metrics.json) "
-                                  "whose keys nfe, parameters, seconds_per_image, train_steps are copied into `info`")
+                                  "whose keys nfe, parameters, seconds_per_image, train_steps are copied into `info`; "
+                                  "<images>/samples.json is read first by itself")
     codebook_size: int = option(0, help="codebook size for the codebook metrics")
     kid_subsets: int = 100
     kid_subset_size: int = 1000
@@ -174,12 +175,17 @@ INFO_KEYS = ("method", "paper", "project", "nfe", "parameters", "seconds_per_ima
 
 
 def collect_info(cfg) -> dict:
-    """The leaderboard's extra columns (shared/tables.py kind=leaderboard): from the `info` files, then the
-    method/paper/project options."""
+    """The leaderboard's extra columns (shared/tables.py kind=leaderboard): from the sampling record
+    `<images>/samples.json` where a sample step wrote one, then the `info` files, then the method/paper/project
+    options (later sources win)."""
     from shared.io import read_json
 
     info: dict = {}
-    for path in cfg.info:
+    record = Path(cfg.get("images") or ".") / "samples.json"
+    paths = list(cfg.info)
+    if cfg.get("images") and record.is_file() and str(record) not in paths:
+        paths.insert(0, str(record))
+    for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"info: {path} does not exist (a JSON file with any of {', '.join(INFO_KEYS)})")
         data = read_json(path)

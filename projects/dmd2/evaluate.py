@@ -135,9 +135,10 @@ def main(cfg=None):
         images = resized(images, cfg.resolution)
         if reference.is_dir():
             reference = resized(reference, cfg.resolution)
+    record = Path(cfg.images) / "samples.json"  # the leaderboard's nfe/parameters/seconds, also for resized copies
     base = dict(scale=cfg.scale, extractor=cfg.extractor, clip=cfg.clip, clip_prefix=cfg.clip_prefix,
                 batch_size=cfg.batch_size, device=cfg.device, checkpoint=cfg.checkpoint, sampler=cfg.sampler,
-                steps=cfg.steps)
+                steps=cfg.steps, info=[str(record)] if record.is_file() else [])
     result = shared_eval.main({**base, "images": str(images), "reference": str(reference),
                                "metrics": list(cfg.metrics), "experiment": cfg.experiment, "out": cfg.out})
     if cfg.patch_fid:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from shared.config import cli, option, resolve, save_resolved
-from shared.io import atomic_path, write_json
+from shared.io import atomic_path, read_json, write_json
 from shared.launch import sample_shard, step_device
 from projects.glide_finetune.glide_util import load_model
 from projects.glide_finetune.sampling import SAMPLERS, generate, upsample
@@ -74,6 +74,10 @@ class Config:
     device: str = option("auto", help="auto = cuda:<LOCAL_RANK> when available")
     use_fp16: bool = False
     threads: int = 0
+    clip_model: str = option("", help="'' = no CLIP guidance; a train_clip.py run folder or 'released'")
+    clip_guidance_scale: float = option(3.0, help="scale of the noised CLIP's gradient (GLIDE's notebook: 3)")
+    clip_cutouts: int = option(1, min=1, help="views at t = 0 (1 at the noisiest step); 1 = whole image only")
+    clip_cut_min: float = option(0.5, help="smallest cutout side at t = 0, as a fraction of the image")
 
 
 PRESETS = {"tiny": {"batch_size": 8, "num_images": 32, "steps": "4", "upsample_steps": "4", "threads": 1},
@@ -232,6 +236,13 @@ def main(cfg=None):
     todo = [i for i in range(shard, n, num_shards) if not (out / f"{names[i]}.png").is_file()]
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out, name=f"sample_config.shard{shard}.yaml")
+    clip = None
+    if cfg.clip_model and cfg.clip_guidance_scale != 0:
+        if items is not None:
+            raise ValueError("clip_model= guides the base model; low_res_images= samples no base")
+        from projects.glide_finetune.noised_clip import load_clip
+
+        clip = load_clip(cfg.clip_model, device=device)
     t0, nfe = time.perf_counter(), [0]
     for start in range(0, len(todo), cfg.batch_size):
         idx = todo[start:start + cfg.batch_size]
@@ -249,9 +260,16 @@ def main(cfg=None):
         elif items is not None:
             x = torch.stack([_low_res(items[i][1], low_size) for i in idx]).to(device)
         else:
+            guide = None
+            if clip is not None:
+                from projects.glide_finetune.clip_guidance import ClipGuidance
+
+                guide = ClipGuidance(clip, ps, scale=cfg.clip_guidance_scale, max_cutouts=cfg.clip_cutouts,
+                                     cut_min=cfg.clip_cut_min, seeds=[cfg.seed + i for i in idx])
             x = generate(base, base_opts, base.tokenizer, ps, seeds=[cfg.seed + i for i in idx], sampler=cfg.sampler,
                          steps=cfg.steps, guidance_scale=cfg.guidance_scale, sampler_eta=cfg.sampler_eta,
-                         dpm_order=cfg.dpm_order, device=device, count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1))
+                         dpm_order=cfg.dpm_order, device=device, count_nfe=lambda b: nfe.__setitem__(0, nfe[0] + 1),
+                         clip_guidance=guide)
         if bicubic:
             x = torch.nn.functional.interpolate(x, scale_factor=bicubic, mode="bicubic", align_corners=False)
             x = x.clamp(-1, 1)
@@ -289,6 +307,9 @@ def main(cfg=None):
             "upsample_sampler": cfg.upsample_sampler if cfg.upsampler else "", "seed": cfg.seed,
             "resolution": resolution, "base_found": base.found.message if base is not None else "",
             "shards": num_shards}
+    if clip is not None:
+        info.update(clip_model=cfg.clip_model, clip_guidance_scale=cfg.clip_guidance_scale,
+                    clip_cutouts=cfg.clip_cutouts, clip_cut_min=cfg.clip_cut_min)
     if inpaint_items is not None:
         info.update(inpaint_images=cfg.inpaint_images, inpaint_mask=cfg.inpaint_mask)
     if skips is not None:  # what was left out of the held-out folder, and why
@@ -297,7 +318,11 @@ def main(cfg=None):
                                                     "seconds_per_image": seconds / max(1, len(todo)),
                                                     "base_forward_calls": nfe[0], "device": str(device)})
     if done:
-
+        # the leaderboard's columns: the networks sampled (base and/or upsampler), time over every shard's timing
+        info["parameters"] = sum(t.numel() for m in (base, up) if m is not None for t in m.parameters())
+        timed = [t for t in (read_json(p) for p in sorted(out.glob("timing.shard*.json"))) if t.get("images")]
+        if timed:
+            info["seconds_per_image"] = sum(t["seconds"] for t in timed) / sum(t["images"] for t in timed)
         write_json(out / "samples.json", info)
     print(f"{len(todo)} images in {seconds:.1f} s (shard {shard}/{num_shards}) -> {out}"
           + ("" if done else " (other shards pending)"))

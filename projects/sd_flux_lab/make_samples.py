@@ -10,6 +10,7 @@ shared.data folder rules), minus those containing the word `exclude` (e.g. exclu
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
@@ -22,7 +23,7 @@ from projects.sd_flux_lab import models
 from projects.sd_flux_lab.sampling import unet_generate
 from shared.config import cli, resolve, save_resolved
 from shared.data import list_images
-from shared.io import atomic_dir
+from shared.io import atomic_dir, write_json
 from shared.plots import image_grid
 
 
@@ -82,11 +83,13 @@ def main(cfg=None):
     all_p = [p for p in prompts for _ in seeds]
     all_s = [s for _ in prompts for s in seeds]
     images = []
+    t0 = time.perf_counter()
     for lo in tqdm(range(0, len(all_p), cfg.batch_size), desc="make_samples", leave=False):
         images.append(unet_generate(pipe, arch, all_p[lo:lo + cfg.batch_size], all_s[lo:lo + cfg.batch_size],
                                     sampler=cfg.sampler, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                                     size=cfg.size or None, batch_size=cfg.batch_size))
     images = np.concatenate(images)
+    seconds = time.perf_counter() - t0
     out = Path(cfg.out_dir)
     with atomic_dir(out) as tmp:
         rows = min(cfg.grid_prompts, len(prompts))
@@ -98,6 +101,11 @@ def main(cfg=None):
             for i, (im, p) in enumerate(zip(images, all_p)):
                 Image.fromarray(im).save(tmp / "images" / f"{i:05d}.png")
                 (tmp / "images" / f"{i:05d}.txt").write_text(p + "\n")
+            # beside the images shared/evaluate.py reads: the leaderboard's columns (the UNet sampled)
+            write_json(tmp / "images" / "samples.json", {
+                "num_images": len(images), "sampler": cfg.sampler, "steps": cfg.steps,
+                "guidance_scale": cfg.guidance_scale, "seconds_per_image": seconds / len(images),
+                "parameters": sum(t.numel() for t in pipe.unet.parameters())})
         save_resolved(cfg, tmp)
     print(f"{arch}: {len(images)} images of {len(prompts)} prompts x {len(seeds)} seeds -> {out}")
     return {"images": len(images), "prompts": len(prompts)}

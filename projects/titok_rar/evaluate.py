@@ -159,6 +159,9 @@ def main(cfg=None):
                         ("decode_images_per_sec", n / max(t_dec, 1e-9))):
         result["metrics"].append({"metric": name, "value": float(value), "num_samples": n, "reference_id": None,
                                   "extractor_id": None})
+    # the leaderboard's columns: the tokenizer's size, encode + decode time per image
+    result["info"].update(parameters=sum(t.numel() for t in tok.parameters()),
+                          seconds_per_image=(t_enc + t_dec) / max(n, 1))
     result.update({"tokenizer": str(cfg.tokenizer), "tokenizer_class": type(tok).__name__,
                    "tokens_per_image": int(tok.num_tokens), "codebook_size": int(getattr(tok, "codebook_size", 0)),
                    "encode_images_per_sec": n / max(t_enc, 1e-9), "decode_images_per_sec": n / max(t_dec, 1e-9),
