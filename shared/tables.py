@@ -474,7 +474,8 @@ def build_leaderboard(cfg) -> tuple[str, str, list[dict]]:
            "(the UNet / generator / transformer; the tokenizer's for reconstructions; not text encoders or VAEs); "
            "`seconds_per_image` sampling time (tokenizers: encode + decode) on the machine that ran it, as the sample "
            "step measured it; `train_steps` optimizer steps of the model sampled; n/a = real images, no model; "
-           "– = not recorded by that project's steps.", "", "FD references (only FDs with the same label are comparable):"]
+           "– = not recorded by that project's steps.", "",
+           "FD references (only FDs with the same label are comparable):"]
     md += [f"- {label}: reference `{ref}`, extractor `{ext}`" for (ref, ext), label in refs.items()]
     md += ["", "Sources: " + ", ".join(f"`{f}`" for f in files), ""]
     buf = io.StringIO()
