@@ -201,3 +201,17 @@ def test_readme_target_collects_after_the_targets_table():
     assert f"shared/results_md.py readme=dmd2 scale=toy tables=[dmd2_sdxl]" in out
     assert f"{REPO}/projects/dmd2/results/toy/dmd2_sdxl.csv" in out
     assert "results_md_default" not in out and "readme=sd_flux_lab" not in out
+
+
+def test_every_toy_table_the_workflow_writes_has_a_readme_section():
+    """The workflow's toy tables (planned by the targets the READMES name) and the READMES registry agree, so a
+    table added to a rule file without a README place fails here."""
+    registry = {t.after or t.source: t for e in results_md.READMES.values() for t in e.tables if "toy" in t.scales}
+    targets = sorted({t.target for t in registry.values()})
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--summary", "--config", "scale=toy", "--", *targets],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    planned = {line.split("\t")[0].removeprefix("results/toy/") for line in r.stdout.splitlines()}
+    tables_planned = {p for p in planned if p.startswith("tables/") and p.endswith(".csv")}
+    assert tables_planned == {s for s in registry if s.startswith("tables/")}
+    assert {s for s in registry if not s.startswith("tables/")} <= planned
