@@ -4,7 +4,8 @@
 #   snakemake --cores 2 readme             the default target, then README.md's section
 #   snakemake --cores 2 readme_eval_sdxl   eval_sdxl, then projects/dmd2/README.md's section (readme_<target>)
 # Only toy and paper scale write READMEs (tiny numbers check plumbing). The committed files are outputs inside the
-# repository (REPO), whatever --directory the run uses: they are what the README shows.
+# repository (REPO), whatever --directory the run uses: they are what the README shows. Snakemake reruns a collect
+# when the table is newer than the committed copy; `python -m shared.results_md` itself always re-collects.
 from shared.results_md import READMES, SCALES as README_SCALES, readme_rule
 
 
