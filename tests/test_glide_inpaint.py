@@ -90,7 +90,8 @@ def test_inpaint_training_runs_and_loss_decreases(setup):
     # fine-tuning an inpainting run into the wrong variant is refused, naming what was found
     from shared.config import ConfigError
 
-    with pytest.raises(ConfigError, match="train a GLIDE base, but init .* is a GLIDE base-inpaint"):
+    with pytest.raises(ConfigError, match=r"train_upsample=False but init .* is a GLIDE base-inpaint "
+                                          r"\(these options train a GLIDE base\)"):
         train_step.main({**base, "run_dir": str(root / "wrong"), "train": "all", "init": str(run), "max_steps": 1})
 
 

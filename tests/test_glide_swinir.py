@@ -128,6 +128,20 @@ def test_upscale_step_swinir_and_bicubic(tmp_path):
     upscale_step.main({"scale": "tiny", "in_dir": str(src), "out_dir": str(tmp_path / "bic"), "factor": 4,
                        "method": "bicubic"})
     assert Image.open(tmp_path / "bic" / "000000.png").size == (48, 32)
+    # held-out mode: originals shrunk by 4, then upscaled back to their size and names; a smooth image survives
+    smooth = tmp_path / "smooth"
+    smooth.mkdir()
+    yy, xx = np.mgrid[0:32, 0:32]
+    ramp = np.stack([xx * 8, yy * 8, (xx + yy) * 4], -1).astype(np.uint8)
+    Image.fromarray(ramp).save(smooth / "ramp.png")
+    upscale_step.main({"scale": "tiny", "in_dir": str(smooth), "out_dir": str(tmp_path / "held"), "factor": 4,
+                       "method": "bicubic", "downscale_first": True})
+    back = np.asarray(Image.open(tmp_path / "held" / "ramp.png")).astype(float)
+    inner = (slice(4, -4), slice(4, -4))  # away from the border, where bicubic extrapolates a ramp exactly enough
+    assert back.shape == ramp.shape and np.abs(back[inner] - ramp[inner]).max() <= 3
+    with pytest.raises(ValueError, match="not divisible by factor=8"):
+        upscale_step.main({"scale": "tiny", "in_dir": str(src), "out_dir": str(tmp_path / "odd"), "factor": 8,
+                           "method": "bicubic", "downscale_first": True})
     # no weights and no random_init: refused, naming the option and the file it expects
     with pytest.raises(ConfigError, match=r"weights=.*001_classicalSR_DF2K_s64w8_SwinIR-M_x4\.pth"):
         upscale_step.main({"scale": "toy", "in_dir": str(src), "out_dir": str(tmp_path / "no"), "factor": 4})

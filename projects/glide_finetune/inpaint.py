@@ -121,8 +121,9 @@ def inpaint_sample(model, options: Mapping[str, Any], tokenizer, prompts: Sequen
     """Inpaint `image` (B, 3, H, W) in [-1, 1] where `mask` (B, 1, H, W) is 0, keeping it where it is 1.
 
     base-inpaint: classifier-free guidance with the empty prompt (both halves of the doubled batch see the image and
-    mask: doubled_cond uses a key only in cond for both), as GLIDE's notebook. upsample-inpaint: also `low_res` (B, 3, H/4, W/4), quantised to 8 bit, no guidance, x_T scaled by
-    `upsample_temp`, as the upsampler is sampled."""
+    mask: doubled_cond uses a key only in cond for both), as GLIDE's notebook. upsample-inpaint: also `low_res`
+    (B, 3, H/4, W/4), quantised to 8 bit, no guidance, x_T scaled by `upsample_temp`, as the upsampler is
+    sampled."""
     from projects.glide_finetune.sampling import run_sampler, text_condition
 
     if not getattr(model, "inpaint", False):

@@ -19,7 +19,7 @@ run folder.
         --learning_rate 1e-4 --side_x 64 --side_y 64 --uncond_p 0.2 --checkpoints_dir runs/ft   (glide-finetune's)
     python -m projects.glide_finetune.train scale=toy train=scratch data_dir=data/toy/digits/train \
         tokenizer=results/toy/glide/tokenizer run_dir=results/toy/glide/base
-    python projects/glide_finetune/train.py init=released inpaint=true data_dir=pics run_dir=runs/inpaint  # base-inpaint
+    python projects/glide_finetune/train.py init=released inpaint=true data_dir=pics run_dir=runs/inpaint
 
 Outputs in run_dir: model.safetensors (EMA weights when ema_decay > 0) + glide.json (options, tokenizer,
 variant; what load_model reads), samples/step_*.png (test prompts x seeds), checkpoints/ (resumed from by

@@ -1,10 +1,12 @@
 """Upscale a folder of samples x2 / x4 / x8 with SwinIR (the released weights' layout, swinir.py) or bicubic: an
 optional post-step after sample.py, as glide-finetune offers a SwinIR upscaler for its 64 px samples.
 
-    python projects/glide_finetune/upscale.py in_dir=results/paper/glide/samples/base out_dir=.../base_swinir_x4 \
+    python projects/glide_finetune/upscale.py in_dir=results/paper/glide/samples/base out_dir=.../base_swinir_x4 \\
         factor=4 weights=downloads/swinir/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth scale=paper
     python -m projects.glide_finetune.upscale in_dir=... out_dir=... factor=4 method=bicubic      # the baseline
-    python -m projects.glide_finetune.upscale in_dir=... out_dir=... factor=4 preset=real_x4 \
+    python -m projects.glide_finetune.upscale in_dir=data/toy/digits/test out_dir=... factor=4 downscale_first=true \
+        method=bicubic        # held-out: originals / 4 -> x4, same names, for evaluate.py psnr against in_dir
+    python -m projects.glide_finetune.upscale in_dir=... out_dir=... factor=4 preset=real_x4 \\
         weights=downloads/swinir/003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth      # real-world GAN model
 
 `preset` '' picks classical_x<factor> (SwinIR-M, DF2K 64 px patches); any SWINIR_PRESETS name works if its scale
@@ -16,6 +18,9 @@ naming the file and the first differing keys. Without weights SwinIR refuses to 
 Outputs in out_dir: <stem>.png at factor x the input size (captions <stem>.txt copied, so evaluate.py reads the
 prompts), upscale.json (method, preset, weights, counts, seconds per image, skipped files by reason) and
 config.yaml. Unreadable images are skipped and counted; existing outputs are kept (a re-run fills the gaps).
+`downscale_first=true` first shrinks each image by `factor` (bicubic, antialiased, quantised to 8 bit: what an
+8-bit low-resolution file holds), so the outputs have the originals' size and names and shared.evaluate's paired
+metrics (psnr, ssim with reference=in_dir) compare SwinIR and bicubic on held-out images.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ class Config:
     arch: str = option("released", choices=("released", "tiny"), help="tiny = swinir.tiny_config (tests)")
     weights: str = option("", help="SwinIR weights: release .pth ('params'/'params_ema') or .safetensors")
     random_init: bool = option(False, help="allow SwinIR without weights (random; tests only)")
+    downscale_first: bool = option(False, help="shrink each image by factor first (held-out PSNR against in_dir)")
     tile: int = option(0, min=0, help="> 0: run tiles of this many input pixels (a multiple of the window)")
     batch_size: int = option(8, min=1)
     device: str = option("auto", help="auto = cuda:<LOCAL_RANK> when available")
@@ -56,7 +62,7 @@ class Config:
 
 PRESETS = {"tiny": {"arch": "tiny", "random_init": True, "batch_size": 4, "threads": 1},
            "toy": {},
-           "paper": {"batch_size": 16, "tile": 0, "use_fp16": True}}
+           "paper": {"batch_size": 16, "use_fp16": True}}
 
 
 def build(cfg, device: torch.device):
@@ -115,6 +121,15 @@ def bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+def downscale(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 3, H/factor, W/factor): bicubic with antialiasing, rounded to 8-bit levels."""
+    h, w = x.shape[-2:]
+    if h % factor or w % factor:
+        raise ValueError(f"downscale_first: a {h}x{w} image is not divisible by factor={factor}")
+    y = F.interpolate(x, size=(h // factor, w // factor), mode="bicubic", antialias=True, align_corners=False)
+    return (y.clamp(0, 1) * 255).round() / 255
+
+
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
@@ -148,6 +163,8 @@ def main(cfg=None):
         for start in range(0, len(group), cfg.batch_size):
             chunk = group[start:start + cfg.batch_size]
             x = torch.stack([t for _, _, t in chunk]).to(device)
+            if cfg.downscale_first:
+                x = downscale(x, cfg.factor)
             if model is None:
                 y = bicubic(x, cfg.factor)
             else:
@@ -161,6 +178,7 @@ def main(cfg=None):
     sizes = sorted({f"{h}x{w}" for h, w in by_size} | {f"{it[2].shape[1]}x{it[2].shape[2]}" for it in items})
     info = {"method": cfg.method, "factor": cfg.factor, "preset": preset, "arch": cfg.arch if model else "",
             "weights": cfg.weights, "random_init": bool(model is not None and not cfg.weights),
+            "downscale_first": cfg.downscale_first,
             "in_dir": cfg.in_dir, "images": len(items), "upscaled_now": len(todo), "input_sizes": sizes,
             "seconds": seconds, "seconds_per_image": seconds / max(1, len(todo)), "device": str(device),
             "skipped": skips.bad, "skip_reasons": dict(sorted(skips.counts.items()))}
