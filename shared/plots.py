@@ -1,6 +1,6 @@
 """Plots written by the steps that own the data: a PNG and, beside it, the CSV of exactly what is drawn.
 
-Three functions cover every plot of the workflow; each returns the PNG path and writes `<name>.csv` next to it
+Four functions cover every plot of the workflow; each returns the PNG path and writes `<name>.csv` next to it
 (long format, one row per point), so a reader can re-plot or check a number without parsing the image.
 Matplotlib runs headless (Agg). Say on the axis what is better: `better="lower"` appends "(lower is better)" to
 the y label, `better="higher"` "(higher is better)"; give units in the labels ("seconds per image", "NFE").
@@ -15,6 +15,9 @@ the y label, `better="higher"` "(higher is better)"; give units in the labels ("
     # points: [{"label", "x", "y", "group"?}]   e.g. one point per method on the leaderboard
     plots.scatter([{"label": "DMD2 1-step", "x": 1, "y": 0.9, "group": "dmd2"}], "out/leaderboard.png",
                   xlabel="NFE", ylabel="FD", better="lower", logx=True)
+
+    # bars: {label: value}   e.g. FD per RAR order mode (+ optional errors={label: std})
+    plots.bars({"raster": 2.1, "random": 2.6, "annealed": 1.9}, "out/fd_per_order.png", ylabel="FD", better="lower")
 
     # training curves from a run's metrics.jsonl (shared.train's StepLogger): one panel per logged quantity
     plots.training_curves("runs/x/metrics.jsonl", "runs/x/curves.png", title="digits diffusion")
@@ -134,6 +137,31 @@ def scatter(points: Sequence[Mapping[str, Any]], out_png: str | Path, *, xlabel:
     if any(groups):
         ax.legend(fontsize=8)
     return _save(fig, Path(out_png), rows, ("label", "group", "x", "y"))
+
+
+def bars(values: Mapping[str, float], out_png: str | Path, *, ylabel: str, better: str | None = None,
+         title: str = "", errors: Mapping[str, float] | None = None, xlabel: str = "") -> Path:
+    """One bar per label, in the given order, its value written on it; `errors` draws +-error whiskers (e.g. the
+    std over seeds). CSV columns: label, value, error."""
+    plt = _pyplot()
+    rows = [{"label": str(k), "value": float(v), "error": float((errors or {}).get(k, "nan"))}
+            for k, v in values.items() if _finite(v)]
+    if not rows:
+        raise ValueError(f"{out_png}: nothing to plot (no finite value)")
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(rows) + 1.5), 4.2))
+    err = [r["error"] if math.isfinite(r["error"]) else 0.0 for r in rows]
+    drawn = ax.bar(range(len(rows)), [r["value"] for r in rows], yerr=err if any(err) else None, capsize=4,
+                   color="tab:blue", alpha=0.8)
+    ax.bar_label(drawn, labels=[f"{r['value']:.3g}" for r in rows], fontsize=8, padding=2)
+    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_ylabel(ylabel, better))
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    for r in rows:
+        r["error"] = "" if not math.isfinite(r["error"]) else r["error"]
+    return _save(fig, Path(out_png), rows, ("label", "value", "error"))
 
 
 def _axes(ax, xlabel, ylabel, title, logx, logy, xs=()) -> None:

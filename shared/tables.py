@@ -25,6 +25,9 @@ each metric, whether their difference exceeds the spread (`judge_claims`), and `
 as JSON. CSV: `<metric>_std`, `num_seeds`, `<metric>_ci_low`, `<metric>_ci_high` where they apply.
 
     python shared/tables.py inputs=[t.json,s.json,s_seed1.json,s_seed2.json] claims=[[s,t]] out_claims=c.json
+
+Plots the table calls for (`plots=[nfe]`, `[tokens]`, `[bars]`: shared/table_plots.py) are drawn from the same JSONs
+beside `out_md`, as `<out_md stem>_<metric>_vs_nfe.png`, `..._vs_tokens.png`, `..._bars.png` (+ their CSVs).
 """
 from __future__ import annotations
 
@@ -67,6 +70,9 @@ class Config:
     claims: Any = option(None, help="[[a, b], ...]: for each pair of rows (experiment names, without seed suffix) "
                                     "and each metric both have, whether the difference exceeds the spread")
     out_claims: str = option("", help="the claims' verdicts as JSON; '' = none")
+    plots: list[str] = option(default_factory=list,
+                              help="table: plots drawn from the same JSONs, beside out_md (shared/table_plots.py: "
+                                   "nfe = student points vs teacher curves, tokens = rFID vs K, bars = one bar per row)")
 
 
 class TableError(ValueError):
@@ -526,6 +532,12 @@ def main(cfg=None):
     write_text(out_md.with_suffix(".html"), markdown_to_html(md))
     if cfg.out_claims:
         write_text(Path(cfg.out_claims), json.dumps(verdicts, indent=1) + "\n")
+    if cfg.plots:
+        from shared import table_plots
+
+        for png in table_plots.draw(list(cfg.plots), [read_json(f) for f in expand_inputs(cfg.inputs)], out_md,
+                                    f"{cfg.title} ({cfg.scale} scale)"):
+            print(f"wrote {png} and {png.with_suffix('.csv')}")
     save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
     print(f"wrote {out_md}, {out_csv} and {out_md.with_suffix('.html')}" + (f", {cfg.out_claims}" if cfg.out_claims else ""))
     return md
