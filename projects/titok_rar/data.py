@@ -35,19 +35,20 @@ class _Transform:
 
 
 def image_source(path: str, size: int, resize: int = 0, random_crop: bool = False, random_flip: bool = False,
-                 transform: Any = None):
-    """A shared.data source over shards / LMDB / an image folder, giving uint8 images and labels."""
+                 transform: Any = None, caption_key: str = "json:caption"):
+    """A shared.data source over shards / LMDB / an image folder, giving uint8 images and labels. `caption_key`:
+    where shards keep the caption ("json:caption" as ours; "txt" in img2dataset / DataComp shards)."""
     if not path:
         raise ValueError("dataset: no data path (dataset.params.train_shards_path_or_url or data=...)")
     tf = transform or _Transform(resize or size, size, random_crop, random_flip)
-    return open_source(path, transform=tf, **_extra_keys(path))
+    return open_source(path, transform=tf, **_extra_keys(path, caption_key))
 
 
-def _extra_keys(path: str) -> dict:
+def _extra_keys(path: str, caption_key: str = "json:caption") -> dict:
     p = Path(path)
     is_shards = str(path).endswith(".tar") or any(c in str(path) for c in "{*?[") or (p.is_dir() and any(p.glob("*.tar")))
     # shards: the class index and caption live in <key>.json; folders: caption from .txt / metadata.jsonl
-    return {"extra_keys": ("label",), "caption_key": "json:caption", "allow_empty_caption": True} if is_shards else {}
+    return {"extra_keys": ("label",), "caption_key": caption_key, "allow_empty_caption": True} if is_shards else {}
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

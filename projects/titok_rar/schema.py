@@ -92,13 +92,14 @@ class TextEncoder:
     """`model.text_encoder` (ours; the original hard-codes open_clip ViT-L-14-336 'openai' in its scripts):
     MaskGen's condition and TA-TiTok's text guidance (maskgen.build_text_encoder)."""
     kind: str = "open_clip"       # open_clip (paper) | toy
-    model_name: str = "ViT-L-14-336"
+    # the original's 'openai' ViT-L-14-336 weights need QuickGELU; given as a file, the architecture must say it
+    model_name: str = "ViT-L-14-336-quickgelu"
     pretrained: str = ""          # open_clip: local weights file from the download rule
     width: int = 64               # toy encoder
     layers: int = 2
     heads: int = 4
     context_length: int = 8
-    train: bool = False           # toy: trained with the model; the paper's CLIP stays frozen
+    train: bool = False           # MaskGen toy: trained with the model; the paper's CLIP (and TA-TiTok's) stay frozen
 
 
 @dataclass
@@ -106,6 +107,7 @@ class DatasetParams:
     train_shards_path_or_url: str = ""
     eval_shards_path_or_url: str = ""
     pretokenization: str = ""     # generators: our token folder (token_data.py); the original: a JSONL of tokens
+    caption_key: str = "json:caption"   # ours, TA-TiTok: where shards keep captions ("txt": img2dataset/DataComp)
     num_workers_per_gpu: int = 0
     dataset_with_class_label: bool = True     # (the shards here carry both when they have them)
     dataset_with_text_label: bool = False

@@ -1,9 +1,12 @@
-"""Train an image tokenizer: the MaskGIT-VQGAN (toy proxy-code teacher), TiTok stage 1, stage 2, or single stage.
+"""Train an image tokenizer: the MaskGIT-VQGAN (toy proxy-code teacher), TiTok stage 1, stage 2, single stage, or
+TA-TiTok (text-aware, single stage).
 
     python projects/titok_rar/train_tokenizer.py config=projects/titok_rar/configs/training/TiTok/stage1/titok_b64.yaml \\
         experiment.output_dir=runs/titok_b64_stage1 model.vq_model.num_latent_tokens=64
     python projects/titok_rar/train_tokenizer.py projects/titok_rar/configs/toy/titok_stage1.yaml scale=toy \\
         model.vq_model.num_latent_tokens=16 experiment.output_dir=results/toy/titok_rar/k16/stage1
+    python projects/titok_rar/train_tokenizer.py config=projects/titok_rar/configs/training/TA-TiTok/tatitok_bl32_vq.yaml \\
+        model.text_encoder.pretrained=downloads/titok_rar/open_clip_vit_l14_336/open_clip_pytorch_model.bin
     accelerate launch / torchrun --nproc_per_node 8 -m projects.titok_rar.train_tokenizer config=...   (DDP)
 
 The config has the original's shape (bytedance/1d-tokenizer, configs/training/TiTok/...): sections experiment,
@@ -13,18 +16,23 @@ the config, as there: `model.type=vqgan` trains the VQGAN; a TiTok with `is_lega
 stage 1 (decoder logits vs the frozen VQGAN's codes, `model.vq_model.pretrained_tokenizer_weight`); with
 `finetune_decoder` it is stage 2 (init from the stage-1 model `experiment.init_weight`, encoder / quantiser /
 latent tokens frozen, decoder + VQGAN decoder trained in pixel space against a discriminator, two optimisers);
-without `is_legacy` it is the single-stage recipe (VQ8k / VAE: everything trained in pixel space).
+without `is_legacy` it is the single-stage recipe (VQ8k / VAE: everything trained in pixel space). `model.type=tatitok`
+(the original's scripts/train_tatitok.py) is that single-stage recipe with the decoder attending to each image's
+caption through a frozen text encoder (`model.text_encoder`, text_guidance.py: CLIP ViT-L/14-336 at paper scale,
+the toy word-level encoder at tiny/toy); the guidance's length and width set model.vq_model.text_context_length /
+text_embed_dim, and the encoder (spec, and the toy one's weights) is saved in final/ beside the tokenizer.
 
 Outputs in experiment.output_dir: config.yaml, metrics.jsonl (losses, lr, codebook usage and dead codes),
 checkpoints/ (resumed from automatically; SIGUSR2/SIGTERM -> save and exit 75), final/ (save_pretrained of the
-EMA weights when training.use_ema: config.json + model.safetensors, loadable with image_tokenizers.load_tokenizer).
+EMA weights when training.use_ema: config.json + model.safetensors, loadable with image_tokenizers.load_tokenizer;
+TA-TiTok: + text_encoder.json [+ text_encoder.safetensors], text_guidance.load_text_guidance).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List
+from typing import List
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -38,8 +46,8 @@ from projects.titok_rar.hub import read_state_dict
 from projects.titok_rar.losses import LossOptions, PatchDiscriminator, PixelLoss, ProxyCodeLoss, build_perceptual
 from projects.titok_rar.image_tokenizers import load_tokenizer
 from projects.titok_rar.schema import (Dataset, Experiment, LRScheduler, Optimizer, TextEncoder, Training, VQModel,
-                                       section, train_config, with_config_file)
-from projects.titok_rar.titok import TiTok, TiTokConfig
+                                       train_config, with_config_file)
+from projects.titok_rar.titok import TATiTok, TiTok, TiTokConfig
 from projects.titok_rar.vqgan import MaskGITVQGAN, VQGANConfig
 
 
@@ -59,8 +67,9 @@ class VQGANSection:
 
 @dataclass
 class Model:
-    type: str = "titok"           # ours: titok | vqgan (the original picks the class in the script)
+    type: str = "titok"           # ours: titok | tatitok | vqgan (the original picks the class in the script)
     vq_model: VQModel = field(default_factory=VQModel)
+    text_encoder: TextEncoder = field(default_factory=TextEncoder)   # tatitok: the text guidance's encoder
     vqgan: VQGANSection = field(default_factory=VQGANSection)
     discriminator_channels: int = 64                # ours: PatchDiscriminator width / depth
     discriminator_layers: int = 3
@@ -89,17 +98,23 @@ PRESETS = {
     "toy": {},
     "paper": {"training": {"mixed_precision": "bf16"}},
 }
-STAGES = ("vqgan", "stage1", "stage2", "single")
+STAGES = ("vqgan", "stage1", "stage2", "single", "tatitok")
+PIXEL_STAGES = ("vqgan", "stage2", "single", "tatitok")
 
 
 def stage_of(cfg) -> str:
     if cfg.model.type == "vqgan":
         return "vqgan"
     if cfg.model.type == "tatitok":
-        raise ConfigError("model.type=tatitok: TA-TiTok training (a CLIP text encoder over the captions) is not "
-                          "implemented here; the model itself is (titok.TATiTok)")
+        if cfg.model.vq_model.get("is_legacy", True):
+            raise ConfigError("model.type=tatitok: TA-TiTok training is the single-stage recipe with the pixel "
+                              "decoder; set model.vq_model.is_legacy=false (configs/training/TA-TiTok/*.yaml)")
+        if cfg.model.text_encoder.train:
+            raise ConfigError("model.text_encoder.train=true: TA-TiTok's text encoder stays frozen, as the original's "
+                              "CLIP (utils/train_utils.py create_clip_model)")
+        return "tatitok"
     if cfg.model.type != "titok":
-        raise ConfigError(f"model.type={cfg.model.type!r}; allowed: titok, vqgan")
+        raise ConfigError(f"model.type={cfg.model.type!r}; allowed: titok, tatitok, vqgan")
     vq = cfg.model.vq_model
     if vq.get("is_legacy", True):
         return "stage2" if vq.get("finetune_decoder", True) else "stage1"
@@ -120,7 +135,18 @@ def _teacher(cfg) -> MaskGITVQGAN:
     return teacher.requires_grad_(False).eval()
 
 
-def build_model(cfg, stage: str, teacher: MaskGITVQGAN | None):
+def build_text(cfg, stage: str):
+    """TA-TiTok's frozen text encoder (text_guidance.py), before the model: its output shape sets the decoder's."""
+    if stage != "tatitok":
+        return None
+    from projects.titok_rar.text_guidance import build_text_guidance
+    try:
+        return build_text_guidance(OmegaConf.to_container(cfg.model.text_encoder))
+    except (TypeError, ValueError, FileNotFoundError, RuntimeError) as e:
+        raise ConfigError(f"model.text_encoder: {e}") from None
+
+
+def build_model(cfg, stage: str, teacher: MaskGITVQGAN | None, text=None):
     if stage == "vqgan":
         try:
             return MaskGITVQGAN(VQGANConfig.from_dict(OmegaConf.to_container(cfg.model.vqgan)))
@@ -130,11 +156,13 @@ def build_model(cfg, stage: str, teacher: MaskGITVQGAN | None):
     vq["image_size"] = cfg.dataset.preprocessing.crop_size
     if teacher is not None:
         vq["pixel_vqgan"] = teacher.config.to_dict()  # the legacy head predicts this VQGAN's codes
+    if text is not None:  # the guidance the decoder attends to: CLIP's 77 x 768, the toy encoder's L x width
+        vq["text_context_length"], vq["text_embed_dim"] = text.context_length, text.width
     try:
         tcfg = TiTokConfig.from_dict(vq)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    return TiTok(tcfg)
+    return TATiTok(tcfg) if stage == "tatitok" else TiTok(tcfg)
 
 
 def init_stage2(model: TiTok, cfg, teacher: MaskGITVQGAN) -> None:
@@ -188,7 +216,7 @@ def main(cfg=None):
     if cfg.training.enable_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     stage = stage_of(cfg)
-    pixel = stage in ("vqgan", "stage2", "single")
+    pixel = stage in PIXEL_STAGES
     try:  # checked before any model is built: a bad path fails in a second, not after minutes
         perceptual = build_perceptual(cfg.losses.perceptual_loss) if pixel else None
     except (ValueError, FileNotFoundError) as e:
@@ -196,7 +224,7 @@ def main(cfg=None):
     pre = cfg.dataset.preprocessing
     try:
         source = image_source(cfg.dataset.params.train_shards_path_or_url, pre.crop_size, pre.resize_shorter_edge,
-                              pre.random_crop, pre.random_flip)
+                              pre.random_crop, pre.random_flip, caption_key=cfg.dataset.params.caption_key)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"dataset.params.train_shards_path_or_url: {e}") from None
     # The models are built before the Trainer (which seeds in its __init__) so that a bad config fails before a run
@@ -204,7 +232,8 @@ def main(cfg=None):
     # resumed or in-process run would otherwise start from other weights than the checkpointed run did).
     seed_everything(cfg.training.seed)
     teacher = _teacher(cfg) if stage in ("stage1", "stage2") else None
-    model = build_model(cfg, stage, teacher)
+    text = build_text(cfg, stage)
+    model = build_model(cfg, stage, teacher, text)
     if stage == "stage2":
         init_stage2(model, cfg, teacher)
     o = cfg.optimizer.params
@@ -214,6 +243,8 @@ def main(cfg=None):
                             weight_decay=o.weight_decay)
     model, _ = trainer.add("tokenizer", model.train(), opt)
     raw = trainer.unit("tokenizer").raw
+    if text is not None:
+        text.to(trainer.device)
     if teacher is not None:
         teacher.to(trainer.device)
         if stage == "stage2":
@@ -221,7 +252,7 @@ def main(cfg=None):
 
     disc = raw_disc = loss_fn = None
     if pixel:
-        quantize_mode = "vae" if stage == "single" and raw.config.quantize_mode == "vae" else "vq"
+        quantize_mode = "vae" if stage in ("single", "tatitok") and raw.config.quantize_mode == "vae" else "vq"
         try:
             loss_fn = PixelLoss(cfg.losses, perceptual, quantize_mode).to(trainer.device)
         except ValueError as e:
@@ -251,6 +282,9 @@ def main(cfg=None):
                 codes = teacher.encode(images)
             logits, q = model(images)  # a legacy stage-1 TiTok decodes to logits over the teacher's codes
             loss, parts = proxy(logits, codes, q)
+        elif stage == "tatitok":
+            recon, q = model(images, text(captions_of(batch, len(images), cfg)).to(images.device))
+            loss, parts = loss_fn.generator_loss(images, recon, q, step, raw_disc)
         else:
             recon, q = model(images)
             # D's unwrapped module for the generator's term: a second DDP forward of D before its own backward
@@ -277,9 +311,23 @@ def main(cfg=None):
                 raw.save_pretrained(out)
         else:
             raw.save_pretrained(out)
+        if text is not None:
+            text.save(out)
     trainer.finish({"stage": stage, "final": str(out), "steps": trainer.global_step})
     print(f"{stage}: {trainer.global_step} steps -> {out}")
     return out
+
+
+def captions_of(batch: dict, n: int, cfg) -> list[str]:
+    """The batch's captions (TA-TiTok); shards without any caption are an error naming the data and the key."""
+    caps = batch.get("caption")
+    caps = [str(c) for c in caps] if caps is not None else []
+    if len(caps) != n or not any(caps):
+        raise ConfigError(f"dataset.params.train_shards_path_or_url={cfg.dataset.params.train_shards_path_or_url}: "
+                          f"TA-TiTok needs a caption per image; the shards give none under "
+                          f"dataset.params.caption_key={cfg.dataset.params.caption_key!r} (ours: json:caption, "
+                          "img2dataset/DataComp: txt)")
+    return caps
 
 
 class _LeCamState:

@@ -1,0 +1,132 @@
+"""TA-TiTok training (train_tokenizer.py model.type=tatitok) at tiny scale: a few steps on the digits with the toy
+text encoder over their captions, the text guidance saved beside the tokenizer and changing its reconstruction, the
+text path in the loss's graph, resume equal to an uninterrupted run, the released configs' architecture on meta,
+and bad configs named."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from shared.config import ConfigError
+from projects.titok_rar import prepare, train_tokenizer
+from projects.titok_rar.image_tokenizers import TATiTok, load_tokenizer
+from projects.titok_rar.text_guidance import load_text_guidance
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = REPO / "projects/titok_rar/configs/toy/tatitok.yaml"
+TATITOK = REPO / "projects/titok_rar/configs/training/TA-TiTok"
+TINY = {"scale": "tiny", "threads": 1,
+        "training": {"max_train_steps": 3, "per_gpu_batch_size": 8},
+        "experiment": {"save_every": 0, "log_every": 1},
+        "model": {"vq_model": {"vit_enc_model_size": "tiny", "vit_dec_model_size": "tiny", "num_latent_tokens": 4,
+                               "codebook_size": 32},
+                  "text_encoder": {"width": 16, "layers": 1, "heads": 2, "context_length": 8}},
+        "losses": {"perceptual_weight": 0.0, "discriminator_start": 1}}
+
+
+def _train(out, shards, **over):
+    cfg = OmegaConf.merge({"config": str(TOY)}, TINY, {"dataset": {"params": {"train_shards_path_or_url": str(shards)}}},
+                          over, {"experiment": {"output_dir": str(out)}})
+    return train_tokenizer.main(OmegaConf.to_container(cfg))
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def shards(digits_tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tatitok")
+    prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(root / "data")})
+    return root / "data/shards/train"
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory):
+    run = tmp_path_factory.mktemp("tatitok_run") / "run"
+    return run, _train(run, shards)
+
+
+def test_trains_and_saves_the_text_guidance(trained):
+    run, final = trained
+    tok = load_tokenizer(final)
+    assert isinstance(tok, TATiTok) and tok.config.text_conditioned
+    # the decoder's text input is the toy encoder's output shape (context 8 x width 16), not CLIP's 77 x 768
+    assert (tok.config.text_context_length, tok.config.text_embed_dim) == (8, 16)
+    assert tuple(tok.decoder.text_guidance_proj.weight.shape) == (32, 16)
+    assert (final / "text_encoder.json").is_file() and (final / "text_encoder.safetensors").is_file()
+    rows = [r for r in _metrics(run) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert {"reconstruction_loss", "quantizer_loss", "codebook_usage"} <= rows[0].keys()
+    assert any("d_loss" in r and "gan_loss" in r for r in rows)       # discriminator_start=1
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.model.type == "tatitok" and saved.model.text_encoder.kind == "toy"
+
+
+def test_the_text_changes_the_reconstruction(trained, shards):
+    _, final = trained
+    tok, text = load_tokenizer(final), load_text_guidance(final)
+    captions = ["a red handwritten three", "a blue handwritten seven"]
+    g = text(captions)
+    assert g.shape == (2, 8, 16) and not torch.allclose(g[0], g[1])
+    # the saved encoder is the one trained with: a fresh load gives the same guidance
+    torch.testing.assert_close(load_text_guidance(final)(captions), g, rtol=0, atol=0)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tokens = tok.encode(images)
+    same = tok.decode_tokens(tokens, text([captions[0]] * 2))
+    other = tok.decode_tokens(tokens, text([captions[1]] * 2))
+    assert (same - other).abs().max() > 1e-4                          # other words, other pixels
+    torch.testing.assert_close(tok.decode_tokens(tokens, text([captions[0]] * 2)), same)
+    with pytest.raises(ValueError, match="needs text_guidance"):
+        tok.decode_tokens(tokens)
+    # and the reconstruction loss reaches the text path: the projection of the guidance gets a gradient
+    tok.train()
+    recon, q = tok(images, g)
+    (torch.mean((recon - images) ** 2) + q["quantizer_loss"]).backward()
+    assert tok.decoder.text_guidance_proj.weight.grad.abs().sum() > 0
+
+
+def test_resume_equals_an_uninterrupted_run(trained, shards, tmp_path):
+    run, final = trained
+    part = tmp_path / "part"
+    _train(part, shards, training={"max_train_steps": 2})
+    _train(part, shards)                                               # resumes at step 2, trains step 3
+    assert [r["step"] for r in _metrics(part) if "loss" in r] == [1, 2, 3]
+    want = load_tokenizer(final).state_dict()
+    got = load_tokenizer(part / "final").state_dict()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_released_configs_build_on_meta():
+    from projects.titok_rar.titok import TiTokConfig
+    for name, k, mode in (("tatitok_bl32_vq", 32, "vq"), ("tatitok_bl128_vq", 128, "vq"), ("tatitok_bl32_vae", 32, "vae")):
+        cfg = train_tokenizer.resolve(train_tokenizer.Config, train_tokenizer.with_config_file(
+            {"config": str(TATITOK / f"{name}.yaml"), "scale": "paper"}), train_tokenizer.PRESETS)
+        assert train_tokenizer.stage_of(cfg) == "tatitok"
+        assert cfg.losses.perceptual_loss.startswith("lpips-convnext_s-1.0-0.1:") and cfg.losses.perceptual_weight == 1.1
+        assert cfg.model.text_encoder.model_name == "ViT-L-14-336-quickgelu" and cfg.dataset.params.caption_key == "txt"
+        vq = dict(OmegaConf.to_container(cfg.model.vq_model), image_size=256)
+        with torch.device("meta"):
+            model = TATiTok(TiTokConfig.from_dict(vq))
+        assert model.num_tokens == k and model.config.quantize_mode == mode
+        sd = model.state_dict()
+        assert tuple(sd["decoder.text_guidance_proj.weight"].shape) == (1024, 768)    # CLIP L/14 -> ViT-L width
+        assert tuple(sd["decoder.text_guidance_positional_embedding"].shape) == (77, 1024)
+        assert tuple(sd["encoder.positional_embedding"].shape) == (257, 768)          # ViT-B encoder, 16x16 grid
+        if mode == "vq":
+            assert tuple(sd["quantize.embedding.weight"].shape) == (8192, 64)
+
+
+def test_bad_tatitok_configs_are_named(shards, tmp_path):
+    with pytest.raises(ConfigError, match="TA-TiTok training is the single-stage recipe"):
+        _train(tmp_path / "a", shards, model={"vq_model": {"is_legacy": True}})
+    with pytest.raises(ConfigError, match="text_encoder.train=true"):
+        _train(tmp_path / "b", shards, model={"text_encoder": {"train": True}})
+    with pytest.raises(ConfigError, match="model.text_encoder: model.text_encoder.pretrained"):
+        _train(tmp_path / "c", shards, model={"text_encoder": {"kind": "open_clip", "pretrained": ""}})
+    with pytest.raises(ConfigError, match="caption_key='txt'"):
+        _train(tmp_path / "d", shards, dataset={"params": {"caption_key": "txt"}})
+    assert not (tmp_path / "a").exists()
