@@ -396,7 +396,7 @@ LEADERBOARD_COLUMNS = ("method", "paper", "project", "sampler", "steps", "nfe", 
 # Columns a step may record under "info" in its evaluation JSON (shared/evaluate.py `info=` and the sample steps'
 # samples.json, compare.py).
 INFO_KEYS = ("method", "paper", "project", "nfe", "parameters", "seconds_per_image", "train_steps")
-NOT_A_MODEL = "n/a"  # parameters / seconds of a real-vs-real row (checkpoint none, sampler none)
+NOT_A_MODEL = "n/a"  # parameters / seconds of a row that sampled no model (checkpoint none, sampler none)
 
 
 def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tuple, str]]:
@@ -422,7 +422,7 @@ def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tu
                "clip_score": metrics["clip_score"]["value"] if "clip_score" in metrics else None,
                "parameters": info.get("parameters"), "seconds_per_image": info.get("seconds_per_image"),
                "train_steps": info.get("train_steps"), "fd_reference": label, "source": str(f)}
-        if d["checkpoint"] == "none" and d["sampler"] == "none":  # real images against real images: no model
+        if d["checkpoint"] == "none" and d["sampler"] == "none":  # real vs real, or a win rate: no model sampled
             row.update({k: row[k] if row[k] is not None else NOT_A_MODEL for k in ("parameters", "seconds_per_image")})
         rows.append(row)
     rows.sort(key=lambda r: (r["fd_reference"], r["fd"] if r["fd"] is not None else float("inf")))
@@ -479,7 +479,8 @@ def build_leaderboard(cfg) -> tuple[str, str, list[dict]]:
            "classified as the digit and colour asked for (higher is better); `parameters` of the network sampled "
            "(the UNet / generator / transformer; the tokenizer's for reconstructions; not text encoders or VAEs); "
            "`seconds_per_image` sampling time (tokenizers: encode + decode) on the machine that ran it, as the sample "
-           "step measured it; `train_steps` optimizer steps of the model sampled; n/a = real images, no model; "
+           "step measured it; `train_steps` optimizer steps of the model sampled; n/a = no model sampled by that "
+           "evaluation (real images against real images, win rates of two sample sets); "
            "– = not recorded by that project's steps.", "",
            "FD references (only FDs with the same label are comparable):"]
     md += [f"- {label}: reference `{ref}`, extractor `{ext}`" for (ref, ext), label in refs.items()]

@@ -85,7 +85,7 @@ def test_evaluate_carries_samples_json_and_the_leaderboard_shows_every_column(te
         (info["parameters"], info["seconds_per_image"], 2.0, "dmd2")
     r = rows["real_test_vs_train"]
     assert (r["parameters"], r["seconds_per_image"]) == ("n/a", "n/a") and r["fd"] != ""
-    assert "| real_test_vs_train |" in md and "| n/a | n/a |" in md and "n/a = real images" in md
+    assert "| real_test_vs_train |" in md and "| n/a | n/a |" in md and "n/a = no model sampled" in md
 
 
 def test_titok_generator_sample_records_parameters_and_seconds(tmp_path):
