@@ -4,7 +4,8 @@ For each README in `READMES` (the default target's in README.md, one per project
 (`results/<scale>/tables/*.csv`, the sampler comparison's CSVs, ...) are copied into a committed folder beside the
 project (`projects/<name>/results/<scale>/<table>.csv`, the default target's in `shared/toy/results/<scale>/`),
 each with `<table>.provenance.json`: the commit and command of the step that wrote the table (from its run.json,
-shared.config.provenance), the file it came from and its SHA-256. The README's section between
+shared.config.provenance), the file it came from and its SHA-256; a table's claim verdicts (shared/tables.py's
+`out_claims`, `<table>.claims.json` beside it) come along and are listed under it. The README's section between
 
     <!-- results:begin -->
     <!-- results:end -->
@@ -26,7 +27,8 @@ default target, `readme_eval_sdxl`) run the target's chain, then this (workflow/
 
 Why in shared/: the default target and all four projects use it, and it reads what shared/tables.py writes.
 Cells: `digits` significant digits as shared/tables.py's Markdown (values >= 10**digits as integers), integers as
-integers, "–" for an empty cell, "v ± s" where a `<column>_std` column exists, `<m>_paper` headed "<m> (paper)".
+integers, "–" for an empty cell, "v ± s" where a `<column>_std` column exists, `<m>_ci_low`/`_high` as one
+"<m> 95% CI" column "[lo, hi]", `<m>_paper` headed "<m> (paper)" (as shared/tables.py's own Markdown).
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ def _tables(prefix: str, names, target: str, scales=("toy",), titles=None) -> tu
 _GUIDANCE = {"series": "sampler", "x": "guidance_scale"}
 READMES: dict[str, Readme] = {
     "default": Readme("README.md", "shared/toy/results", (
-        Table("digits", "tables/digits.csv", "Real test split vs train split (the floor of every FD here)", "all"),
+        Table("digits", "tables/digits.csv", "Real test split vs train split: the floor of every FD", "all"),
         Table("sampler_compare", "sampler_compare/results.csv", "Samplers x steps on the digits diffusion model",
               "all"),
         Table("accuracy_vs_guidance", "sampler_compare/accuracy_vs_guidance.csv",
@@ -182,16 +184,23 @@ def fmt(value: str, digits: int = 4) -> str:
 def markdown(path: Path, table: Table, digits: int = 4) -> str:
     """The committed CSV at `path` as a Markdown table."""
     header, rows = read_csv(path)
+    ci = {c[:-7] for c in header if c.endswith("_ci_low") and f"{c[:-7]}_ci_high" in header}
     if table.columns:
         missing = [c for c in table.columns if c not in header]
         if missing:
             raise ResultsError(f"{path}: no column(s) {missing}; it has {header}")
         shown = list(table.columns)
     else:
-        shown = [c for c in header if c not in HIDDEN and not (c.endswith("_std") and c[:-4] in header)]
+        merged = {f"{m}_std" for m in header} | {f"{m}_ci_{side}" for m in ci for side in ("low", "high")}
+        shown = [c for c in header if c not in HIDDEN and c not in merged]
         shown = [c for c in shown if any(r[c].strip() for r in rows)]
+        # a metric's bootstrap interval (shared/tables.py's <m>_ci_low/_high) in one column right after it
+        shown = [x for c in shown for x in ((c, f"{c} 95% CI") if c in ci else (c,))]
 
     def cell(row, c):
+        if c.endswith(" 95% CI"):
+            lo, hi = (row[f"{c[:-7]}_ci_{side}"].strip() for side in ("low", "high"))
+            return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]" if lo and hi else "–"
         text = fmt(row[c], digits)
         std = row.get(f"{c}_std", "").strip()
         return f"{text} ± {fmt(std, 2)}" if std else text
@@ -199,11 +208,22 @@ def markdown(path: Path, table: Table, digits: int = 4) -> str:
     def head(c):
         return table.labels.get(c) or (f"{c[:-6]} (paper)" if c.endswith("_paper") else c)
 
-    numeric = [all(fmt(r[c]) == "–" or _is_number(r[c]) for r in rows) for c in shown]
+    numeric = [c.endswith(" 95% CI") or all(fmt(r[c]) == "–" or _is_number(r[c]) for r in rows) for c in shown]
     lines = ["| " + " | ".join(head(c) for c in shown) + " |",
              "|" + "".join("---:|" if n else "---|" for n in numeric)]
     lines += ["| " + " | ".join(cell(r, c) for c in shown) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def claims_markdown(path: Path, digits: int = 4) -> list[str]:
+    """The verdicts of a table's claims (shared/tables.py `out_claims`) as Markdown bullets, in tables.py's words."""
+    from shared.tables import claim_line
+
+    try:
+        verdicts = json.loads(path.read_text())
+        return [f"- {claim_line(v, digits)}" for v in verdicts]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ResultsError(f"{path}: not a list of claim verdicts as shared/tables.py writes them ({e!r})") from None
 
 
 def _is_number(s: str) -> bool:
@@ -229,10 +249,22 @@ def read_provenance(path: Path, csv_path: Path) -> dict:
     missing = [k for k in ("source", "sha256", "step") if k not in prov]
     if missing:
         raise ResultsError(f"{path}: missing key(s) {missing}")
-    if prov["sha256"] != _sha256(csv_path):
-        raise ResultsError(f"{csv_path}: its SHA-256 is not the one {path} recorded: the committed table was "
-                           f"edited by hand; collect it again from the workflow's results")
+    for f, key in ((csv_path, "sha256"), (_claims_path(csv_path), "claims_sha256")):
+        if key not in prov:
+            if f.is_file():
+                raise ResultsError(f"{f}: {path} records no SHA-256 for it; collect the table again")
+            continue
+        if not f.is_file():
+            raise ResultsError(f"{f}: file not found ({path} records it)")
+        if prov[key] != _sha256(f):
+            raise ResultsError(f"{f}: its SHA-256 is not the one {path} recorded: the committed file was "
+                               f"edited by hand; collect it again from the workflow's results")
     return prov
+
+
+def _claims_path(table_csv: Path) -> Path:
+    """shared/tables.py's verdicts beside a table: <stem>.claims.json (the rules' out_claims)."""
+    return table_csv.with_name(f"{table_csv.stem}.claims.json")
 
 
 def command_of(target: str, scale: str) -> str:
@@ -273,6 +305,9 @@ def section(entry: Readme, repo: Path, digits: int = 4) -> str:
             when = (step.get("time") or "unknown time")[:10]
             lines += ["", f"**{t.title}** (`{t.name}`): {run}, table written at commit `{commit}` on {when} "
                           f"from `{prov['source']}`", "", markdown(csv_path, t, digits)]
+            if _claims_path(csv_path).is_file():
+                lines += ["", "Claims (|difference| against 2σ of the spread, shared/tables.py):", "",
+                          *claims_markdown(_claims_path(csv_path), digits)]
         if len(lines) == head:
             lines += ["", f"Not run yet at {scale} (committed copies go in `{entry.folder}/{scale}/`):", "", *missing]
             continue
@@ -313,6 +348,9 @@ def collect_table(entry: Readme, table: Table, scale: str, results_dir: Path, re
     if not source.is_file():
         raise ResultsError(f"{source}: file not found (`{command_of(table.target, scale)}` writes it)")
     markdown(source, table)  # refuse a malformed table (bad rows, a missing column) before it is committed
+    claims = _claims_path(source)
+    if claims.is_file():
+        claims_markdown(claims)
     header, rows = read_csv(source)
     other = sorted({r["scale"] for r in rows if r.get("scale", scale) != scale}) if "scale" in header else []
     if other:
@@ -325,14 +363,22 @@ def collect_table(entry: Readme, table: Table, scale: str, results_dir: Path, re
             "target": command_of(table.target, scale),
             "step": {k: step.get(k) for k in ("git_commit", "time", "host", "argv", "packages")},
             "step_provenance": str(run_json.relative_to(results_dir.parent)) if results_dir.parent in
-            run_json.parents else str(run_json)}
+            run_json.parents else str(run_json),
+            **({"claims_sha256": _sha256(claims)} if claims.is_file() else {})}
     try:
         old = json.loads(prov_path.read_text())
     except (OSError, ValueError):
         old = {}
-    if out.is_file() and {k: old.get(k) for k in prov} == prov and _sha256(out) == prov["sha256"]:
+    same = out.is_file() and _sha256(out) == prov["sha256"] and set(old) - {"collected"} == set(prov) \
+        and all(old[k] == v for k, v in prov.items())
+    if same and (not claims.is_file() or (_claims_path(out).is_file()
+                                          and _sha256(_claims_path(out)) == prov["claims_sha256"])):
         return out  # the same table from the same step: leave the committed files (and their history) alone
     write_text(out, source.read_text())
+    if claims.is_file():
+        write_text(_claims_path(out), claims.read_text())
+    elif _claims_path(out).is_file():
+        _claims_path(out).unlink()  # the verdicts of an older table
     write_json(prov_path, {**prov, "collected": {k: v for k, v in provenance().items()
                                                  if k in ("git_commit", "time", "argv")}})
     return out

@@ -50,15 +50,25 @@ def test_cells_values_rounding_std_and_paper_columns(tmp_path):
         "0.0001235", "-2.5", "inf", "nan", "7"]
 
 
-def _evaluation(path: Path, experiment: str, fd: float, acc: float) -> Path:
+def _evaluation(path: Path, experiment: str, fd: float, acc: float, ci=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    spread = {"ci": ci, "bootstrap_se": (ci[1] - ci[0]) / 4} if ci else {}
     path.write_text(json.dumps({
         "experiment": experiment, "checkpoint": f"runs/{experiment}", "sampler": "dpm++", "steps": 25,
         "scale": "toy", "metrics": [
-            {"metric": "fd", "value": fd, "num_samples": 100, "reference_id": "train:1:a", "extractor_id": "cnn:x"},
+            {"metric": "fd", "value": fd, "num_samples": 100, "reference_id": "train:1:a", "extractor_id": "cnn:x",
+             **spread},
             {"metric": "prompt_accuracy", "value": acc, "num_samples": 100, "reference_id": None,
              "extractor_id": "cnn:x"}]}))
     return path
+
+
+def _cells(md: str, first: str) -> dict[str, str]:
+    """{header: cell} of the Markdown table row whose first cell is `first`."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in md.splitlines() if line.startswith("|")]
+    header = rows[0]
+    (row,) = [r for r in rows if r[0] == first]
+    return dict(zip(header, row))
 
 
 ENTRY = Readme("README.md", "proj/results", (
@@ -78,11 +88,14 @@ def fixture_repo(tmp_path, monkeypatch):
     repo, results = tmp_path / "repo", tmp_path / "work" / "results"
     repo.mkdir()
     (repo / "README.md").write_text(README_TEXT)
-    ev = [_evaluation(results / "toy" / "eval" / f"{n}.json", n, fd, acc)
-          for n, fd, acc in (("teacher", 1.67312, 0.9625), ("student", 1.25, 0.99))]
+    # the teacher once with a bootstrap interval, the student trained with 3 seeds, one claim between them
+    ev = [_evaluation(results / "toy" / "eval" / f"{n}.json", n, fd, acc, ci)
+          for n, fd, acc, ci in (("teacher", 1.67312, 0.9625, [1.61, 1.73]), ("student", 1.25, 0.99, None),
+                                 ("student_seed1", 1.30, 0.98, None), ("student_seed2", 1.20, 1.0, None))]
+    tdir = results / "toy" / "tables"
     table_md = tables.main({"inputs": [str(p) for p in ev], "title": "A", "scale": "toy",
-                            "out_md": str(results / "toy" / "tables" / "fix_a.md"),
-                            "out_csv": str(results / "toy" / "tables" / "fix_a.csv")})
+                            "claims": [["student", "teacher"]], "out_claims": str(tdir / "fix_a.claims.json"),
+                            "out_md": str(tdir / "fix_a.md"), "out_csv": str(tdir / "fix_a.csv")})
     (results / "toy" / "plots").mkdir(parents=True)
     (results / "toy" / "plots" / "curve.csv").write_text("series,x,y\nddpm,1.0,0.7\nddpm,3.0,1.0\n")
     (results / "toy" / "plots" / "run.json").write_text(json.dumps(
@@ -110,12 +123,23 @@ def test_collect_copies_the_tables_with_provenance_and_writes_the_section(fixtur
     assert text.startswith("# P\n\nintro quoting 1.5\n\n") and text.endswith(END + "\n\nreading stays\n")
     sec = _section(repo)
     assert f"`{(step['git_commit'] or 'unknown')[:12]}`" in sec and "from `results/toy/tables/fix_a.csv`" in sec
-    # the README's rows are shared/tables.py's own Markdown rows (same 4 significant digits), less the checkpoint
-    table_rows = [r for r in table_md.splitlines() if r.startswith("| teacher") or r.startswith("| student")]
-    for row in table_rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert "| " + " | ".join(cells[:1] + cells[2:]) + " |" in sec
-    assert "| teacher | dpm++ | 25 | 1.673 | 0.9625 |" in sec
+    # the README's cells are shared/tables.py's own Markdown cells (4 significant digits, ± std, 95% CI)
+    for name in ("teacher", "student"):
+        mine, theirs = _cells(sec.split("**Curve**")[0], name), _cells(table_md, name)
+        common = [h for h in theirs if h in mine]
+        assert {"fd", "fd 95% CI", "prompt_accuracy", "steps"} <= set(common)
+        assert [mine[h] for h in common] == [theirs[h] for h in common]
+    assert _cells(sec, "teacher") == {"experiment": "teacher", "sampler": "dpm++", "steps": "25", "fd": "1.673",
+                                      "fd 95% CI": "[1.61, 1.73]", "prompt_accuracy": "0.9625", "num_seeds": "1"}
+    assert _cells(sec, "student")["fd"] == "1.25 ± 0.05" and _cells(sec, "student")["fd 95% CI"] == "–"
+    # the claim's verdict, in tables.py's words, from the committed claims JSON
+    tdir = results / "toy" / "tables"
+    verdicts = json.loads((tdir / "fix_a.claims.json").read_text())
+    assert (committed.with_name("fix_a.claims.json").read_bytes() == (tdir / "fix_a.claims.json").read_bytes())
+    assert prov["claims_sha256"] == results_md._sha256(tdir / "fix_a.claims.json")
+    for v in verdicts:
+        assert f"- {tables.claim_line(v, 4)}" in sec
+    assert "`student` (3 seeds) vs `teacher`, fd: 1.25 vs 1.673" in sec and "**exceeds** the spread" in sec
     assert "| guidance_scale |" not in sec.split("Curve")[0]
     assert "| series | guidance_scale | y |\n|---|---:|---:|\n| ddpm | 1 | 0.7 |\n| ddpm | 3 | 1 |" in sec
     assert "`c0ffeec0ffee` on 2026-12-01" in sec
@@ -133,7 +157,7 @@ def test_collect_copies_the_tables_with_provenance_and_writes_the_section(fixtur
     (results / "toy" / "tables" / "fix_a.csv").unlink()
     results_md.main({**cfg, "mode": "collect"})
     assert committed.is_file() and "keeping the committed copy" in capsys.readouterr().out
-    assert "| teacher | dpm++ | 25 | 1.673 | 0.9625 |" in _section(repo)
+    assert _cells(_section(repo), "teacher")["fd"] == "1.673"
 
 
 def test_check_fails_when_the_readme_numbers_and_the_csvs_disagree(fixture_repo):
@@ -142,6 +166,7 @@ def test_check_fails_when_the_readme_numbers_and_the_csvs_disagree(fixture_repo)
     assert results_md.main({**cfg, "mode": "check"}) == []
     readme = repo / "README.md"
     good = readme.read_text()
+    assert "| 1.673 |" in good
     readme.write_text(good.replace("| 1.673 |", "| 1.26 |"))  # a number copied by hand
     with pytest.raises(SystemExit) as e:
         results_md.main({**cfg, "mode": "check"})
