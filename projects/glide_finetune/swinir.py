@@ -132,8 +132,10 @@ def from_windows(win: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
 
 def relative_position_index(ws: int) -> torch.Tensor:
     """(ws^2, ws^2) index into the (2ws-1)^2 bias table: token i at (yi, xi), token j at (yj, xj) ->
-    (yi - yj + ws - 1) * (2ws - 1) + (xi - xj + ws - 1)."""
-    ys, xs = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")
+    (yi - yj + ws - 1) * (2ws - 1) + (xi - xj + ws - 1). Built on the CPU even under a meta-device build: a
+    constant, and the meta kernels of meshgrid cost seconds to load."""
+    r = torch.arange(ws, device="cpu")
+    ys, xs = torch.meshgrid(r, r, indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
     dy = ys[:, None] - ys[None, :] + ws - 1
     dx = xs[:, None] - xs[None, :] + ws - 1
@@ -143,7 +145,7 @@ def relative_position_index(ws: int) -> torch.Tensor:
 def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
     """(nW, ws^2, ws^2) additive mask for shifted-window attention: after the cyclic shift, tokens that came from
     different image regions must not attend to each other (-100 between regions, 0 within; upstream's values)."""
-    region = torch.zeros(1, h, w, 1)
+    region = torch.zeros(1, h, w, 1, device="cpu")  # a constant: on the CPU even under a meta-device build
     label = 0
     for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
         for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
@@ -151,7 +153,7 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
             label += 1
     win = to_windows(region, ws).squeeze(-1)  # (nW, ws^2)
     diff = win[:, None, :] - win[:, :, None]
-    return torch.where(diff != 0, torch.tensor(-100.0), torch.tensor(0.0))
+    return torch.where(diff != 0, -100.0, 0.0)
 
 
 # ---- blocks --------------------------------------------------------------------------------------------------------
