@@ -226,3 +226,20 @@ class ClipFinetuneLoss:
         terms["clip"] = (1 - (z_image * z_text).sum(-1)) * keep
         terms["loss"] = terms["loss"] + self.weight * terms["clip"]
         return terms
+
+
+def clip_finetune_loss(spec: str, diffusion: GaussianDiffusion, device="cpu") -> ClipFinetuneLoss | None:
+    """train.py's clip_loss option: '' (off) or '<weight>@<noised CLIP: train_clip.py run folder | released>'."""
+    if not spec:
+        return None
+    weight, sep, path = spec.partition("@")
+    try:
+        w = float(weight)
+    except ValueError:
+        w = float("nan")
+    if not sep or not path or not math.isfinite(w) or w < 0:
+        raise ValueError(f"clip_loss={spec!r}: expected '<weight>@<clip>', e.g. '0.1@results/toy/glide/clip' or "
+                         f"'0.05@released' (weight >= 0)")
+    from projects.glide_finetune.noised_clip import load_clip
+
+    return ClipFinetuneLoss(diffusion, load_clip(path, device=device), w)

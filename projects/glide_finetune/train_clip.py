@@ -58,7 +58,7 @@ class Config(TrainConfig):
 PRESETS = {
     "tiny": {"arch": "tiny", "max_steps": 60, "batch_size": 32, "learning_rate": 3e-3, "ckpt_every": 30,
              "log_every": 5, "eval_images": 64, "eval_timesteps": [0, 500], "threads": 1, "progress": False},
-    "toy": {"max_steps": 1500, "lr_schedule": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1, "ema_decay": 0.99,
+    "toy": {"max_steps": 800, "lr_schedule": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1, "ema_decay": 0.99,
             "ckpt_every": 500, "log_every": 50, "threads": 2},
     "paper": {},  # the released pair is used at paper scale (load_clip("released")); no recipe was published
 }
