@@ -11,25 +11,33 @@
 # CONTRACT with dmd2.smk (included before this file): downloads/dmd2/coco30k/{prompts.txt,images/} and
 # downloads/dmd2/inception/ (the COCO-30k evaluation set and clean-fid's Inception) are reused, not re-downloaded.
 
+from projects.glide_finetune.download import DOWNLOADS as GLIDE_DOWNLOADS
+
 GLIDE = "projects/glide_finetune"
 GLIDE_PAPER_FID = 12.24  # GLIDE paper, Table 2: zero-shot MS-COCO FID of the 3.5B model (not the released one)
 
-# training runs: what each trains and from what; args per scale on top of train.py's scale preset
-GLIDE_RUNS = {
-    "base": dict(data="digits", args=""),
-    "base_u0": dict(data="digits", args="uncond_p=0.0"),
-    "upsample": dict(data="digits", args="train_upsample=true uncond_p=0.0"),
-    "finetune": dict(data="finetune", init="base",
-                     args="train=all lr_schedule=constant warmup_steps=0 learning_rate=2e-4",
-                     toy_args="max_steps=400 ema_decay=0.99"),
-}
+# training runs (config.yaml: glide_runs): what each trains and from what; args on top of train.py's scale preset
+GLIDE_RUNS = config["glide_runs"]
+# the tiny/toy tables (config.yaml: glide_tables): table -> title and rows (sample folders)
+GLIDE_TABLES = config["glide_tables"]
+GLIDE_PAPER = config["glide_paper"]  # COCO-30k sampling and the LAION fine-tune
+GLIDE_LAION = GLIDE_PAPER["laion_dir"]  # LAION-style WebDataset shards (img2dataset output), staged by the user
+# what a sample folder's <model> part names: a trained run, the base chained with the x4 upsampler or with bicubic
+# x4, or the test images downsampled to 8 px and upsampled (the *_heldout rows); _glide_sample_inputs reads them
+GLIDE_SAMPLE_MODELS = [r for r in GLIDE_RUNS if r != "upsample"] + ["base_x4", "base_bicubic", "up_heldout",
+                                                                   "bicubic_heldout"]
+# the prompt files prepare.py writes (data/<scale>/glide/<name>_prompts.txt); "test" = the held-out test images
+GLIDE_PROMPT_SETS = ["eval", "finetune", "rest", "test"]
+# GLIDE's samplers: projects/glide_finetune/sampling.py SAMPLERS (not imported here: that module loads torch,
+# which every dry run would then wait for; tests/test_workflow_registries.py checks the two lists agree)
+GLIDE_SAMPLERS = ["plms", "ddim", "euler", "euler_a", "dpm++", "ddpm", "glide", "glide_ddim"]
 
 
 wildcard_constraints:
     glide_run=one_of(GLIDE_RUNS),
-    glide_model="base|base_u0|finetune|base_x4|base_bicubic|up_heldout|bicubic_heldout",
-    glide_prompts="eval|finetune|rest|test",
-    glide_sampler="plms|ddim|euler|euler_a|dpm\\+\\+|ddpm|glide|glide_ddim",
+    glide_model=one_of(GLIDE_SAMPLE_MODELS),
+    glide_prompts=one_of(GLIDE_PROMPT_SETS),
+    glide_sampler=one_of(GLIDE_SAMPLERS),
 
 
 rule glide_prepare:
@@ -93,7 +101,7 @@ rule glide_train:
 def _glide_sample_inputs(w):
     out = {"prepared": f"data/{w.scale}/glide", "digits": f"data/{w.scale}/digits"}
     if not w.glide_model.endswith("_heldout"):
-        base = w.glide_model if w.glide_model in ("finetune", "base_u0") else "base"
+        base = w.glide_model if w.glide_model in GLIDE_RUNS else "base"  # base_x4 / base_bicubic: the base
         out["base"] = f"results/{w.scale}/glide/runs/{base}/model.safetensors"
     if w.glide_model in ("base_x4", "up_heldout"):
         out["up"] = f"results/{w.scale}/glide/runs/upsample/model.safetensors"
@@ -185,47 +193,26 @@ rule glide_winrate:
                f"out={{output}}")
 
 
-# toy tables: rows are sample folders (model__prompts__sampler_steps_gGUIDANCE) --------------------------------------
-GLIDE_TOY_TABLES = {
-    "guidance": ("GLIDE toy base: classifier-free guidance scale sweep (glide DDPM, 27 steps)",
-                 [f"base__eval__glide_27_g{g}" for g in ("1.0", "2.0", "3.0", "5.0")]),
-    "samplers": ("GLIDE toy base: samplers x steps (guidance 3)",
-                 [f"base__eval__{s}_{n}_g3.0" for s in ("plms", "ddim", "euler", "dpm++", "glide")
-                  for n in (10, 25, 50, 100)]),
-    "finetune": ("GLIDE toy fine-tune on the magenta digits: the fine-tuned subset and drift on the rest",
-                 ["base__finetune__glide_27_g3.0", "finetune__finetune__glide_27_g3.0",
-                  "base__rest__glide_27_g3.0", "finetune__rest__glide_27_g3.0",
-                  "winrate_finetune__finetune", "winrate_finetune__rest"]),
-    "upsampler": ("GLIDE toy upsampler (8 -> 32 px) against bicubic upscaling: of the same base samples (FD, prompt "
-                  "accuracy) and of the held-out test images (PSNR against the originals)",
-                  ["base_bicubic__eval__glide_27_g3.0", "base_x4__eval__glide_27_g3.0",
-                   "bicubic_heldout__test__glide_27_g1.0", "up_heldout__test__glide_27_g1.0"]),
-    "uncond": ("GLIDE toy: what classifier-free guidance needs (uncond_p 0 vs 0.2)",
-               ["base__eval__glide_27_g1.0", "base__eval__glide_27_g3.0",
-                "base_u0__eval__glide_27_g1.0", "base_u0__eval__glide_27_g3.0"]),
-}
-GLIDE_TINY_TABLES = {"chain": ("GLIDE tiny chain (base -> x4 upsampler, untrained)", ["base_x4__eval__plms_4_g3.0"])}
-
-
+# toy tables: rows are sample folders (model__prompts__sampler_steps_gGUIDANCE), config.yaml glide_tables ------------
 def _glide_tables(scale):
-    return GLIDE_TINY_TABLES if scale == "tiny" else GLIDE_TOY_TABLES
+    return GLIDE_TABLES["tiny" if scale == "tiny" else "toy"]
 
 
 rule glide_table:
     input:
-        lambda w: [f"results/{w.scale}/glide/eval/{r}.json" for r in _glide_tables(w.scale)[w.which][1]],
+        lambda w: [f"results/{w.scale}/glide/eval/{r}.json" for r in _glide_tables(w.scale)[w.which]["rows"]],
     output:
         md="results/{scale}/tables/glide_{which}.md",
         csv="results/{scale}/tables/glide_{which}.csv",
     log:
         "logs/{scale}/glide_table_{which}.log",
     wildcard_constraints:
-        scale="tiny|toy", which="chain|guidance|samplers|finetune|upsampler|uncond",
+        scale="tiny|toy", which=one_of(dict.fromkeys(t for tables in GLIDE_TABLES.values() for t in tables)),
     conda:
         conda_env("glide_finetune")
     params:
         inputs=lambda w, input: "[" + ",".join(input) + "]",
-        title=lambda w: _glide_tables(w.scale)[w.which][0],
+        title=lambda w: _glide_tables(w.scale)[w.which]["title"],
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs='{params.inputs}' title='{params.title}' "
              "out_md={output.md} out_csv={output.csv}")
@@ -260,16 +247,13 @@ rule glide_download:
     output:
         "downloads/glide/{item}/download.json",
     wildcard_constraints:
-        item="base|upsample|base_inpaint|upsample_inpaint|clip_image_enc|clip_text_enc|gpt2_tokenizer|clip_vit_b16",
+        item=one_of(GLIDE_DOWNLOADS),
     log:
         "logs/paper/glide_download_{item}.log",
     conda:
         conda_env("glide_finetune")
     shell:
         step(f"{GLIDE}/download.py scale=paper item={{wildcards.item}} out_dir=downloads/glide/{{wildcards.item}}")
-
-
-GLIDE_LAION = "data/paper/glide/laion"  # LAION-style WebDataset shards (img2dataset output), staged by the user
 
 
 rule glide_paper_finetune:
@@ -285,8 +269,7 @@ rule glide_paper_finetune:
     conda:
         conda_env("glide_finetune")
     shell:
-        launch(f"{GLIDE}/train.py scale=paper train=all init=released use_webdataset=true wds_dataset_name=laion "
-               f"wds_caption_key=txt wds_image_key=jpg data_dir={GLIDE_LAION} min_size=64 "
+        launch(f"{GLIDE}/train.py scale=paper {GLIDE_PAPER['finetune_args']} data_dir={GLIDE_LAION} "
                f"tokenizer=downloads/glide/gpt2_tokenizer run_dir=results/paper/glide/runs/finetune_laion")
 
 
@@ -314,10 +297,10 @@ rule glide_paper_sample:
         conda_env("glide_finetune")
     params:
         base=lambda w: "released" if w.model == "released" else f"results/paper/glide/runs/{w.model}",
+        sampling=" ".join(f"{k}={v}" for k, v in GLIDE_PAPER["sample"].items()),
     shell:
         launch(f"{GLIDE}/sample.py scale=paper base={{params.base}} upsampler=released prompts={{input.prompts}} "
-               f"num_images=30000 sampler=glide steps=100 guidance_scale=3.0 upsample_sampler=glide_ddim "
-               f"upsample_steps=fast27 out_dir=results/paper/glide/samples/{{wildcards.model}}__coco30k")
+               f"{{params.sampling}} out_dir=results/paper/glide/samples/{{wildcards.model}}__coco30k")
 
 
 rule glide_paper_evaluate:

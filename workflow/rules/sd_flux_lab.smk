@@ -10,13 +10,25 @@
 # sd_flux_lab_base_sdxl whose declared output is .../pipeline/model_index.json.
 
 SFL = "projects/sd_flux_lab"
-SFL_DOWNLOADS = {"sd15": "downloads/sd15", "sdxl": "downloads/sdxl_base"}
+SFL_FINETUNE = config["sd_flux_lab_finetune"]  # steps per scale, lr, validation prompts
+# the before/after sample and metric sets: model -> the table's row label; split -> the prompts sampled and the
+# reference images (data/<scale>/sd_flux_lab/reference/<split>) and the table's title
+SFL_MODELS = {"base_sd15": "before (SD1.5 base)", "finetune_blue": "after (fine-tuned on blue)"}
+SFL_SPLITS = {"subset": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on blue prompts",
+              "rest": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on the other colours"}
+
+
+def number(x):
+    """A number as a command line option: 5e-05 -> 5e-5 (as the recipes write it)."""
+    text = repr(x)
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else text
 
 
 wildcard_constraints:
-    sfl_arch="sd15|sdxl",
-    sfl_model="base_sd15|finetune_blue",
-    sfl_split="subset|rest",
+    sfl_arch=one_of(SFL_DOWNLOADS),
+    sfl_model=one_of(SFL_MODELS),
+    sfl_split=one_of(SFL_SPLITS),
 
 
 rule sd_flux_lab_download:
@@ -25,7 +37,7 @@ rule sd_flux_lab_download:
     log:
         "logs/sd_flux_lab_download.{name}.log",
     wildcard_constraints:
-        name="sd15|sdxl_base",
+        name=one_of(os.path.basename(d) for d in SFL_DOWNLOADS.values()),
     conda:
         conda_env("sd_flux_lab")
     params:
@@ -146,12 +158,12 @@ rule sd_flux_lab_finetune:
     resources:
         **heavy(gpus=1, mem_mb=8000, runtime=120),
     params:
-        steps=lambda w: {"tiny": 4, "toy": 400, "paper": 2000}[w.scale],
+        steps=lambda w: SFL_FINETUNE["steps"][w.scale],
     shell:
-        # lr 5e-5: at 2e-4 the 400 steps on blue alone drifted the toy base (blue FD up, other colours turned blue)
+        # lr (config.yaml sd_flux_lab_finetune): at 2e-4 the 400 steps on blue alone drifted the toy base
         launch(SFL + "/train_sd.py scale={wildcards.scale} base=results/{wildcards.scale}/sd_flux_lab/base_sd15 "
-               "data_dir={input.data}/train/_blue max_steps={params.steps} lr=5e-5 warmup_steps=0 "
-               "validation_prompts='[a blue handwritten three,a red handwritten three]' "
+               f"data_dir={{input.data}}/train/_blue max_steps={{params.steps}} lr={number(SFL_FINETUNE['lr'])} "
+               f"warmup_steps=0 validation_prompts='[{','.join(SFL_FINETUNE['validation_prompts'])}]' "
                "run_dir=results/{wildcards.scale}/sd_flux_lab/finetune_blue")
 
 
@@ -170,7 +182,7 @@ rule sd_flux_lab_samples:
         **heavy(gpus=1, mem_mb=8000, runtime=60),
     params:
         prompts=lambda w: "train/_blue" if w.sfl_split == "subset" else "train exclude=blue",
-        per_prompt=lambda w: {"tiny": 2, "toy": 20, "paper": 50}[w.scale] // (1 if w.sfl_split == "subset" else 4),
+        per_prompt=lambda w: config["sd_flux_lab_samples_per_prompt"][w.scale] // (1 if w.sfl_split == "subset" else 4),
     shell:
         launch(SFL + "/make_samples.py scale={wildcards.scale} pipeline=results/{wildcards.scale}/sd_flux_lab/"
                "{wildcards.sfl_model} prompts_from={input.data}/{params.prompts} per_prompt={params.per_prompt} "
@@ -192,8 +204,7 @@ rule sd_flux_lab_evaluate:
     resources:
         **heavy(mem_mb=4000, runtime=30),
     params:
-        experiment=lambda w: {"base_sd15": "before (SD1.5 base)", "finetune_blue": "after (fine-tuned on blue)"}[
-            w.sfl_model],
+        experiment=lambda w: SFL_MODELS[w.sfl_model],
     shell:
         launch("shared/evaluate.py scale={wildcards.scale} images={input.samples}/images "
                "reference={input.data}/reference/{wildcards.sfl_split} extractor=digits:{input.features} "
@@ -213,9 +224,7 @@ rule sd_flux_lab_table:
     conda:
         conda_env("sd_flux_lab")
     params:
-        title=lambda w: {"subset": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on blue prompts",
-                         "rest": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on the other colours"}[
-            w.sfl_split],
+        title=lambda w: SFL_SPLITS[w.sfl_split],
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs=[{input.before},{input.after}] "
              "title='{params.title}' out_md={output.md} out_csv={output.csv} "
@@ -228,9 +237,8 @@ rule sd_flux_lab_table:
 
 
 def sd_flux_lab_outputs(scale):
-    return [f"results/{scale}/tables/sd_flux_lab_subset.md", f"results/{scale}/tables/sd_flux_lab_rest.md",
-            *[f"results/{scale}/sd_flux_lab/samples/{m}_{s}" for m in ("base_sd15", "finetune_blue")
-              for s in ("subset", "rest")],  # grid.png in each: before / after
+    return [*[f"results/{scale}/tables/sd_flux_lab_{s}.md" for s in SFL_SPLITS],
+            *[f"results/{scale}/sd_flux_lab/samples/{m}_{s}" for m in SFL_MODELS for s in SFL_SPLITS],  # grid.png
             f"results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
             f"results/{scale}/sd_flux_lab/base_sdxl/pipeline/model_index.json"]
 

@@ -6,8 +6,9 @@
 #   snakemake --profile slurm runs/paper/flux_ft/lora          (FLUX.2 LoRA on data/paper/flux_finetune)
 # Paper prompts are read from data/paper/sd_flux_lab/prompts.txt (one per line).
 
-FLUX_SMOKE_PROMPT = "a red handwritten seven"
-FLUX_SMOKE_EDIT = "make it blue"
+SFL_DOWNLOADS = {"sd15": "downloads/sd15", "sdxl": "downloads/sdxl_base"}  # arch -> the hub pipeline's folder
+FLUX_SMOKE_PROMPT = config["flux2_smoke"]["prompt"]  # txt2img, then FLUX_SMOKE_EDIT on those images
+FLUX_SMOKE_EDIT = config["flux2_smoke"]["edit"]
 
 
 rule flux2_random_pipeline:
@@ -78,7 +79,7 @@ rule generate_paper:
     log:
         "logs/generate_paper.{model}.log",
     wildcard_constraints:
-        model="sd15|sdxl_base|flux2",
+        model=one_of([os.path.basename(d) for d in SFL_DOWNLOADS.values()] + ["flux2"]),
     conda:
         conda_env("sd_flux_lab")
     threads: 8

@@ -10,6 +10,10 @@
 # (titok_rar_generators.smk): data/<scale>/titok_rar/tokens/<name>/meta.json, name = vqgan | k<K> (toy),
 # vqgan | titok_l32 | titok_b64 | titok_s128 (paper, the released tokenizers).
 
+import glob
+
+from projects.titok_rar.download import DOWNLOADS as TT_DOWNLOADS
+
 TT = "projects/titok_rar"
 TT_CFG = os.path.join(REPO, TT, "configs")  # absolute: steps run in the working directory (--directory)
 TT_K = config["titok_tokens"]  # the K sweep per scale (config.yaml)
@@ -17,13 +21,28 @@ TT_SINGLE_K = config["titok_single_tokens"]
 # rFID on ImageNet val 50k reported for the released tokenizers: TiTok paper (arXiv:2406.07550) Table 2 /
 # README_TiTok.md of bytedance/1d-tokenizer
 TT_PAPER_RFID = {"titok_l32": 2.21, "titok_b64": 1.70, "titok_s128": 1.71}
-TT_PAPER_RECIPE = "titok_b64"   # the recipe reproduced at paper scale (configs/training/TiTok/stage{1,2}/)
-TT_PAPER_GPUS = 8               # one node; per_gpu_batch_size 32 as the released config -> global batch 256
+TT_PAPER_RECIPE = config["titok_paper_recipe"]  # reproduced at paper scale (configs/training/TiTok/stage{1,2}/)
+TT_PAPER_GPUS = config["titok_paper_gpus"]  # one node
 
-# tiny: the recipes' shapes with tiny widths, 3 steps of 8 images (YAML values sit above presets, so say it here)
-TT_TINY = ("training.max_train_steps=3 training.per_gpu_batch_size=8 experiment.save_every=0 experiment.log_every=1 "
-           "model.vq_model.vit_enc_model_size=tiny model.vq_model.vit_dec_model_size=tiny "
-           "model.vqgan.hidden_channels=16 losses.discriminator_start=1")
+
+def tt_recipes(folder, prefix=""):
+    """Names of the recipe YAMLs in configs/<folder>/ (<prefix><name>.yaml): the registry the wildcards follow."""
+    paths = sorted(glob.glob(os.path.join(TT_CFG, folder, f"{prefix}*.yaml")))
+    return [os.path.basename(p)[len(prefix):-len(".yaml")] for p in paths]
+
+
+# paper-scale TiTok recipes with both stages; the single-stage quantizers of the toy comparison (titok_single_<mode>)
+TT_PAPER_TRAIN = [n for n in tt_recipes("training/TiTok/stage1") if n in tt_recipes("training/TiTok/stage2")]
+TT_SINGLE_MODES = tt_recipes("toy", "titok_single_")
+if TT_PAPER_RECIPE not in TT_PAPER_TRAIN:
+    raise ValueError(f"config titok_paper_recipe: {TT_PAPER_RECIPE!r} has no stage1+stage2 recipe in "
+                     f"{TT_CFG}/training/TiTok; expected one of {TT_PAPER_TRAIN}")
+# the released TiTok tokenizers (projects/titok_rar/download.py DOWNLOADS items titok_*)
+TT_RELEASED = [n for n in TT_DOWNLOADS if n.startswith("titok_")]
+TT_TABLES = ["tokens", "stages", "quantizer", "vqgan"]  # tt_tables() below: the toy tables, in target order
+
+# tiny: the recipes' shapes with tiny widths, 3 steps of 8 images (config.yaml titok_tiny_overrides)
+TT_TINY = " ".join(config["titok_tiny_overrides"])
 
 
 def tt_scale_opts(scale):
@@ -138,7 +157,7 @@ rule titok_train_single:
     output:
         "results/{scale}/titok_rar/k{k}_{mode}/single/final/config.json",
     wildcard_constraints:
-        scale="tiny|toy", k=r"\d+", mode="vq|vae",
+        scale="tiny|toy", k=r"\d+", mode=one_of(TT_SINGLE_MODES),
     log:
         "logs/{scale}/titok_train_single_k{k}_{mode}.log",
     threads: train_threads
@@ -173,7 +192,7 @@ rule titok_evaluate:
     output:
         "results/{scale}/titok_rar/eval/{name}.json",
     wildcard_constraints:
-        scale="tiny|toy", name=r"vqgan|k\d+_stage[12]|k\d+_(vq|vae)_single",
+        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)})_single",
     log:
         "logs/{scale}/titok_evaluate_{name}.log",
     threads: step_threads
@@ -232,7 +251,7 @@ rule titok_table:
         md="results/{scale}/tables/titok_{which}.md",
         csv="results/{scale}/tables/titok_{which}.csv",
     wildcard_constraints:
-        scale="tiny|toy", which="tokens|stages|quantizer|vqgan",
+        scale="tiny|toy", which=one_of(TT_TABLES),
     log:
         "logs/{scale}/titok_table_{which}.log",
     conda:
@@ -251,7 +270,7 @@ rule titok_download:
     output:
         "downloads/titok_rar/{item}/download.json",
     wildcard_constraints:
-        item="titok_[a-z0-9_]+|maskgit_vqgan|convnext_small|inception",
+        item=one_of(TT_DOWNLOADS),
     log:
         "logs/paper/titok_download_{item}.log",
     conda:
@@ -287,7 +306,7 @@ rule titok_paper_evaluate_released:
     output:
         "results/paper/titok_rar/eval/released_{name}.json",
     wildcard_constraints:
-        name="titok_[a-z0-9_]+",
+        name=one_of(TT_RELEASED),
     log:
         "logs/paper/titok_paper_evaluate_released_{name}.log",
     threads: config["local_threads"]
@@ -311,7 +330,7 @@ rule titok_paper_train:
     output:
         "results/paper/titok_rar/{name}/stage{stage}/final/config.json",
     wildcard_constraints:
-        name="titok_b64|titok_l32", stage="1|2",
+        name=one_of(TT_PAPER_TRAIN), stage="1|2",
     log:
         "logs/paper/titok_paper_train_{name}_stage{stage}.log",
     resources:
@@ -351,7 +370,7 @@ rule titok_paper_pretokenize:
     output:
         "data/paper/titok_rar/tokens/{name}/meta.json",
     wildcard_constraints:
-        name="vqgan|titok_l32|titok_b64|titok_s128",
+        name=one_of(["vqgan", *TT_PAPER_RFID]),
     log:
         "logs/paper/titok_paper_pretokenize_{name}.log",
     resources:
@@ -391,7 +410,7 @@ rule titok_paper_table:
 def titok_targets(scale):
     if scale == "paper":
         return ["results/paper/tables/titok_rfid.md"]
-    return [f"results/{scale}/tables/titok_{w}.md" for w in ("tokens", "stages", "quantizer", "vqgan")] + [
+    return [f"results/{scale}/tables/titok_{w}.md" for w in TT_TABLES] + [
         f"data/{scale}/titok_rar/tokens/{n}/meta.json" for n in ["vqgan"] + [f"k{k}" for k in TT_K[scale]]]
 
 

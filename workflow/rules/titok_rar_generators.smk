@@ -11,10 +11,14 @@ TRG_RECIPES = f"{REPO}/{TRG}/configs/generator"  # absolute: steps may run in an
 # Table 2: TiTok-L-32 2.77, B-64 2.48, S-128 1.97)
 TRG_PAPER_FID = {"rar_b": 1.95, "rar_l": 1.70, "rar_xl": 1.50, "rar_xxl": 1.48,
                  "maskgit_titok_l32": 2.77, "maskgit_titok_b64": 2.48, "maskgit_titok_s128": 1.97}
-# which token folder each generator trains on; toy/paper folders come from the tokenizer project's pretokenize rule
-TRG_TOKENS = {"rar": "vqgan", "maskgit": "k16", "maskgen": "k16"}
-# runs: rar_<order> on the VQGAN tokens (the order ablation), rar_annealed_k16 on MaskGIT's TiTok tokens (RAR vs MaskGIT)
-TRG_RUNS = "rar_raster|rar_random|rar_annealed|rar_annealed_k16|maskgit|maskgen"
+# which token folder each generator kind trains on (config.yaml titok_gen_tokens); toy/paper folders come from the
+# tokenizer project's pretokenize rule
+TRG_TOKENS = config["titok_gen_tokens"]
+# the tiny/toy tables (config.yaml titok_gen_tables): table -> title and rows <run>__<variant>
+TRG_TABLES = config["titok_gen_tables"]
+# runs: those the tables name. rar_<order> on the VQGAN tokens (the order ablation), rar_annealed_k16 on MaskGIT's
+# TiTok tokens (RAR vs MaskGIT); the kind (maskgit | rar | maskgen) is the part before the first "_"
+TRG_RUNS = one_of(dict.fromkeys(row.split("__")[0] for t in TRG_TABLES.values() for row in t["rows"]))
 
 
 def trg_kind(run):
@@ -104,7 +108,7 @@ rule titok_rar_gen_sample:
     params:
         kind=lambda w: trg_kind(w.run),
         extra=lambda w: trg_variant(w.run, w.variant),
-        per_class=lambda w: 1 if w.scale == "tiny" else 10,
+        per_class=lambda w: config["titok_gen_per_class"][w.scale],
     shell:
         launch(f"{TRG}/sample.py {TRG_RECIPES}/{{wildcards.scale}}_{{params.kind}}.yaml scale={{wildcards.scale}} "
                f"checkpoint=results/{{wildcards.scale}}/titok_rar/gen/runs/{{wildcards.run}} per_class={{params.per_class}} "
@@ -133,36 +137,22 @@ rule titok_rar_gen_evaluate:
                f"experiment={{wildcards.run}} checkpoint={{wildcards.run}} sampler={{wildcards.variant}} threads=1 out={{output}}")
 
 
-# toy tables: (title, rows as run__variant) ------------------------------------------------------------------------
-TRG_TABLES = {
-    "rar_order": ("RAR order ablation (same steps): raster vs random vs annealed random->raster",
-                  ["rar_raster__default", "rar_random__default", "rar_annealed__default"]),
-    "rar_vs_maskgit": ("RAR vs MaskGIT on the same TiTok tokens, same size and steps (NFE, images/s here)",
-                       ["rar_annealed_k16__default", "maskgit__default"]),
-    "kv_cache": ("RAR sampling with and without the KV cache", ["rar_annealed__default", "rar_annealed__nokv"]),
-    "cfg_sweep": ("Guidance scale sweep, RAR (power-cosine, recipe pow) and MaskGIT (recipe decay)",
-                  ["rar_annealed__g1.0", "rar_annealed__g2.0", "rar_annealed__g3.0", "rar_annealed__g5.0",
-                   "maskgit__g0.0", "maskgit__g1.0", "maskgit__g2.0", "maskgit__g4.0"]),
-    "maskgen": ("MaskGen text-to-image on the digits captions", ["maskgen__g1.0", "maskgen__default", "maskgen__g6.0"]),
-    "smoke": ("Generators, tiny plumbing check", ["rar_annealed__default", "maskgit__default", "maskgen__default"]),
-}
-
-
+# toy tables: (title, rows as run__variant), config.yaml titok_gen_tables ------------------------------------------
 rule titok_rar_gen_table:
     input:
-        lambda w: [f"results/{w.scale}/titok_rar/gen/eval/{r}.json" for r in TRG_TABLES[w.which][1]],
+        lambda w: [f"results/{w.scale}/titok_rar/gen/eval/{r}.json" for r in TRG_TABLES[w.which]["rows"]],
     output:
         md="results/{scale}/tables/titok_rar_gen_{which}.md",
         csv="results/{scale}/tables/titok_rar_gen_{which}.csv",
     wildcard_constraints:
-        scale="tiny|toy", which="|".join(TRG_TABLES),
+        scale="tiny|toy", which=one_of(TRG_TABLES),
     log:
         "logs/{scale}/titok_rar_gen_table_{which}.log",
     conda:
         conda_env("titok_rar")
     params:
         inputs=lambda w, input: "[" + ",".join(input) + "]",
-        title=lambda w: TRG_TABLES[w.which][0],
+        title=lambda w: TRG_TABLES[w.which]["title"],
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs='{params.inputs}' title='{params.title}' "
              "out_md={output.md} out_csv={output.csv}")
@@ -177,18 +167,18 @@ def trg_label(row):
 
 rule titok_rar_gen_grid:
     input:
-        lambda w: [f"results/{w.scale}/titok_rar/gen/samples/{r}/samples.json" for r in TRG_TABLES[w.which][1]],
+        lambda w: [f"results/{w.scale}/titok_rar/gen/samples/{r}/samples.json" for r in TRG_TABLES[w.which]["rows"]],
     output:
         "results/{scale}/titok_rar/gen/grids/{which}.png",
     wildcard_constraints:
-        scale="tiny|toy", which="|".join(TRG_TABLES),
+        scale="tiny|toy", which=one_of(TRG_TABLES),
     log:
         "logs/{scale}/titok_rar_gen_grid_{which}.log",
     conda:
         conda_env("titok_rar")
     params:
         folders=lambda w, input: "[" + ",".join(os.path.dirname(p) for p in input) + "]",
-        labels=lambda w: "[" + ",".join(trg_label(r) for r in TRG_TABLES[w.which][1]) + "]",
+        labels=lambda w: "[" + ",".join(trg_label(r) for r in TRG_TABLES[w.which]["rows"]) + "]",
     shell:
         # the same sample indices (= classes / prompts and seeds) in every row; stride 9 walks digit+1, colour+1
         step("projects/dmd2/compare.py scale={wildcards.scale} folders='{params.folders}' labels='{params.labels}' "
@@ -246,6 +236,7 @@ def trg_paper_downloads(name):
 
 
 TRG_PAPER_NAMES = one_of(TRG_PAPER_FID)  # the released generators the paper tables name
+TRG_PAPER_SAMPLE = config["titok_gen_paper_sample"]  # per class x classes (ImageNet: 50 x 1000)
 
 
 rule titok_rar_gen_paper_sample:
@@ -265,7 +256,8 @@ rule titok_rar_gen_paper_sample:
         args=lambda w: trg_paper_sample_args(w.name),
     shell:
         # 50 per class x 1000 ImageNet classes, as sample_imagenet_rar.py; shards = the 8 ranks
-        launch(f"{TRG}/sample.py scale=paper {{params.args}} per_class=50 num_classes=1000 device=auto "
+        launch(f"{TRG}/sample.py scale=paper {{params.args}} per_class={TRG_PAPER_SAMPLE['per_class']} "
+               f"num_classes={TRG_PAPER_SAMPLE['num_classes']} device=auto "
                f"out_dir=results/paper/titok_rar/gen/samples/released_{{wildcards.name}}")
 
 
@@ -290,27 +282,31 @@ rule titok_rar_gen_paper_evaluate:
                f"experiment={{wildcards.name}} checkpoint=released device=cuda out={{output}}")
 
 
-TRG_PAPER_TABLES = {"rar": ["rar_b", "rar_l", "rar_xl", "rar_xxl"],
-                    "maskgit": ["maskgit_titok_l32", "maskgit_titok_b64", "maskgit_titok_s128"]}
+TRG_PAPER_TABLES = config["titok_gen_paper_tables"]  # table -> title and rows (released generators)
+for _table in TRG_PAPER_TABLES.values():
+    for _name in _table["rows"]:
+        if _name not in TRG_PAPER_FID:
+            raise ValueError(f"config titok_gen_paper_tables: {_name!r} has no published gFID here; expected one of "
+                             f"{list(TRG_PAPER_FID)}")
 
 
 rule titok_rar_gen_paper_table:
     input:
-        lambda w: [f"results/paper/titok_rar/gen/eval/released_{n}.json" for n in TRG_PAPER_TABLES[w.which]],
+        lambda w: [f"results/paper/titok_rar/gen/eval/released_{n}.json" for n in TRG_PAPER_TABLES[w.which]["rows"]],
     output:
         md="results/paper/tables/titok_rar_gen_{which}.md",
         csv="results/paper/tables/titok_rar_gen_{which}.csv",
     wildcard_constraints:
-        which="rar|maskgit",
+        which=one_of(TRG_PAPER_TABLES),
     log:
         "logs/paper/titok_rar_gen_paper_table_{which}.log",
     conda:
         conda_env("titok_rar")
     params:
         inputs=lambda w, input: "[" + ",".join(input) + "]",
-        paper=lambda w: "{" + ", ".join(f"{n}: {{fid: {TRG_PAPER_FID[n]}}}" for n in TRG_PAPER_TABLES[w.which]) + "}",
-        title=lambda w: {"rar": "RAR-B/L/XL/XXL released weights, ImageNet-256, 50k samples, ADM reference",
-                         "maskgit": "MaskGIT on TiTok-L-32/B-64/S-128, released weights, ImageNet-256, 50k samples"}[w.which],
+        paper=lambda w: "{" + ", ".join(f"{n}: {{fid: {TRG_PAPER_FID[n]}}}" for n in TRG_PAPER_TABLES[w.which]["rows"])
+                        + "}",
+        title=lambda w: TRG_PAPER_TABLES[w.which]["title"],
     shell:
         step("shared/tables.py scale=paper inputs='{params.inputs}' title='{params.title}' paper='{params.paper}' "
              "out_md={output.md} out_csv={output.csv}")
