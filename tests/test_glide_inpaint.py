@@ -93,6 +93,8 @@ def test_inpaint_training_runs_and_loss_decreases(setup):
     with pytest.raises(ConfigError, match=r"train_upsample=False but init .* is a GLIDE base-inpaint "
                                           r"\(these options train a GLIDE base\)"):
         train_step.main({**base, "run_dir": str(root / "wrong"), "train": "all", "init": str(run), "max_steps": 1})
+    with pytest.raises(ConfigError, match="'test_mask': 'circle'; allowed: center, left, right, top, bottom"):
+        train_step.main({**base, "run_dir": str(root / "wrong"), "inpaint": True, "test_mask": "circle"})
 
 
 def _random_inpaint_model(super_res: bool):

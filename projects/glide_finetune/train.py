@@ -47,7 +47,7 @@ from projects.glide_finetune.clip_guidance import clip_finetune_loss
 from projects.glide_finetune.data import DedupFilter, make_loader, make_source
 from projects.glide_finetune.diffusion import LOSSES, create_diffusion, quantize_8bit
 from projects.glide_finetune.glide_util import INFO_FILE, WEIGHTS_FILE, identify, read_state_dict, resolve_path
-from projects.glide_finetune.inpaint import MASKS, fixed_mask, inpaint_sample, random_masks
+from projects.glide_finetune.inpaint import FIXED_MASKS, MASKS, fixed_mask, inpaint_sample, random_masks
 from projects.glide_finetune.text_cache import LRUTextCache
 from projects.glide_finetune.tokenizer import load_tokenizer
 from projects.glide_finetune.unet import create_model, model_and_diffusion_defaults, \
@@ -98,7 +98,7 @@ class Config(TrainConfig):
     inpaint: bool = option(False, help="train the inpainting variant (base-inpaint; upsample-inpaint with "
                                        "train_upsample=true)")
     mask_kind: str = option("mix", choices=tuple(MASKS), help="training masks (inpaint.py): mix | box | half | all")
-    test_mask: str = option("center", help="the test grid's mask for inpaint=true (inpaint.FIXED_MASKS)")
+    test_mask: str = option("center", choices=FIXED_MASKS, help="the test grid's mask for inpaint=true")
     export_original_names: bool = option(False, help="also export weights under glide-finetune's names "
                                                      "(exports/glide-ft-<epoch>x<index>.pt) at each checkpoint")
     upscale_factor: int = option(4, min=1)
