@@ -71,6 +71,10 @@ def test_strict_load_of_release_style_files_and_clear_errors(tmp_path):
     x = torch.rand(2, 3, 10, 6)
     want = upscale_images(src, x)
     assert want.shape == (2, 3, 20, 12)  # padded to the window, cropped back
+    tiled = upscale_images(src, x, tile=4)  # 4 px tiles of the padded 12x8 input: same size; no context across tiles
+    assert tiled.shape == want.shape and not torch.equal(tiled, want)
+    with pytest.raises(ValueError, match="tile=6 must be a multiple of the window size 4"):
+        upscale_images(src, x, tile=6)
     torch.save({"params": sd}, tmp_path / "classical.pth")
     torch.save({"params_ema": sd, "params": {k: torch.zeros_like(v) for k, v in sd.items()}}, tmp_path / "gan.pth")
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "plain.safetensors"))

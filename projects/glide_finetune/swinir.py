@@ -414,7 +414,7 @@ def upscale_images(model: SwinIR, x: torch.Tensor, tile: int = 0) -> torch.Tenso
     """(B, 3, H, W) in [0, 1] -> (B, 3, sH, sW) in [0, 1]. Pads by mirroring to the next multiple of the window
     (upstream's test script mirrors too, but always adds up to a whole window) and crops the output back.
     `tile` > 0 runs tiles of that many input pixels (a multiple of the window) one at a time, to bound memory,
-    without overlap."""
+    without overlap (so seams can show at tile borders: keep tiles large)."""
     ws, s = model.cfg.window_size, model.scale
     b, c, h, w = x.shape
     ph, pw = (-h) % ws, (-w) % ws
