@@ -130,3 +130,36 @@ def test_bad_tatitok_configs_are_named(shards, tmp_path):
     with pytest.raises(ConfigError, match="caption_key='txt'"):
         _train(tmp_path / "d", shards, dataset={"params": {"caption_key": "txt"}})
     assert not (tmp_path / "a").exists()
+
+
+def test_open_clip_guidance_is_the_text_towers_final_states(tmp_path):
+    """The paper path (kind=open_clip) on a tiny registered open_clip config with random weights saved to a file:
+    the guidance equals the original's computation (token + positional embedding, every text block, ln_final;
+    utils/train_utils.py train_one_epoch) on the open_clip model itself; 77 tokens; nothing but the spec is saved."""
+    import open_clip
+
+    from projects.titok_rar.text_guidance import build_text_guidance
+
+    arch = {"embed_dim": 16, "quick_gelu": True,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+    (tmp_path / "titok-test-tiny-clip.json").write_text(json.dumps(arch))
+    open_clip.add_model_config(tmp_path / "titok-test-tiny-clip.json")
+    torch.manual_seed(0)
+    clip = open_clip.create_model("titok-test-tiny-clip").eval()
+    torch.save(clip.state_dict(), tmp_path / "clip.bin")
+    text = build_text_guidance({"kind": "open_clip", "model_name": "titok-test-tiny-clip",
+                                "pretrained": str(tmp_path / "clip.bin")})
+    assert (text.context_length, text.width) == (77, 32)
+    captions = ["a red handwritten three", "a photo of a cat"]
+    with torch.no_grad():
+        ids = open_clip.get_tokenizer("titok-test-tiny-clip")(captions)
+        x = clip.token_embedding(ids) + clip.positional_embedding
+        want = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask))
+    torch.testing.assert_close(text(captions), want)
+    text.save(tmp_path / "final")
+    assert not (tmp_path / "final/text_encoder.safetensors").exists()   # CLIP's weights stay the named file
+    torch.testing.assert_close(load_text_guidance(tmp_path / "final")(captions), want)
+    # the released configs' architecture: OpenAI's weights need QuickGELU, 77 x 768 text states
+    paper = open_clip.get_model_config("ViT-L-14-336-quickgelu")
+    assert paper["quick_gelu"] is True and paper["text_cfg"]["width"] == 768 and paper["text_cfg"]["context_length"] == 77
