@@ -54,7 +54,7 @@ class Config(TrainConfig):
     threads: int = 0
 
 
-# toy: ~3 min on 2 busy cores (measured: see the project README); tiny: seconds, for tests
+# toy: 800 steps, ~4 min of CPU at one thread (12 min wall on 2 cores at load ~10; README); tiny: seconds (tests)
 PRESETS = {
     "tiny": {"arch": "tiny", "max_steps": 60, "batch_size": 32, "learning_rate": 3e-3, "ckpt_every": 30,
              "log_every": 5, "eval_images": 64, "eval_timesteps": [0, 500], "threads": 1, "progress": False},
