@@ -198,3 +198,31 @@ def write_report_after(report_targets):
         print(f"the report failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
     else:
         print(f"report: {out} (open it in a browser)", flush=True)
+
+
+# --- the HTML report (snakemake --report): one category per project ---------------------------------------------
+# Subcategories: Tables (the .html page shared/tables.py writes beside each .md), Samples (grids), Plots, Training
+# (curves), Provenance (a run's resolved config.yaml and run.json: host, git commit, packages). Captions are
+# workflow/report/<caption>.rst; labels={"name": ...} (may use the rule's wildcards) names each entry.
+REPORT_CATEGORIES = {
+    "digits": "Digits (toy data)",
+    "samplers": "Samplers",
+    "sd_flux_lab": "sd_flux_lab (SD1.5, SDXL, FLUX.2)",
+    "dmd2": "DMD2",
+    "glide_finetune": "GLIDE",
+    "titok_rar": "TiTok / RAR",
+    "leaderboard": "Leaderboard",
+}
+
+
+def reported(path, project, subcategory, name, caption, **kwargs):
+    """`path` as an entry of the report: under the project's category, `subcategory`, labelled `name`."""
+    return report(path, caption=f"../report/{caption}.rst", category=REPORT_CATEGORIES[project],
+                  subcategory=subcategory, labels={"name": name}, **kwargs)
+
+
+def provenance(run_dir, project, name):
+    """Output entries of a run's resolved config.yaml and run.json (written by shared.config.save_resolved, which
+    shared.train.Trainer calls at the start of every run), for a rule's output: `**provenance(...)`."""
+    return {"config": reported(f"{run_dir}/config.yaml", project, "Provenance", f"{name} config.yaml", "provenance"),
+            "run": reported(f"{run_dir}/run.json", project, "Provenance", f"{name} run.json", "provenance")}
