@@ -267,9 +267,10 @@ def judge_claims(rows: list[Row], claims, metrics: list[str]) -> list[dict]:
                                  f"samplers or steps)" if match else f"is not in the table ({', '.join(by_name)})"))
             found.append(match[0])
         a, b = found
-        for m in metrics:
-            if m not in a.values or m not in b.values:
-                continue
+        both = [m for m in metrics if m in a.values and m in b.values]
+        # the metrics with a measured spread; where none has one, every metric, each saying so
+        spread = [m for m in both if _spread(a, m) is not None or _spread(b, m) is not None]
+        for m in spread or both:
             diff = a.values[m] - b.values[m]
             sa, sb = _spread(a, m), _spread(b, m)
             two_sigma = None if sa is None and sb is None else 2 * float(np.hypot(sa or 0.0, sb or 0.0))

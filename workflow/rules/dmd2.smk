@@ -2,6 +2,10 @@
 #   toy/tiny: an EDM teacher trained on the digits (ImageNet-64 analogue) and sd_flux_lab's SD1.5/SDXL teachers
 #   paper:    released weights (SDXL base + DMD2's SDXL 4-step UNet), COCO prompts, FID at 512 px
 # Targets: eval_imagenet64, eval_sdxl, eval_sd15 (at config["scale"]); tiny versions join `smoke`.
+# Seeds (issue 18): a distilled row of a tiny/toy table is trained once per seed of config["dmd2_seeds"]; seed 0 is
+# the run named by the recipe (rule dmd2_train, its command as before, so existing runs stay valid), seed N the
+# replica <recipe>_seed<N> (rule dmd2_train_seed, train.py's seed=N: data order, noise, GAN head init). Sampling
+# and evaluation treat a replica as one more run; the table (shared/tables.py) merges them into mean ± std.
 
 from projects.dmd2.recipes import TOY_RECIPES as DMD2_TOY_RECIPES
 
@@ -75,6 +79,14 @@ def _dmd2_train_inputs(w):
     return {"teacher": dmd2_teacher_pipeline(w.scale, arch) + "/model_index.json", "data": f"data/{w.scale}/dmd2/{arch}"}
 
 
+DMD2_SEED_SUFFIX = r"_seed[1-9][0-9]*"  # seed 0 has no suffix: it is the recipe's own run
+
+
+def dmd2_run(name, seed):
+    """The run (and sample/eval folder) name of a distilled row trained with `seed`."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
 rule dmd2_train:
     input:
         unpack(_dmd2_train_inputs),
@@ -96,6 +108,29 @@ rule dmd2_train:
                f"data={{input.data}}/real.lmdb run_dir=results/{{wildcards.scale}}/dmd2/runs/{{wildcards.recipe}} threads=1")
 
 
+# a seed replica: the same command with the replica's run_dir and seed=N
+rule dmd2_train_seed:
+    input:
+        unpack(_dmd2_train_inputs),
+    output:
+        "results/{scale}/dmd2/runs/{recipe}_seed{seed}/generator.safetensors",
+    log:
+        "logs/{scale}/dmd2_train.{recipe}_seed{seed}.log",
+    wildcard_constraints:
+        recipe=one_of(DMD2_TOY_RECIPES), seed=r"[1-9][0-9]*",
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=8000, runtime=600),
+    conda:
+        conda_env("dmd2")
+    params:
+        teacher=lambda w, input: os.path.dirname(input.teacher),
+    shell:
+        launch(f"{DMD2}/train.py scale={{wildcards.scale}} recipe={{wildcards.recipe}} teacher={{params.teacher}} "
+               f"data={{input.data}}/real.lmdb run_dir=results/{{wildcards.scale}}/dmd2/runs/{{wildcards.recipe}}_seed{{wildcards.seed}} "
+               f"threads=1 seed={{wildcards.seed}}")
+
+
 def _dmd2_prompts(w):
     name = w.get("name") or f"teacher_{w.family}"
     arch = "digits" if name.startswith(("digits", "teacher_edm")) else ("sdxl" if "sdxl" in name else "sd15")
@@ -111,7 +146,7 @@ rule dmd2_sample_generator:
     log:
         "logs/{scale}/dmd2_sample_generator.{name}.log",
     wildcard_constraints:
-        name=one_of(DMD2_TOY_RECIPES),
+        name=f"({one_of(DMD2_TOY_RECIPES)})({DMD2_SEED_SUFFIX})?",
     threads: config["local_threads"]
     resources:
         **heavy(gpus=1, mem_mb=8000, runtime=120),
@@ -172,21 +207,52 @@ rule dmd2_evaluate_toy:
 
 
 # toy tables ------------------------------------------------------------------------------------------------------
-# the tables' rows per scale (config.yaml: dmd2_rows)
+# the tables' rows per scale (config.yaml: dmd2_rows), the distilled rows' training seeds (dmd2_seeds) and the
+# claims each table judges against the spread (dmd2_claims)
 DMD2_TOY_ROWS = config["dmd2_rows"]["toy"]
 DMD2_TINY_ROWS = config["dmd2_rows"]["tiny"]
 
 
+def _dmd2_scale_key(scale):
+    return "tiny" if scale == "tiny" else "toy"
+
+
 def _dmd2_rows(scale, which):
+    """The table's rows, one per model (what the comparison grid shows)."""
     return (DMD2_TINY_ROWS if scale == "tiny" else DMD2_TOY_ROWS)[which]
+
+
+def _dmd2_table_runs(scale, which):
+    """The evaluations behind the table: a teacher row once (one trained teacher; its spread is the bootstrap
+    interval of its samples), a distilled row once per training seed."""
+    seeds = config["dmd2_seeds"][_dmd2_scale_key(scale)]
+    return [r if r.startswith("teacher_") else dmd2_run(r, s)
+            for r in _dmd2_rows(scale, which) for s in ([0] if r.startswith("teacher_") else seeds)]
+
+
+def _dmd2_claims(scale, which):
+    claims = config["dmd2_claims"][_dmd2_scale_key(scale)].get(which, [])
+    rows = _dmd2_rows(scale, which)
+    for a, b in claims:
+        for r in (a, b):
+            if r not in rows:
+                raise ValueError(f"config dmd2_claims.{_dmd2_scale_key(scale)}.{which}: row '{r}' is not one of "
+                                 f"dmd2_rows.{_dmd2_scale_key(scale)}.{which} ({', '.join(rows)})")
+    return claims
+
+
+for _scale in ("tiny", "toy"):
+    for _which in config["dmd2_rows"][_scale]:
+        _dmd2_claims(_scale, _which)  # a claim naming a row the table lacks fails before any job runs
 
 
 rule dmd2_table_toy:
     input:
-        lambda w: [f"results/{w.scale}/dmd2/eval/{r}.json" for r in _dmd2_rows(w.scale, w.which)],
+        lambda w: [f"results/{w.scale}/dmd2/eval/{r}.json" for r in _dmd2_table_runs(w.scale, w.which)],
     output:
         md="results/{scale}/tables/dmd2_{which}.md",
         csv="results/{scale}/tables/dmd2_{which}.csv",
+        claims="results/{scale}/tables/dmd2_{which}.claims.json",
     log:
         "logs/{scale}/dmd2_table_toy.{which}.log",
     wildcard_constraints:
@@ -197,9 +263,11 @@ rule dmd2_table_toy:
         inputs=lambda w, input: "[" + ",".join(input) + "]",
         paper=lambda w: "{" + {"imagenet64": "digits_1step_gan", "sdxl": "toy_sdxl_4step", "sd15": "toy_sd15_1step"}[w.which]
                         + ": {fid: " + str(DMD2_PAPER[w.which]) + "}}",
+        claims=lambda w: "[" + ",".join(f"[{a},{b}]" for a, b in _dmd2_claims(w.scale, w.which)) + "]",
     shell:
         step(f"shared/tables.py scale={{wildcards.scale}} inputs='{{params.inputs}}' "
-             f"title='DMD2 {{wildcards.which}} analogue' paper='{{params.paper}}' out_md={{output.md}} out_csv={{output.csv}}")
+             f"title='DMD2 {{wildcards.which}} analogue' paper='{{params.paper}}' claims='{{params.claims}}' "
+             f"out_md={{output.md}} out_csv={{output.csv}} out_claims={{output.claims}}")
 
 
 def _dmd2_label(name):
