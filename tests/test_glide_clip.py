@@ -177,7 +177,8 @@ def test_guidance_gradient_raises_the_clip_score(tok_dir):
 def test_guidance_refuses_another_noise_schedule(tok_dir):
     clip = create_clip("tiny", tokenizer=clip_tokenizer(str(tok_dir)), n_vocab=300)
     with pytest.raises(ValueError, match="trained against 1000 steps of squaredcos_cap_v2.*linear"):
-        ClipGuidance(clip, PROMPTS[:1], scale=1.0).check_diffusion({"diffusion_steps": 1000, "noise_schedule": "linear"})
+        ClipGuidance(clip, PROMPTS[:1], scale=1.0).check_diffusion({"diffusion_steps": 1000,
+                                                                    "noise_schedule": "linear"})
 
 
 def test_train_clip_tiny_lowers_the_contrastive_loss(trained_clip):
@@ -272,3 +273,25 @@ def test_sample_cli_clip_guidance(tmp_path, digits_tiny, tok_dir, trained_clip):
     a = (tmp_path / "plain" / "000000.png").read_bytes()
     b = (tmp_path / "clip" / "000000.png").read_bytes()
     assert a != b
+
+
+def test_eps_shift_under_classifier_free_guidance_shifts_the_guided_eps(tok_dir):
+    torch.manual_seed(0)
+    clip = create_clip("tiny", tokenizer=clip_tokenizer(str(tok_dir)), n_vocab=300)
+    guide = ClipGuidance(clip, PROMPTS[:2], scale=2.0)
+    x = torch.randn(2, 3, 8, 8)
+    t = torch.tensor([300, 700])
+    out = torch.randn(4, 6, 8, 8)  # [uncond; cond] model output for the doubled batch
+    shifted = guide.eps_shift(out, torch.cat([x, x]), torch.cat([t, t]), create_diffusion(
+        {"diffusion_steps": 1000, "noise_schedule": "squaredcos_cap_v2"}, "").alphas_cumprod)
+    ab = torch.from_numpy(create_diffusion({"diffusion_steps": 1000, "noise_schedule": "squaredcos_cap_v2"},
+                                           "").alphas_cumprod[t.numpy()]).float().view(-1, 1, 1, 1)
+    delta = (1 - ab).sqrt() * guide.grad(x, t)
+    s = 3.0
+
+    def cfg(o):
+        return o[:2, :3] + s * (o[2:, :3] - o[:2, :3])
+
+    torch.testing.assert_close(cfg(shifted), cfg(out) - delta, atol=1e-5, rtol=1e-5)
+    assert torch.equal(shifted[:, 3:], out[:, 3:])  # the variance channels are left alone
+    assert float(delta.abs().max()) > 1e-4
