@@ -5,6 +5,8 @@
         extractor=digits:results/toy/digits_features/features.safetensors
     python projects/titok_rar/evaluate.py tokenizer=downloads/titok_rar/titok_l32 scale=paper \\
         data=data/paper/titok_rar/shards/val experiment=titok_l32 image_size=256    # rFID 2.21 in the paper
+    python projects/titok_rar/evaluate.py tokenizer=results/toy/titok_rar/tatitok_k16/single/final \\
+        data=data/toy/titok_rar/digits/shards/test experiment=tatitok_k16 scale=toy      # TA-TiTok: with captions
 
 Every image of `data` is encoded and decoded once (centre crop, `image_size`); originals and reconstructions are
 written as PNGs under out_dir/{originals,recon}/<key>.png and scored by shared.evaluate (the same code as every
@@ -13,6 +15,10 @@ paper scale, the ADM protocol's 50k ImageNet val images; the digits CNN at toy s
 file name, codebook usage and perplexity over all tokens. Added: tokens per image, encode and decode images per
 second (wall clock, this device, batch_size), and a grid (originals above reconstructions).
 A legacy stage-1 TiTok decodes through the VQGAN (`vqgan=`); a VAE TiTok is scored without codebook metrics.
+A TA-TiTok decodes each image with its own caption's text guidance (text_guidance.load_text_guidance: the frozen text
+encoder saved beside the tokenizer by train_tokenizer.py, text_encoder.json in the tokenizer folder, or in the folder
+`text_guidance=`), captions from the shards' `caption_key`; the text encoding counts as decode time, since decoding
+cannot happen without it. The metrics are TiTok's (the guidance changes the decoder's input, not what is measured).
 Output: out (default results/<scale>/titok_rar/eval/<experiment>.json) + grid.png beside it.
 """
 from __future__ import annotations
@@ -28,7 +34,7 @@ from shared.config import ConfigError, cli, resolve, save_resolved
 from shared.data import ResumableLoader
 from shared.io import atomic_dir, write_json
 from projects.titok_rar.data import image_source, to_unit
-from projects.titok_rar.image_tokenizers import load_tokenizer
+from projects.titok_rar.image_tokenizers import TATiTok, load_tokenizer
 
 
 @dataclass
@@ -39,6 +45,8 @@ class Config:
     scale: str = "toy"
     image_size: int = 32
     vqgan: str = ""               # legacy stage-1 TiTok: the VQGAN that decodes its predicted codes
+    text_guidance: str = ""       # TA-TiTok: folder with text_encoder.json; '' = the tokenizer folder
+    caption_key: str = "json:caption"   # TA-TiTok: where shards keep captions (img2dataset / DataComp: txt)
     extractor: str = "digits:results/toy/digits_features/features.safetensors"
     metrics: str = "rfid,psnr,ssim,codebook_usage,codebook_perplexity"
     max_images: int = 0           # 0 = all
@@ -70,11 +78,39 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict | None = None):
+def load_guidance(cfg, tok):
+    """A TA-TiTok's text guidance (text_guidance.py), checked against the decoder's text input; None for others."""
+    if not isinstance(tok, TATiTok):
+        return None
+    from projects.titok_rar.text_guidance import load_text_guidance
+    key, folder = ("text_guidance", cfg.text_guidance) if cfg.text_guidance else ("tokenizer", cfg.tokenizer)
+    try:
+        text = load_text_guidance(folder)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{key}={folder}: the TA-TiTok decodes with its text guidance: {e}") from None
+    want = (tok.config.text_context_length, tok.config.text_embed_dim)
+    if (text.context_length, text.width) != want:
+        raise ConfigError(f"{key}={folder}: its text encoder gives {text.context_length} x {text.width} states, the "
+                          f"tokenizer's decoder reads {want[0]} x {want[1]} (text_context_length x text_embed_dim)")
+    return text.to(cfg.device)
+
+
+def captions_of(cfg, batch: dict, n: int) -> list[str]:
+    caps = batch.get("caption")
+    caps = [str(c) for c in caps][:n] if caps is not None else []
+    if len(caps) != n or not any(caps):
+        raise ValueError(f"data={cfg.data}: a TA-TiTok decodes with each image's caption; the data gives none under "
+                         f"caption_key={cfg.caption_key!r} (ours: json:caption, img2dataset/DataComp: txt; image "
+                         "folders: <name>.txt or metadata.jsonl)")
+    return caps
+
+
+def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict | None = None, text=None):
     """Encode/decode every image; returns (codes or None, timings, count, grid tensors). The loader skips and
-    counts unreadable inputs (shared.data); their counts go into `skips` (SkipCounter.to_dict()) when given."""
-    src = image_source(cfg.data, cfg.image_size)
-    if hasattr(src, "allow_empty_caption"):  # an image folder: reconstruction needs no captions
+    counts unreadable inputs (shared.data); their counts go into `skips` (SkipCounter.to_dict()) when given.
+    `text` (TA-TiTok's guidance): each image is decoded with its own caption's."""
+    src = image_source(cfg.data, cfg.image_size, caption_key=cfg.caption_key)
+    if hasattr(src, "allow_empty_caption") and text is None:  # an image folder: TiTok needs no captions
         src.allow_empty_caption = True
     loader = ResumableLoader(src, cfg.batch_size, shuffle=False, drop_last=False, rank=0, world_size=1,
                              max_skip_rate=cfg.max_skip_rate)
@@ -94,6 +130,8 @@ def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict |
         t1 = time.perf_counter()
         if vqgan is not None:
             rec = tok.decode_with_vqgan(tokens, vqgan)
+        elif text is not None:
+            rec = tok.decode_tokens(tokens, text(captions_of(cfg, batch, x.shape[0])).to(dev))
         else:
             rec = tok.decode_tokens(tokens)
         _sync(dev)
@@ -128,6 +166,7 @@ def main(cfg=None):
     from shared import evaluate as shared_eval
 
     tok = load_tokenizer(cfg.tokenizer).to(cfg.device).eval()
+    text = load_guidance(cfg, tok)
     vqgan = None
     if hasattr(tok, "outputs_pixels") and not tok.outputs_pixels:
         if not cfg.vqgan:
@@ -140,7 +179,8 @@ def main(cfg=None):
         (tmp / "recon").mkdir()
         (tmp / "originals").mkdir()
         input_skips: dict = {}
-        codes, t_enc, t_dec, n, grid = reconstruct(cfg, tok, vqgan, tmp / "recon", tmp / "originals", input_skips)
+        codes, t_enc, t_dec, n, grid = reconstruct(cfg, tok, vqgan, tmp / "recon", tmp / "originals", input_skips,
+                                                   text)
         if codes is not None:
             np.save(tmp / "codes.npy", codes)
     names = [m.strip() for m in cfg.metrics.split(",") if m.strip()]
@@ -168,6 +208,9 @@ def main(cfg=None):
                    "num_reconstructed": n, "device": cfg.device,
                    # inputs the loader could not read (the recon/originals folders hold only the good ones)
                    "input_skipped": input_skips.get("bad", 0), "input_skip_reasons": input_skips.get("counts", {})})
+    if text is not None:  # which guidance decoded: the spec saved with the tokenizer (open_clip names its file)
+        result["text_guidance"] = dict(text.spec, folder=str(cfg.text_guidance or cfg.tokenizer))
+        result["info"]["text_encoder_parameters"] = sum(p.numel() for p in text.parameters())
     write_json(out, result)
     save_resolved(cfg, out.parent, name=f"{out.stem}.config.yaml")
     if grid[0]:

@@ -9,9 +9,9 @@ tokens with the text tokens as the joint stream, adaLN on the pooled text embedd
     logits, masks = model(tokens, hidden, pooled)              # training: masks the tokens itself (arccos)
     tokens = model.generate(hidden, pooled, null_hidden, null_pooled, seeds=[...], **sampling_kwargs(cfg))
 
-Text encoders (TEXT_ENCODERS): `open_clip` is the paper's (ViT-L-14-336 text tower from a weights file the download
-rule provides; MaskGen reads the penultimate layer's states and the projected pooled embedding, as the original's
-open_clip_text_encoding); `toy` is a small word-level transformer over the digits captions' vocabulary, trained
+Text encoders (TEXT_ENCODERS): `open_clip` is the paper's (ViT-L-14-336 text tower, QuickGELU, from a weights file
+the download rule provides; MaskGen reads the penultimate layer's states and the projected pooled embedding, as the
+original's open_clip_text_encoding); `toy` is a small word-level transformer over the digits captions' vocabulary, trained
 together with MaskGen at toy scale (a frozen random one leaves "red three" and "blue three" nearly alike).
 Classifier-free guidance uses the encoding of the empty caption; during training a fraction `text_drop_prob` of
 captions is replaced by it. Sampling: MaskGIT decoding (Gumbel-perturbed confidence, arccos re-mask schedule) with
@@ -122,7 +122,9 @@ class OpenCLIPText(nn.Module):
     """open_clip's text tower from a local weights file (no download): MaskGen's text condition is the
     penultimate block's output and the projected pooled embedding (the original's open_clip_text_encoding)."""
 
-    def __init__(self, model_name: str = "ViT-L-14-336", pretrained: str = ""):
+    # the original's 'openai' ViT-L-14-336 uses QuickGELU; open_clip switches it on only for the 'openai' tag, so
+    # weights loaded from a file need the "-quickgelu" architecture (as schema.TextEncoder and the configs say)
+    def __init__(self, model_name: str = "ViT-L-14-336-quickgelu", pretrained: str = ""):
         super().__init__()
         import open_clip
 

@@ -11,7 +11,13 @@ The original (RAR's scripts/pretokenization.py) writes one JSONL line per image;
 ten crops (four corners, centre, and their mirror images) of image_size: tokens (N, 10, K), as RAR's
 `--ten_crop` augmentation (crop_range 1.1); the generator draws one crop per epoch. Otherwise a centre crop, (N, K).
 Labels come from the shards (`label` in each sample's JSON, -1 without), captions from the samples' text.
-A VAE TiTok has no discrete tokens and is refused.
+A VAE TiTok has no discrete tokens and is refused. A TA-TiTok (MaskGen's tokenizer) encodes without text, as in the
+original (the text guidance enters only its decoder); its token folder must keep the captions MaskGen trains on
+(captions=true, from the shards' `caption_key`), and meta.json says where its text guidance lives (the tokenizer
+folder's text_encoder.json, which sample.py decodes with).
+
+    python projects/titok_rar/pretokenize.py tokenizer=results/toy/titok_rar/tatitok_k16/single/final \\
+        data=data/toy/titok_rar/digits/shards/train out_dir=data/toy/titok_rar/tokens/tatitok_k16 scale=toy
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from shared.config import ConfigError, cli, resolve, save_resolved
 from shared.data import ResumableLoader
 from projects.titok_rar.data import image_source, labels_of, to_unit
 from projects.titok_rar.token_data import write_tokens
-from projects.titok_rar.image_tokenizers import load_tokenizer
+from projects.titok_rar.image_tokenizers import TATiTok, load_tokenizer
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Config:
     ten_crop: bool = False
     crop_range: float = 1.1
     captions: bool = True         # keep the samples' captions (captions.json) for text-to-image generators
+    caption_key: str = "json:caption"   # where shards keep captions (img2dataset / DataComp: txt)
     max_images: int = 0           # 0 = all
     batch_size: int = 64
     device: str = "cpu"
@@ -69,8 +76,12 @@ def main(cfg=None):
     tok = load_tokenizer(cfg.tokenizer).to(cfg.device).eval()
     if getattr(tok, "is_continuous", False):
         raise ConfigError(f"tokenizer={cfg.tokenizer}: a VAE TiTok has continuous tokens; token files hold codes")
+    text_aware = isinstance(tok, TATiTok)
+    if text_aware and not cfg.captions:
+        raise ConfigError(f"captions=false: tokenizer={cfg.tokenizer} is a TA-TiTok, whose tokens are for MaskGen, "
+                          "which trains on each image's caption (captions.json)")
     transform = TenCrop(cfg.image_size, cfg.crop_range) if cfg.ten_crop else None
-    src = image_source(cfg.data, cfg.image_size, transform=transform)
+    src = image_source(cfg.data, cfg.image_size, transform=transform, caption_key=cfg.caption_key)
     loader = ResumableLoader(src, cfg.batch_size, shuffle=False, drop_last=False, rank=0, world_size=1)
     tokens, labels, captions, n = [], [], [], 0
     for batch in loader:
@@ -93,8 +104,16 @@ def main(cfg=None):
             break
     if n == 0:
         raise ValueError(f"data={cfg.data}: no readable images")
+    if text_aware and not any(captions):
+        raise ValueError(f"data={cfg.data}: no captions under caption_key={cfg.caption_key!r}; a TA-TiTok's token "
+                         "folder is for MaskGen, which needs them (ours: json:caption, img2dataset/DataComp: txt)")
     meta = {"codebook_size": int(tok.codebook_size), "tokenizer": str(cfg.tokenizer), "image_size": cfg.image_size,
-            "ten_crop": bool(cfg.ten_crop), "data": str(cfg.data), "skipped": loader.skips.to_dict()}
+            "ten_crop": bool(cfg.ten_crop), "data": str(cfg.data), "skipped": loader.skips.to_dict(),
+            "tokenizer_class": type(tok).__name__}
+    if text_aware:  # decoding these tokens needs the caption's guidance from this folder (sample.py reads it)
+        from projects.titok_rar.text_guidance import SPEC_FILE
+        spec = Path(cfg.tokenizer) / SPEC_FILE
+        meta["text_guidance"] = str(spec.parent) if spec.is_file() else ""
     out = write_tokens(cfg.out_dir, np.concatenate(tokens), np.concatenate(labels),
                        captions=captions if cfg.captions and any(captions) else None, meta=meta)
     save_resolved(cfg, out)

@@ -18,6 +18,9 @@ a shard re-run alone gives the same images. Shards: num_shards/shard_index (defa
 RANK/WORLD_SIZE); sample i belongs to shard i % num_shards; existing images are kept. Writes <i:06d>.png and
 <i:06d>.txt (its prompt: the digits caption of the class at toy scale, read by prompt accuracy), shard_<k>.json
 (timing: images/s, NFE), and when every shard is done samples.npz and samples.json.
+A TA-TiTok tokenizer decodes MaskGen's tokens with each prompt's text guidance: the frozen text encoder saved beside
+it (text_encoder.json in the tokenizer folder, from train_tokenizer.py model.type=tatitok; the toy encoder at
+tiny/toy) when present, else the MaskGen's own open_clip encoder (the paper's: one CLIP serves both).
 """
 from __future__ import annotations
 
@@ -100,15 +103,46 @@ def load_model(cfg, device):
     return load_generator(path, device=device, **kw)
 
 
-def load_tok(cfg, device):
-    from projects.titok_rar.image_tokenizers import load_tokenizer
-
+def tokenizer_path(cfg) -> str:
     path = cfg.tokenizer or cfg.experiment.tokenizer_checkpoint or tokenizer_of_training(cfg)
     if not path:
         raise ConfigError("tokenizer: the tokenizer that decodes the tokens (folder or released file)")
     if not Path(path).exists():
         raise ConfigError(f"tokenizer={path}: not found")
-    return load_tokenizer(path).to(device).eval()
+    return str(path)
+
+
+def load_tok(cfg, device):
+    from projects.titok_rar.image_tokenizers import load_tokenizer
+
+    return load_tokenizer(tokenizer_path(cfg)).to(device).eval()
+
+
+def tokenizer_guidance(path: str, tok, loaded, device):
+    """What a TA-TiTok decodes with (captions -> (B, L, D)): its own text guidance (text_guidance.load_text_guidance)
+    when its folder has text_encoder.json, checked against its decoder's text input, else the generator's open_clip
+    encoder's; None for other tokenizers."""
+    from projects.titok_rar.text_guidance import SPEC_FILE, load_text_guidance
+    from projects.titok_rar.titok import TATiTok
+
+    if not isinstance(tok, TATiTok):
+        return None
+    if not (Path(path) / SPEC_FILE).is_file():
+        guide = getattr(loaded.text_encoder, "decoder_guidance", None)
+        if guide is None:
+            raise ConfigError(f"tokenizer={path} is a TA-TiTok: decoding needs its text guidance, from {SPEC_FILE} in "
+                              "the tokenizer folder (train_tokenizer.py model.type=tatitok writes it) or from the "
+                              "generator's open_clip text encoder (model.text_encoder.kind=open_clip)")
+        return guide
+    try:
+        text = load_text_guidance(path)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"tokenizer={path}: its text guidance does not load: {e}") from None
+    want = (tok.config.text_context_length, tok.config.text_embed_dim)
+    if (text.context_length, text.width) != want:
+        raise ConfigError(f"tokenizer={path}: {SPEC_FILE} gives {text.context_length} x {text.width} text states, the "
+                          f"decoder reads {want[0]} x {want[1]} (text_context_length x text_embed_dim)")
+    return text.to(device)
 
 
 def tokenizer_of_training(cfg) -> str:
@@ -168,15 +202,10 @@ def generate_batch(loaded, kind, kw, labels, texts, seeds, device):
     return model.generate(torch.tensor(labels, device=device), seeds=seeds, **kw)
 
 
-def decode(tok, tokens, texts, loaded):
-    from projects.titok_rar.titok import TATiTok
-
-    if isinstance(tok, TATiTok):
-        guide = getattr(loaded.text_encoder, "decoder_guidance", None)
-        if guide is None:
-            raise ConfigError("the tokenizer is a TA-TiTok: decoding needs the CLIP text guidance, which only the "
-                              "open_clip text encoder gives (model.text_encoder.kind=open_clip)")
-        return tok.decode_tokens(tokens, guide(texts))
+def decode(tok, tokens, texts, guidance=None):
+    """Tokens -> images; a TA-TiTok with the prompts' text guidance (tokenizer_guidance)."""
+    if guidance is not None:
+        return tok.decode_tokens(tokens, guidance(texts).to(tokens.device))
     return tok.decode_tokens(tokens)
 
 
@@ -215,7 +244,12 @@ def main(cfg=None):
     out = Path(cfg.out_dir or cfg.experiment.output_dir)
     loaded = load_model(cfg, device)
     kind = loaded.kind
+    tok_path = tokenizer_path(cfg)
     tok = load_tok(cfg, device)
+    guidance = tokenizer_guidance(tok_path, tok, loaded, device)
+    # recorded in samples.json: what a TA-TiTok decoded with (its own encoder's spec, or the generator's CLIP)
+    guidance_source = (dict(guidance.spec, folder=tok_path) if hasattr(guidance, "spec") else
+                       "generator's open_clip text encoder" if guidance is not None else None)
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
     kw, nfe = sampling_settings(kind, cfg, loaded.model)
     if kind == "maskgen":
@@ -240,7 +274,7 @@ def main(cfg=None):
         t0 = time.perf_counter()
         tokens = generate_batch(loaded, kind, kw, [labels[i] for i in idx], [texts[i] for i in idx],
                                 [cfg.seed + i for i in idx], device)
-        images = decode(tok, tokens, [texts[i] for i in idx], loaded)
+        images = decode(tok, tokens, [texts[i] for i in idx], guidance)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         gen_seconds += time.perf_counter() - t0
@@ -261,7 +295,8 @@ def main(cfg=None):
             write_npz(out, n, labels)
         write_json(out / "samples.json", {
             "generator": kind, "checkpoint": cfg.checkpoint or cfg.experiment.generator_checkpoint,
-            "tokenizer": cfg.tokenizer or cfg.experiment.tokenizer_checkpoint, "num_images": n, "seed": cfg.seed,
+            "tokenizer": tok_path, "num_images": n, "seed": cfg.seed,
+            "text_guidance": guidance_source,
             "nfe": nfe, "images_per_sec": ips, "sampling": {k_: v for k_, v in kw.items()}, "scale": cfg.scale,
             # the leaderboard's columns: the generator's size (not the tokenizer's), time per image with decoding
             "parameters": sum(p.numel() for p in loaded.model.parameters()),
