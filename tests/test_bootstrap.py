@@ -4,6 +4,7 @@ with more samples, and the evaluation JSON's entries (issue 18, point 2)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,27 @@ def test_frechet_bootstrap_equals_a_loop_over_the_resampled_sets():
     np.testing.assert_allclose(bs.frechet_bootstrap(few, mu, sigma, i6), ref6, rtol=1e-5)
     with pytest.raises(ValueError, match="do not match"):
         bs.frechet_bootstrap(x[:, :4], mu, sigma, idx)
+
+
+def test_the_same_digits_at_one_and_two_blas_threads():
+    """The table's CSV writes every digit: the resampled values must not depend on the BLAS thread count."""
+    import os
+    import subprocess
+    import sys
+
+    # the module alone (numpy only): the package's __init__ would import torch in each interpreter. At 1000 x 64-d
+    # the unlimited products differ in the last digits between 1 and 2 threads (measured on this machine).
+    code = ("import importlib.util, numpy as np; "
+            f"spec = importlib.util.spec_from_file_location('bs', {str(Path(bs.__file__))!r}); "
+            "bs = importlib.util.module_from_spec(spec); spec.loader.exec_module(bs); "
+            "r = np.random.default_rng(0); a = r.normal(size=(64, 64)) / 8; x = r.normal(size=(1000, 64)) @ a; "
+            "ref = r.normal(size=(3000, 64)) @ a * 1.1; i = bs.resample_indices(1000, 50, 0); "
+            "print(repr(bs.frechet_bootstrap(x, ref.mean(0), np.cov(ref, rowvar=False), i).tolist()), "
+            "repr(bs.mean_bootstrap((x[:, 0] > 0).astype(float), i).tolist()))")
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}).stdout
+           for n in ("1", "2")]
+    assert out[0] == out[1] and len(out[0]) > 1000
 
 
 def test_mean_bootstrap_equals_a_loop():

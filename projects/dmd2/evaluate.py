@@ -44,13 +44,16 @@ class Config:
     out: str = ""
     batch_size: int = 64
     device: str = "cpu"
+    bootstrap: int = 200  # resamples for the 95% intervals of fd and prompt_accuracy (shared/metrics/bootstrap.py)
+    bootstrap_seed: int = 0
 
 
 PRESETS = {
     "tiny": {},
     "toy": {},
     "paper": {"extractor": "inception:downloads/inception/inception-2015-12-05.pt", "metrics": ["fid", "clip_score"],
-              "clip": "downloads/clip_vit_g14", "clip_prefix": "A photo depicts ", "batch_size": 50},
+              "clip": "downloads/clip_vit_g14", "clip_prefix": "A photo depicts ", "batch_size": 50,
+              "bootstrap": 0},  # 2048-d Inception: one 2048 x 2048 eigendecomposition per resample
 }
 
 
@@ -138,7 +141,8 @@ def main(cfg=None):
     record = Path(cfg.images) / "samples.json"  # the leaderboard's nfe/parameters/seconds, also for resized copies
     base = dict(scale=cfg.scale, extractor=cfg.extractor, clip=cfg.clip, clip_prefix=cfg.clip_prefix,
                 batch_size=cfg.batch_size, device=cfg.device, checkpoint=cfg.checkpoint, sampler=cfg.sampler,
-                steps=cfg.steps, info=[str(record)] if record.is_file() else [])
+                steps=cfg.steps, info=[str(record)] if record.is_file() else [], bootstrap=cfg.bootstrap,
+                bootstrap_seed=cfg.bootstrap_seed)
     result = shared_eval.main({**base, "images": str(images), "reference": str(reference),
                                "metrics": list(cfg.metrics), "experiment": cfg.experiment, "out": cfg.out})
     if cfg.patch_fid:
