@@ -22,7 +22,8 @@ row of several training seeds, shown as mean ± std over the seeds with a `seeds
 `group_seeds()` for other callers); an entry's bootstrap interval (shared/evaluate.py `bootstrap=`) is shown in a
 `<metric> 95% CI` column (for several seeds: of their mean). `claims=[[a, b], ...]` adds, for each pair of rows and
 each metric, whether their difference exceeds the spread (`judge_claims`), and `out_claims` writes those verdicts
-as JSON. CSV: `<metric>_std`, `num_seeds`, `<metric>_ci_low`, `<metric>_ci_high` where they apply.
+as JSON. CSV: `<metric>_std`, `num_seeds`, `<metric>_ci_low`, `<metric>_ci_high` where they apply. The leaderboard
+shows such a method once, as the mean over its seeds (`merge_seed_rows`).
 
     python shared/tables.py inputs=[t.json,s.json,s_seed1.json,s_seed2.json] claims=[[s,t]] out_claims=c.json
 
@@ -426,8 +427,31 @@ def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tu
         if d["checkpoint"] == "none" and d["sampler"] == "none":  # real vs real, or a win rate: no model sampled
             row.update({k: row[k] if row[k] is not None else NOT_A_MODEL for k in ("parameters", "seconds_per_image")})
         rows.append(row)
+    rows = merge_seed_rows(rows)
     rows.sort(key=lambda r: (r["fd_reference"], r["fd"] if r["fd"] is not None else float("inf")))
     return rows, refs
+
+
+def merge_seed_rows(rows: list[dict]) -> list[dict]:
+    """Leaderboard rows of one method trained with several seeds (`<method>_seed<N>`, seed 0 bare) as one row:
+    the mean of the numbers, the method named '<method> (mean of k seeds)'."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (split_seed(r["method"])[0], r["paper"], r["project"], r["sampler"], r["steps"], r["fd_reference"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, group in groups.items():
+        if len(group) == 1 or not any(SEED_SUFFIX.search(str(r["method"])) for r in group):
+            out += group
+            continue
+        merged = dict(min(group, key=lambda r: split_seed(r["method"])[1]))
+        for c in ("fd", "prompt_accuracy", "clip_score", "seconds_per_image"):
+            vals = [r[c] for r in group if r[c] is not None]
+            merged[c] = float(np.mean(vals)) if len(vals) == len(group) else merged[c]
+        merged["method"] = f"{key[0]} (mean of {len(group)} seeds)"
+        merged["source"] = ";".join(r["source"] for r in group)
+        out.append(merged)
+    return out
 
 
 def html_table(title: str, header: list[str], body: list[list[str]], notes: list[str] = ()) -> str:

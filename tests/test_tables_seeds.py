@@ -107,3 +107,16 @@ def test_group_seeds_off_keeps_the_rows_apart_and_refusals(tmp_path):
         _table(tmp_path, files)
     assert tables.split_seed("toy_sdxl_4step_seed12") == ("toy_sdxl_4step", 12)
     assert tables.split_seed("teacher_sdxl_dpm++_25_g4.0") == ("teacher_sdxl_dpm++_25_g4.0", 0)
+
+
+def test_leaderboard_shows_a_method_of_several_seeds_once(tmp_path):
+    d = tmp_path / "results/toy/dmd2/eval"
+    d.mkdir(parents=True)
+    files = [_write(d / "t.json", "teacher_25", 1.7, 0.95), _write(d / "s.json", "student", 1.2, 0.99),
+             _write(d / "s1.json", "student_seed1", 1.4, 0.97)]
+    tables.main({"kind": "leaderboard", "inputs": files, "scale": "toy", "out_md": str(tmp_path / "lb.md")})
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO((tmp_path / "lb.csv").read_text()))}
+    assert set(rows) == {"teacher_25", "student (mean of 2 seeds)"}
+    s = rows["student (mean of 2 seeds)"]
+    assert float(s["fd"]) == pytest.approx(1.3) and float(s["prompt_accuracy"]) == pytest.approx(0.98)
+    assert s["source"] == f"{files[1]};{files[2]}"
