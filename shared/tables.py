@@ -362,7 +362,8 @@ def build_with_claims(cfg) -> tuple[str, str, list[dict]]:
             e = next(e[m] for e in entries.values() if m in e and "ci" in e[m])
             md.append(f"- `{m} 95% CI`: bootstrap over the generated samples ({e.get('bootstrap_resamples')} "
                       f"resamples, seed {e.get('bootstrap_seed')}, shared/metrics/bootstrap.py): the spread of the "
-                      f"number at this sample count" + ("; for a row of several seeds, of their mean" if seeded else ""))
+                      f"number at this sample count"
+                      + ("; for a row of several seeds, of their mean" if seeded else ""))
         if any(m in ms for ms in paper.values()):
             md.append(f"- `{m} (paper)`: number reported in the paper (by experiment)")
     if seeded:
@@ -371,7 +372,8 @@ def build_with_claims(cfg) -> tuple[str, str, list[dict]]:
     verdicts = judge_claims(rows, cfg.claims, [m for m in metrics if m in columns])
     if verdicts:
         md += ["", "Claims (a difference exceeds the spread when |a - b| > 2 sqrt(s_a² + s_b²), s = "
-               "sqrt(std over seeds² + bootstrap standard error²)):", *(f"- {claim_line(v, cfg.digits)}" for v in verdicts)]
+               "sqrt(std over seeds² + bootstrap standard error²)):",
+               *(f"- {claim_line(v, cfg.digits)}" for v in verdicts)]
     notes = _plain(cfg.notes)
     notes = [notes] if isinstance(notes, str) else list(notes or [])
     if notes:
@@ -565,7 +567,8 @@ def main(cfg=None):
                                     f"{cfg.title} ({cfg.scale} scale)"):
             print(f"wrote {png} and {png.with_suffix('.csv')}")
     save_resolved(cfg, out_md.parent, name=f"{out_md.stem}.config.yaml")
-    print(f"wrote {out_md}, {out_csv} and {out_md.with_suffix('.html')}" + (f", {cfg.out_claims}" if cfg.out_claims else ""))
+    print(f"wrote {out_md}, {out_csv} and {out_md.with_suffix('.html')}"
+          + (f", {cfg.out_claims}" if cfg.out_claims else ""))
     return md
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def resample_indices(n: int, resamples: int, seed: int = 0) -> np.ndarray:
     """(resamples, n) row indices drawn uniformly with replacement from numpy's PCG64 seeded with `seed`."""
     if n < 1 or resamples < 1:
@@ -72,7 +73,8 @@ def _frechet_bootstrap(features, mu_ref, sigma_ref, idx: np.ndarray) -> np.ndarr
         raise ValueError(f"bootstrap: FD needs at least 2 samples, got {n}")
     mu_ref, sigma_ref = np.asarray(mu_ref, np.float64), np.asarray(sigma_ref, np.float64)
     if mu_ref.shape != (d,) or sigma_ref.shape != (d, d):
-        raise ValueError(f"bootstrap: reference mu {mu_ref.shape} / sigma {sigma_ref.shape} do not match {d}-d features")
+        raise ValueError(f"bootstrap: reference mu {mu_ref.shape} / sigma {sigma_ref.shape} do not match "
+                         f"{d}-d features")
     counts = _counts(idx, n)
     mean = x.mean(0)
     xc = x - mean  # centred once: the weighted sums stay well conditioned

@@ -127,7 +127,8 @@ rule dmd2_train_seed:
         teacher=lambda w, input: os.path.dirname(input.teacher),
     shell:
         launch(f"{DMD2}/train.py scale={{wildcards.scale}} recipe={{wildcards.recipe}} teacher={{params.teacher}} "
-               f"data={{input.data}}/real.lmdb run_dir=results/{{wildcards.scale}}/dmd2/runs/{{wildcards.recipe}}_seed{{wildcards.seed}} "
+               f"data={{input.data}}/real.lmdb "
+               f"run_dir=results/{{wildcards.scale}}/dmd2/runs/{{wildcards.recipe}}_seed{{wildcards.seed}} "
                f"threads=1 seed={{wildcards.seed}}")
 
 
