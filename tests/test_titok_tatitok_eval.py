@@ -46,7 +46,7 @@ def chain(digits_tiny, tmp_path_factory):
 
 
 def _png(path):
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255.0
 
 
 def test_evaluate_decodes_with_each_caption(chain):
