@@ -124,3 +124,23 @@ def test_sd_flux_lab_make_samples_records_the_unet(tmp_path):
     assert info["parameters"] == sum(p.numel() for p in pipe.unet.parameters())
     assert info["num_images"] == 2 and info["steps"] == 2 and 0 < info["seconds_per_image"] < 60
     assert len(list((tmp_path / "out/images").glob("*.png"))) == 2
+
+
+def test_titok_tokenizer_evaluation_records_its_size_and_time(digits_tiny, tmp_path):
+    from projects.titok_rar import evaluate, prepare
+    from projects.titok_rar.vqgan import MaskGITVQGAN, VQGANConfig
+    from shared.toy import features
+
+    prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(tmp_path / "data")})
+    torch.manual_seed(0)
+    features.save(features.DigitsNet(width=8, feature_dim=6).eval(), tmp_path / "f.safetensors")
+    vq = MaskGITVQGAN(VQGANConfig(channel_mult=(1, 2, 2), num_res_blocks=1, hidden_channels=16, z_channels=8,
+                                  resolution=32, codebook_size=16, norm_groups=4))
+    vq.save_pretrained(tmp_path / "vq")
+    res = evaluate.main({"scale": "tiny", "tokenizer": str(tmp_path / "vq"), "experiment": "vqgan", "metrics": "rfid",
+                         "data": str(tmp_path / "data/shards/test"), "extractor": f"digits:{tmp_path}/f.safetensors",
+                         "out": str(tmp_path / "eval/vq.json")})
+    assert res["info"]["parameters"] == sum(p.numel() for p in vq.parameters())
+    assert res["info"]["seconds_per_image"] == pytest.approx(
+        1 / res["encode_images_per_sec"] + 1 / res["decode_images_per_sec"], rel=1e-9)
+    assert json.loads((tmp_path / "eval/vq.json").read_text())["info"] == res["info"]
