@@ -7,6 +7,7 @@ accuracy, CLIP score, PSNR/SSIM and codebook statistics, with streaming feature 
     kid.kernel_distance           (feats1, feats2, ...) -> (mean, std)
     precision_recall.precision_recall  (reference, samples, k=3) -> (precision, recall), k-NN manifolds (ADM)
     inception_score.InceptionScore  streaming IS over class logits
+    bootstrap.frechet_bootstrap   FD of B resamples (with replacement) of the evaluated features: 95% intervals
     extractors.build_extractor    "digits:<path>" | "inception:<path>" -> Extractor
     registry.METRICS              metric name -> accumulator class, used by shared/evaluate.py
 
