@@ -144,3 +144,25 @@ def test_titok_tokenizer_evaluation_records_its_size_and_time(digits_tiny, tmp_p
     assert res["info"]["seconds_per_image"] == pytest.approx(
         1 / res["encode_images_per_sec"] + 1 / res["decode_images_per_sec"], rel=1e-9)
     assert json.loads((tmp_path / "eval/vq.json").read_text())["info"] == res["info"]
+
+
+def test_glide_sample_records_parameters_and_seconds(digits_tiny, tmp_path):
+    from projects.glide_finetune import sample as sample_step
+    from projects.glide_finetune import train as train_step
+    from projects.glide_finetune.tokenizer import main as tokenizer_main
+
+    threads = torch.get_num_threads()
+    tokenizer_main({"scale": "tiny", "captions": str(digits_tiny / "train"), "out_dir": str(tmp_path / "tok")})
+    train_step.main({"scale": "tiny", "data_dir": str(digits_tiny / "train"), "tokenizer": str(tmp_path / "tok"),
+                     "run_dir": str(tmp_path / "base")})
+    (tmp_path / "p.txt").write_text("a red handwritten seven\na blue handwritten one\n")
+    common = {"scale": "tiny", "base": str(tmp_path / "base"), "prompts": str(tmp_path / "p.txt"), "num_images": 3,
+              "steps": "2", "sampler": "euler_a", "batch_size": 2, "out_dir": str(tmp_path / "s"), "num_shards": 2}
+    for shard in (0, 1):
+        sample_step.main({**common, "shard_index": shard})
+    torch.set_num_threads(threads)  # the tiny presets set 1 thread in this process
+    info = json.loads((tmp_path / "s/samples.json").read_text())
+    weights = load_file(str(tmp_path / "base/model.safetensors"))
+    assert info["parameters"] == sum(v.numel() for v in weights.values())  # the base network's weights
+    timing = [json.loads((tmp_path / f"s/timing.shard{k}.json").read_text()) for k in (0, 1)]
+    assert info["seconds_per_image"] == pytest.approx(sum(t["seconds"] for t in timing) / 3, rel=1e-12)
