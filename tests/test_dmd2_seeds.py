@@ -53,8 +53,26 @@ def test_toy_tables_train_every_distilled_row_once_per_seed():
                  and "shared/tables.py" in line and "dmd2_sdxl.md" in line)
     for name in ("toy_sdxl_4step", "toy_sdxl_4step_seed1", "toy_sdxl_4step_seed2", "teacher_sdxl_dpm++_25_g4.0"):
         assert f"results/toy/dmd2/eval/{name}.json" in table
-    assert "teacher_sdxl_dpm++_25_g4.0_seed" not in table  # a teacher row is one trained teacher
     assert "claims='[[toy_sdxl_4step,teacher_sdxl_dpm++_25_g4.0]]'" in table
+    # a teacher row is one trained teacher: the one a claim names is sampled once per sampling seed, with noise
+    # disjoint from seed 0's (sample i: seed N*1000000 + i); a teacher row no claim names is sampled once
+    assert config["dmd2_sampling_seeds"]["toy"] == [0, 1, 2]
+    for n in (1, 2):
+        assert f"results/toy/dmd2/eval/teacher_sdxl_dpm++_25_g4.0_seed{n}.json" in table
+    assert "teacher_sdxl_dpm++_4_g4.0_seed" not in table
+    teacher = [line.split(" -- ", 1)[1] for line in out.splitlines() if line.startswith("Shell command:")
+               and "/projects/dmd2/sample.py" in line and "mode=teacher" in line]
+    claimed = {pair[1] for pairs in config["dmd2_claims"]["toy"].values() for pair in pairs
+               if pair[1].startswith("teacher_")}
+    assert claimed == {"teacher_edm_edm_dpm++_32_g1.0", "teacher_sdxl_dpm++_25_g4.0", "teacher_sd15_dpm++_25_g1.75"}
+    folders = Counter(re.search(r"out_dir=\S+/samples/(\S+)", c).group(1) for c in teacher)
+    for row in claimed:
+        assert {f: n for f, n in folders.items() if f.startswith(row)} == {row: 1, f"{row}_seed1": 1, f"{row}_seed2": 1}
+        seeds = sorted(re.search(r" seed=(\d+)", c).group(1) for c in teacher if f"/samples/{row}_seed" in c)
+        assert seeds == ["1000000", "2000000"]
+        assert not any(" seed=" in c for c in teacher if c.split("out_dir=")[1].split()[0].endswith(f"/{row}"))
+    others = [f for f in folders if not any(f.startswith(r) for r in claimed)]
+    assert others and all(folders[f] == 1 and "_seed" not in f for f in others)
 
 
 def test_tiny_chain_keeps_one_run_per_recipe_and_bad_claims_fail_at_once(tmp_path):
@@ -62,6 +80,7 @@ def test_tiny_chain_keeps_one_run_per_recipe_and_bad_claims_fail_at_once(tmp_pat
     assert r.returncode == 0, out[-3000:]
     cmds = _train_commands(out)
     assert cmds and not any(" seed=" in c for c in cmds) and "dmd2_train_seed" not in out
+    assert "dmd2_sample_teacher_seed" not in out
     assert len(cmds) == len({re.search(r"recipe=(\S+)", c).group(1) for c in cmds})
 
     bad = tmp_path / "bad.yaml"

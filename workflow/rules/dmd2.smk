@@ -6,6 +6,8 @@
 # the run named by the recipe (rule dmd2_train, its command as before, so existing runs stay valid), seed N the
 # replica <recipe>_seed<N> (rule dmd2_train_seed, train.py's seed=N: data order, noise, GAN head init). Sampling
 # and evaluation treat a replica as one more run; the table (shared/tables.py) merges them into mean ± std.
+# A teacher row that a claim names is sampled once per seed of config["dmd2_sampling_seeds"] (the same teacher;
+# <row>_seed<N> by rule dmd2_sample_teacher_seed), so its row too is a mean ± std.
 
 from projects.dmd2.recipes import TOY_RECIPES as DMD2_TOY_RECIPES
 
@@ -185,6 +187,35 @@ rule dmd2_sample_teacher:
                f"out_dir=results/{{wildcards.scale}}/dmd2/samples/teacher_{{wildcards.family}}_{{wildcards.sampler}}_{{wildcards.steps}}_g{{wildcards.guidance}}")
 
 
+# a teacher baseline's sampling-seed replica: sample i uses seed N*1000000 + i (seed 0's noise is i)
+rule dmd2_sample_teacher_seed:
+    input:
+        teacher=lambda w: (f"results/{w.scale}/dmd2/teacher/model.safetensors" if w.family == "edm"
+                           else dmd2_teacher_pipeline(w.scale, w.family) + "/model_index.json"),
+        data=_dmd2_prompts,
+    output:
+        "results/{scale}/dmd2/samples/teacher_{family}_{sampler}_{steps}_g{guidance}_seed{seed}/samples.json",
+    log:
+        "logs/{scale}/dmd2_sample_teacher.{family}.{sampler}.{steps}.{guidance}.seed{seed}.log",
+    wildcard_constraints:
+        family="edm|sd15|sdxl", sampler="[a-z_+]+", steps=r"\d+", guidance=r"[\d.]+", seed=r"[1-9][0-9]*",
+    threads: config["local_threads"]
+    resources:
+        **heavy(gpus=1, mem_mb=8000, runtime=120),
+    conda:
+        conda_env("dmd2")
+    params:
+        backbone=lambda w: "edm" if w.family == "edm" else "sd",
+        teacher=lambda w, input: os.path.dirname(input.teacher),
+        seed=lambda w: int(w.seed) * 1_000_000,
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        launch(f"{DMD2}/sample.py scale={{wildcards.scale}} mode=teacher backbone={{params.backbone}} "
+               f"teacher={{params.teacher}} sampler={{wildcards.sampler}} steps={{wildcards.steps}} "
+               f"guidance_scale={{wildcards.guidance}} prompts={{input.data}}/eval_prompts.txt threads=1 "
+               f"seed={{params.seed}} out_dir={{params.out}}")
+
+
 rule dmd2_evaluate_toy:
     input:
         samples="results/{scale}/dmd2/samples/{name}/samples.json",
@@ -224,11 +255,17 @@ def _dmd2_rows(scale, which):
 
 
 def _dmd2_table_runs(scale, which):
-    """The evaluations behind the table: a teacher row once (one trained teacher; its spread is the bootstrap
-    interval of its samples), a distilled row once per training seed."""
-    seeds = config["dmd2_seeds"][_dmd2_scale_key(scale)]
-    return [r if r.startswith("teacher_") else dmd2_run(r, s)
-            for r in _dmd2_rows(scale, which) for s in ([0] if r.startswith("teacher_") else seeds)]
+    """The evaluations behind the table: a distilled row once per training seed; a teacher row (one trained teacher)
+    once per sampling seed where a claim names it, else once. Every one has the bootstrap interval of its samples."""
+    key = _dmd2_scale_key(scale)
+    claimed = {r for pair in _dmd2_claims(scale, which) for r in pair}
+
+    def seeds(row):
+        if not row.startswith("teacher_"):
+            return config["dmd2_seeds"][key]
+        return config["dmd2_sampling_seeds"][key] if row in claimed else [0]
+
+    return [dmd2_run(r, s) for r in _dmd2_rows(scale, which) for s in seeds(r)]
 
 
 def _dmd2_claims(scale, which):
@@ -265,9 +302,13 @@ rule dmd2_table_toy:
         paper=lambda w: "{" + {"imagenet64": "digits_1step_gan", "sdxl": "toy_sdxl_4step", "sd15": "toy_sd15_1step"}[w.which]
                         + ": {fid: " + str(DMD2_PAPER[w.which]) + "}}",
         claims=lambda w: "[" + ",".join(f"[{a},{b}]" for a, b in _dmd2_claims(w.scale, w.which)) + "]",
+        # (no ': ' in it: the option's value is read as YAML)
+        notes="the seeds of a DMD2 row are training seeds (each sampled with sampling seed 0), those of a teacher row "
+              "sampling seeds",
     shell:
         step(f"shared/tables.py scale={{wildcards.scale}} inputs='{{params.inputs}}' "
              f"title='DMD2 {{wildcards.which}} analogue' paper='{{params.paper}}' claims='{{params.claims}}' "
+             f"notes='{{params.notes}}' "
              f"out_md={{output.md}} out_csv={{output.csv}} out_claims={{output.claims}}")
 
 
