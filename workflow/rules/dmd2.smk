@@ -260,16 +260,16 @@ def _dmd2_table_runs(scale, which):
     key = _dmd2_scale_key(scale)
     claimed = {r for pair in _dmd2_claims(scale, which) for r in pair}
 
-    def seeds(row):
+    def seeds(row):  # a config without the seed lists: one run, as before them
         if not row.startswith("teacher_"):
-            return config["dmd2_seeds"][key]
-        return config["dmd2_sampling_seeds"][key] if row in claimed else [0]
+            return config.get("dmd2_seeds", {}).get(key, [0])
+        return config.get("dmd2_sampling_seeds", {}).get(key, [0]) if row in claimed else [0]
 
     return [dmd2_run(r, s) for r in _dmd2_rows(scale, which) for s in seeds(r)]
 
 
 def _dmd2_claims(scale, which):
-    claims = config["dmd2_claims"][_dmd2_scale_key(scale)].get(which, [])
+    claims = config.get("dmd2_claims", {}).get(_dmd2_scale_key(scale), {}).get(which, [])
     rows = _dmd2_rows(scale, which)
     for a, b in claims:
         for r in (a, b):
