@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers.report import SMOKE_REPORT, check_report, report_categories
 from tests.helpers.tiny_chain import REPO, tiny_chain
 
 CHROMIUM = "/usr/bin/chromium"
@@ -26,6 +27,10 @@ EXPECTED_IMAGES = ["sampler_compare/grid.png", "sampler_compare/fd_vs_nfe.png", 
                    "sampler_compare/fd_vs_guidance.png", "digits_diffusion/curves.png",
                    "leaderboard/default/leaderboard_fd_vs_nfe.png"]
 EXPECTED_TABLES = ["tables/digits.html", "sampler_compare/results.html", "leaderboard/default/leaderboard.html"]
+# its categories (one per project; the smoke target's report has every project: tests/helpers/report.py, checked
+# after the smoke run in tests/test_workflow.py) and subcategories
+EXPECTED_CATEGORIES = {"Digits (toy data)": SMOKE_REPORT["Digits (toy data)"], "Samplers": SMOKE_REPORT["Samplers"],
+                       "Leaderboard": {"Other": ["leaderboard/default/leaderboard.html"]}}
 
 
 def _missing() -> str:
@@ -72,7 +77,8 @@ def test_report_shows_tables_plots_and_grids_and_every_image_loads(report, tmp_p
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(html.as_uri())
-            for category in ("Digits (toy data)", "Samplers", "Leaderboard", "Provenance"):
+            check_report(report_categories(html), EXPECTED_CATEGORIES)
+            for category in EXPECTED_CATEGORIES:
                 assert page.get_by_text(category, exact=True).count() >= 1, category
 
             # every result the report embeds, as the page holds them

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.report import SMOKE_REPORT, build_report, check_report, report_categories
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -73,6 +75,8 @@ def check_smoke_outputs(work, *rerun_args):
     names = {m["metric"] for m in metrics["metrics"]}
     assert any(n.startswith("fd") for n in names) and any("accuracy" in n for n in names)
     assert (work / "results/tiny/digits_features/config.yaml").is_file()
+    # its HTML report lists every project's tables, grids and provenance (tests/helpers/report.py)
+    check_report(report_categories(build_report(work, "smoke")), SMOKE_REPORT)
     # a second run has nothing to do
     again = snakemake(*rerun_args, "-n", "--directory", str(work))
     assert "Nothing to be done" in again.stdout + again.stderr, (again.stdout + again.stderr)[-3000:]

@@ -20,8 +20,7 @@ rule train_digits_features:
     output:
         weights="results/{scale}/digits_features/features.safetensors",
         metrics="results/{scale}/digits_features/metrics.json",
-        config=report("results/{scale}/digits_features/config.yaml", caption="../report/provenance.rst",
-                      category="Provenance", labels={"name": "train_digits_features config.yaml"}),
+        **provenance("results/{scale}/digits_features", "digits", "train_digits_features"),
     log:
         "logs/{scale}/train_digits_features.log",
     threads: train_threads
@@ -60,8 +59,7 @@ rule table_digits:
     output:
         md="results/{scale}/tables/digits.md",
         csv="results/{scale}/tables/digits.csv",
-        html=report("results/{scale}/tables/digits.html", caption="../report/digits_table.rst",
-                    category="Digits (toy data)", labels={"name": "real test vs train"}),
+        html=reported("results/{scale}/tables/digits.html", "digits", "Tables", "real test vs train", "digits_table"),
     log:
         "logs/{scale}/table_digits.log",
     shell:

@@ -62,6 +62,7 @@ rule dmd2_teacher:
         "data/{scale}/dmd2/digits",
     output:
         "results/{scale}/dmd2/teacher/model.safetensors",
+        **provenance("results/{scale}/dmd2/teacher", "dmd2", "dmd2_teacher"),
     log:
         "logs/{scale}/dmd2_teacher.log",
     threads: config["local_threads"]
@@ -94,6 +95,7 @@ rule dmd2_train:
         unpack(_dmd2_train_inputs),
     output:
         "results/{scale}/dmd2/runs/{recipe}/generator.safetensors",
+        **provenance("results/{scale}/dmd2/runs/{recipe}", "dmd2", "dmd2_train {recipe}"),
     log:
         "logs/{scale}/dmd2_train.{recipe}.log",
     wildcard_constraints:
@@ -116,6 +118,7 @@ rule dmd2_train_seed:
         unpack(_dmd2_train_inputs),
     output:
         "results/{scale}/dmd2/runs/{recipe}_seed{seed}/generator.safetensors",
+        **provenance("results/{scale}/dmd2/runs/{recipe}_seed{seed}", "dmd2", "dmd2_train {recipe}_seed{seed}"),
     log:
         "logs/{scale}/dmd2_train.{recipe}_seed{seed}.log",
     wildcard_constraints:
@@ -290,6 +293,7 @@ rule dmd2_table_toy:
     output:
         md="results/{scale}/tables/dmd2_{which}.md",
         csv="results/{scale}/tables/dmd2_{which}.csv",
+        html=reported("results/{scale}/tables/dmd2_{which}.html", "dmd2", "Tables", "dmd2_{which}", "dmd2_table"),
         claims="results/{scale}/tables/dmd2_{which}.claims.json",
     log:
         "logs/{scale}/dmd2_table_toy.{which}.log",
@@ -324,7 +328,7 @@ rule dmd2_grid_toy:
     input:
         lambda w: [f"results/{w.scale}/dmd2/samples/{r}/samples.json" for r in _dmd2_rows(w.scale, w.which)],
     output:
-        "results/{scale}/dmd2/grids/{which}.png",
+        reported("results/{scale}/dmd2/grids/{which}.png", "dmd2", "Samples", "{which}", "dmd2_grid"),
     log:
         "logs/{scale}/dmd2_grid_toy.{which}.log",
     wildcard_constraints:

@@ -79,6 +79,7 @@ rule glide_train:
         unpack(_glide_train_inputs),
     output:
         "results/{scale}/glide/runs/{glide_run}/model.safetensors",
+        **provenance("results/{scale}/glide/runs/{glide_run}", "glide_finetune", "glide_train {glide_run}"),
     log:
         "logs/{scale}/glide_train_{glide_run}.log",
     wildcard_constraints:
@@ -204,6 +205,8 @@ rule glide_table:
     output:
         md="results/{scale}/tables/glide_{which}.md",
         csv="results/{scale}/tables/glide_{which}.csv",
+        html=reported("results/{scale}/tables/glide_{which}.html", "glide_finetune", "Tables", "glide_{which}",
+                      "project_table"),
     log:
         "logs/{scale}/glide_table_{which}.log",
     wildcard_constraints:
@@ -225,7 +228,8 @@ rule glide_compare_samplers:
         digits="data/{scale}/digits",
         prepared="data/{scale}/glide",
     output:
-        grid="results/{scale}/glide/compare/grid.png",
+        grid=reported("results/{scale}/glide/compare/grid.png", "glide_finetune", "Samples", "samplers x steps grid",
+                      "glide_compare"),
         table="results/{scale}/glide/compare/results.md",
     log:
         "logs/{scale}/glide_compare_samplers.log",

@@ -8,12 +8,8 @@ rule train_digits_diffusion:
         "data/{scale}/digits",
     output:
         metrics=f"{DD}/metrics.json",
-        curves=report(f"{DD}/curves.png", caption="../report/training_curves.rst", category="Samplers",
-                      subcategory="Training", labels={"name": "digits diffusion curves"}),
-        config=report(f"{DD}/config.yaml", caption="../report/provenance.rst", category="Provenance",
-                      labels={"name": "train_digits_diffusion config.yaml"}),
-        run=report(f"{DD}/run.json", caption="../report/provenance.rst", category="Provenance",
-                   labels={"name": "train_digits_diffusion run.json"}),
+        curves=reported(f"{DD}/curves.png", "samplers", "Training", "digits diffusion curves", "training_curves"),
+        **provenance(DD, "samplers", "train_digits_diffusion"),
     log:
         "logs/{scale}/train_digits_diffusion.log",
     conda:
@@ -27,8 +23,7 @@ rule train_digits_diffusion:
 
 
 def _sc_plot(name, what):
-    return report(f"{SC}/{name}.png", caption="../report/sampler_plots.rst", category="Samplers",
-                  subcategory="Quality vs NFE and guidance", labels={"name": what})
+    return reported(f"{SC}/{name}.png", "samplers", "Plots", what, "sampler_plots")
 
 
 rule compare_samplers:
@@ -37,18 +32,15 @@ rule compare_samplers:
         features=rules.train_digits_features.output.weights,
         data="data/{scale}/digits",
     output:
-        grid=report(f"{SC}/grid.png", caption="../report/sampler_grid.rst", category="Samplers",
-                    subcategory="Samples", labels={"name": "sampler x steps grid"}),
+        grid=reported(f"{SC}/grid.png", "samplers", "Samples", "sampler x steps grid", "sampler_grid"),
         table=f"{SC}/results.md",
         csv=f"{SC}/results.csv",
-        html=report(f"{SC}/results.html", caption="../report/sampler_table.rst", category="Samplers",
-                    subcategory="Tables", labels={"name": "samplers x steps"}),
+        html=reported(f"{SC}/results.html", "samplers", "Tables", "samplers x steps", "sampler_table"),
         fd_nfe=_sc_plot("fd_vs_nfe", "FD vs NFE"),
         acc_nfe=_sc_plot("accuracy_vs_nfe", "prompt accuracy vs NFE"),
         fd_guidance=_sc_plot("fd_vs_guidance", "FD vs guidance"),
         acc_guidance=_sc_plot("accuracy_vs_guidance", "prompt accuracy vs guidance"),
-        config=report(f"{SC}/config.yaml", caption="../report/provenance.rst", category="Provenance",
-                      labels={"name": "compare_samplers config.yaml"}),
+        config=reported(f"{SC}/config.yaml", "samplers", "Provenance", "compare_samplers config.yaml", "provenance"),
     log:
         "logs/{scale}/compare_samplers.log",
     conda:

@@ -64,6 +64,7 @@ rule sd_flux_lab_vae:
         "data/{scale}/sd_flux_lab",
     output:
         "results/{scale}/sd_flux_lab/vae/vae/config.json",
+        **provenance("results/{scale}/sd_flux_lab/vae", "sd_flux_lab", "sd_flux_lab_vae"),
     log:
         "logs/{scale}/sd_flux_lab_vae.log",
     conda:
@@ -83,6 +84,8 @@ rule sd_flux_lab_train_base:
         vae="results/{scale}/sd_flux_lab/vae/vae/config.json",
     output:
         "results/{scale}/sd_flux_lab/train_base_{sfl_arch}/pipeline/model_index.json",
+        **provenance("results/{scale}/sd_flux_lab/train_base_{sfl_arch}", "sd_flux_lab",
+                     "sd_flux_lab_train_base {sfl_arch}"),
     log:
         "logs/{scale}/sd_flux_lab_train_base.{sfl_arch}.log",
     conda:
@@ -150,6 +153,7 @@ rule sd_flux_lab_finetune:
         base="results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
     output:
         "results/{scale}/sd_flux_lab/finetune_blue/pipeline/model_index.json",
+        **provenance("results/{scale}/sd_flux_lab/finetune_blue", "sd_flux_lab", "sd_flux_lab_finetune"),
     log:
         "logs/{scale}/sd_flux_lab_finetune.log",
     conda:
@@ -172,7 +176,9 @@ rule sd_flux_lab_samples:
         data="data/{scale}/sd_flux_lab",
         model="results/{scale}/sd_flux_lab/{sfl_model}/pipeline/model_index.json",
     output:
-        directory("results/{scale}/sd_flux_lab/samples/{sfl_model}_{sfl_split}"),
+        # the grid (one row per prompt) in the report; {grid,grid}: a pattern needs a wildcard, this one matches once
+        reported(directory("results/{scale}/sd_flux_lab/samples/{sfl_model}_{sfl_split}"), "sd_flux_lab", "Samples",
+                 "{sfl_model} {sfl_split}", "sd_flux_lab_samples", patterns=["{grid,grid}.png"]),
     log:
         "logs/{scale}/sd_flux_lab_samples.{sfl_model}.{sfl_split}.log",
     conda:
@@ -219,6 +225,8 @@ rule sd_flux_lab_table:
     output:
         md="results/{scale}/tables/sd_flux_lab_{sfl_split}.md",
         csv="results/{scale}/tables/sd_flux_lab_{sfl_split}.csv",
+        html=reported("results/{scale}/tables/sd_flux_lab_{sfl_split}.html", "sd_flux_lab", "Tables",
+                      "sd_flux_lab_{sfl_split}", "project_table"),
     log:
         "logs/{scale}/sd_flux_lab_table.{sfl_split}.log",
     conda:

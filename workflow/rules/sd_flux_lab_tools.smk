@@ -28,7 +28,8 @@ rule flux2_smoke_txt2img:
     input:
         "models/{scale}/flux2",
     output:
-        directory("results/{scale}/sd_flux_lab/generate/flux2_txt2img"),
+        reported(directory("results/{scale}/sd_flux_lab/generate/flux2_txt2img"), "sd_flux_lab", "Samples",
+                 "FLUX.2 txt2img {image}", "flux2_smoke", patterns=["{image,[^/]+}.png"]),
     log:
         "logs/{scale}/flux2_smoke_txt2img.log",
     wildcard_constraints:
@@ -49,7 +50,8 @@ rule flux2_smoke_edit:
         pipeline="models/{scale}/flux2",
         images="results/{scale}/sd_flux_lab/generate/flux2_txt2img",
     output:
-        directory("results/{scale}/sd_flux_lab/generate/flux2_edit"),
+        reported(directory("results/{scale}/sd_flux_lab/generate/flux2_edit"), "sd_flux_lab", "Samples",
+                 "FLUX.2 edit {image}", "flux2_smoke", patterns=["{image,[^/]+}.png"]),
     log:
         "logs/{scale}/flux2_smoke_edit.log",
     wildcard_constraints:

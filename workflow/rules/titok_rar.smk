@@ -79,6 +79,7 @@ rule titok_train_vqgan:
         features="results/{scale}/digits_features/features.safetensors",
     output:
         "results/{scale}/titok_rar/vqgan/final/config.json",
+        **provenance("results/{scale}/titok_rar/vqgan", "titok_rar", "titok_train_vqgan"),
     wildcard_constraints:
         scale="tiny|toy",
     log:
@@ -103,6 +104,7 @@ rule titok_train_stage1:
         teacher="results/{scale}/titok_rar/vqgan/final/config.json",
     output:
         "results/{scale}/titok_rar/k{k}/stage1/final/config.json",
+        **provenance("results/{scale}/titok_rar/k{k}/stage1", "titok_rar", "titok_train_stage1 K={k}"),
     wildcard_constraints:
         scale="tiny|toy", k=r"\d+",
     log:
@@ -130,6 +132,7 @@ rule titok_train_stage2:
         features="results/{scale}/digits_features/features.safetensors",
     output:
         "results/{scale}/titok_rar/k{k}/stage2/final/config.json",
+        **provenance("results/{scale}/titok_rar/k{k}/stage2", "titok_rar", "titok_train_stage2 K={k}"),
     wildcard_constraints:
         scale="tiny|toy", k=r"\d+",
     log:
@@ -156,6 +159,7 @@ rule titok_train_single:
         features="results/{scale}/digits_features/features.safetensors",
     output:
         "results/{scale}/titok_rar/k{k}_{mode}/single/final/config.json",
+        **provenance("results/{scale}/titok_rar/k{k}_{mode}/single", "titok_rar", "titok_train_single K={k} {mode}"),
     wildcard_constraints:
         scale="tiny|toy", k=r"\d+", mode=one_of(TT_SINGLE_MODES),
     log:
@@ -190,7 +194,9 @@ rule titok_evaluate:
         data="data/{scale}/titok_rar/digits/config.yaml",
         features="results/{scale}/digits_features/features.safetensors",
     output:
-        "results/{scale}/titok_rar/eval/{name}.json",
+        json="results/{scale}/titok_rar/eval/{name}.json",
+        grid=reported("results/{scale}/titok_rar/eval/{name}_grid.png", "titok_rar", "Tokenizer reconstructions",
+                      "{name}", "titok_recon"),
     wildcard_constraints:
         scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)})_single",
     log:
@@ -206,7 +212,7 @@ rule titok_evaluate:
         launch(f"{TT}/evaluate.py scale={{wildcards.scale}} tokenizer={{params.tok}} experiment={{wildcards.name}} "
                f"vqgan=results/{{wildcards.scale}}/titok_rar/vqgan/final threads=1 "
                f"data=data/{{wildcards.scale}}/titok_rar/digits/shards/test extractor=digits:{{input.features}} "
-               f"out={{output}}")
+               f"out={{output.json}}")
 
 
 rule titok_pretokenize:
@@ -250,6 +256,8 @@ rule titok_table:
     output:
         md="results/{scale}/tables/titok_{which}.md",
         csv="results/{scale}/tables/titok_{which}.csv",
+        html=reported("results/{scale}/tables/titok_{which}.html", "titok_rar", "Tables", "titok_{which}",
+                      "project_table"),
     wildcard_constraints:
         scale="tiny|toy", which=one_of(TT_TABLES),
     log:

@@ -62,6 +62,7 @@ rule titok_rar_gen_train:
         tokens=lambda w: trg_tokens(w.scale, trg_kind(w.run), w.run),
     output:
         "results/{scale}/titok_rar/gen/runs/{run}/final/generator.yaml",
+        **provenance("results/{scale}/titok_rar/gen/runs/{run}", "titok_rar", "titok_rar_gen_train {run}"),
     wildcard_constraints:
         scale="tiny|toy", run=TRG_RUNS,
     log:
@@ -144,6 +145,8 @@ rule titok_rar_gen_table:
     output:
         md="results/{scale}/tables/titok_rar_gen_{which}.md",
         csv="results/{scale}/tables/titok_rar_gen_{which}.csv",
+        html=reported("results/{scale}/tables/titok_rar_gen_{which}.html", "titok_rar", "Tables",
+                      "titok_rar_gen_{which}", "project_table"),
     wildcard_constraints:
         scale="tiny|toy", which=one_of(TRG_TABLES),
     log:
@@ -169,7 +172,8 @@ rule titok_rar_gen_grid:
     input:
         lambda w: [f"results/{w.scale}/titok_rar/gen/samples/{r}/samples.json" for r in TRG_TABLES[w.which]["rows"]],
     output:
-        "results/{scale}/titok_rar/gen/grids/{which}.png",
+        reported("results/{scale}/titok_rar/gen/grids/{which}.png", "titok_rar", "Generator samples", "{which}",
+                 "titok_gen_grid"),
     wildcard_constraints:
         scale="tiny|toy", which=one_of(TRG_TABLES),
     log:
