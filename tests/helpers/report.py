@@ -24,12 +24,14 @@ SMOKE_REPORT = {
                                           "Provenance": ["sd_flux_lab/finetune_blue/config.yaml",
                                                          "sd_flux_lab/finetune_blue/run.json"]},
     "DMD2": {"Tables": ["tables/dmd2_imagenet64.html", "tables/dmd2_sdxl.html", "tables/dmd2_sd15.html"],
-             "Samples": ["dmd2/grids/imagenet64.png"], "Provenance": []},
+             "Samples": ["dmd2/grids/imagenet64.png"], "Plots": ["tables/dmd2_imagenet64_fd_vs_nfe.png"],
+             "Provenance": []},
     "GLIDE": {"Tables": ["tables/glide_chain.html"], "Provenance": ["glide/runs/base/config.yaml",
                                                                    "glide/runs/upsample/run.json"]},
     "TiTok / RAR": {"Tables": ["tables/titok_tokens.html", "tables/titok_rar_gen_smoke.html"],
                     "Tokenizer reconstructions": ["titok_rar/eval/k8_stage2_grid.png"],
                     "Generator samples": ["titok_rar/gen/grids/smoke.png"],
+                    "Plots": ["tables/titok_rar_gen_smoke_fd_bars.png"],
                     "Provenance": ["titok_rar/k8/stage2/config.yaml", "titok_rar/gen/runs/rar_annealed/run.json"]},
 }
 

@@ -295,6 +295,9 @@ rule dmd2_table_toy:
         csv="results/{scale}/tables/dmd2_{which}.csv",
         html=reported("results/{scale}/tables/dmd2_{which}.html", "dmd2", "Tables", "dmd2_{which}", "dmd2_table"),
         claims="results/{scale}/tables/dmd2_{which}.claims.json",
+        # student points on the teacher's quality-vs-NFE curves (shared/table_plots.py; + _prompt_accuracy_vs_nfe)
+        fd_plot=reported("results/{scale}/tables/dmd2_{which}_fd_vs_nfe.png", "dmd2", "Plots",
+                         "dmd2_{which} FD vs NFE", "dmd2_table"),
     log:
         "logs/{scale}/dmd2_table_toy.{which}.log",
     wildcard_constraints:
@@ -313,7 +316,7 @@ rule dmd2_table_toy:
         step(f"shared/tables.py scale={{wildcards.scale}} inputs='{{params.inputs}}' "
              f"title='DMD2 {{wildcards.which}} analogue' paper='{{params.paper}}' claims='{{params.claims}}' "
              f"notes='{{params.notes}}' "
-             f"out_md={{output.md}} out_csv={{output.csv}} out_claims={{output.claims}}")
+             f"plots=[nfe] out_md={{output.md}} out_csv={{output.csv}} out_claims={{output.claims}}")
 
 
 def _dmd2_label(name):
@@ -549,7 +552,6 @@ rule eval_imagenet64:
 
 @register_targets(in_default=False)
 def dmd2_all(scale):
-    if scale != "tiny":
-        return []  # toy/paper DMD2 runs are long: their own targets (eval_*), never the default one
+    # in_default=False: long at toy/paper scale, so `smoke` (tiny) and `toy` plan them, the default target does not;
     # the SD teachers come from sd_flux_lab's rules, which the Snakefile includes before this file
     return [p for w in ("imagenet64", "sdxl", "sd15") for p in dmd2_targets(scale, w)]

@@ -370,5 +370,5 @@ rule glide:
 
 @register_targets(in_default=False)
 def glide_all(scale):
-    # toy/paper GLIDE runs have their own target (`glide`); the tiny chain joins `smoke`
-    return glide_targets(scale) if scale == "tiny" else []
+    # in_default=False: the tiny chain joins `smoke` and the toy chain joins `toy`, never the default target
+    return glide_targets(scale)

@@ -267,8 +267,11 @@ rule titok_table:
     params:
         inputs=lambda w, input: ",".join(input),
         title=lambda w: tt_tables(w.scale)[w.which][0],
+        # rFID and PSNR against K beside the K table (titok_tokens_{{rfid,psnr}}_vs_tokens.png)
+        plots=lambda w: "[tokens]" if w.which == "tokens" else "[]",
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs=[{params.inputs}] title='{params.title}' "
+             "plots={params.plots} "
              "metrics=[rfid,psnr,ssim,codebook_usage,tokens_per_image,encode_images_per_sec,decode_images_per_sec] "
              "out_md={output.md} out_csv={output.csv}")
 
@@ -393,6 +396,63 @@ rule titok_paper_pretokenize:
                f"data=data/paper/titok_rar/shards/train out_dir=data/paper/titok_rar/tokens/{{wildcards.name}}")
 
 
+# paper-scale single-stage TiTok (ImageNet) and TA-TiTok (DataComp) recipes, with the LPIPS + ConvNeXt perceptual
+# loss and (TA-TiTok) the CLIP text encoder from projects/titok_rar/download.py (lpips_vgg, open_clip_vit_l14_336)
+TT_PAPER_SINGLE = tt_recipes("training/TiTok/single_stage")  # titok_bl64_vq8k, titok_bl64_vae_c16
+TT_PAPER_TATITOK = tt_recipes("training/TA-TiTok")  # tatitok_bl32_vq, tatitok_bl128_vq, tatitok_bl32_vae
+TT_PERCEPTUAL_LPIPS = ["downloads/titok_rar/lpips_vgg/download.json",
+                       "downloads/titok_rar/convnext_small/download.json"]  # "lpips-convnext_s-1.0-0.1:<both>"
+
+
+rule titok_paper_train_single:
+    input:
+        train="data/paper/titok_rar/shards/train/index.json",
+        perceptual=TT_PERCEPTUAL_LPIPS,
+    output:
+        "results/paper/titok_rar/{name}/single/final/config.json",
+    wildcard_constraints:
+        name=one_of(TT_PAPER_SINGLE),
+    log:
+        "logs/paper/titok_paper_train_single_{name}.log",
+    resources:
+        **heavy(gpus=TT_PAPER_GPUS, nproc_per_node=TT_PAPER_GPUS, cpus_per_task=96, mem_mb=480000,
+                runtime=60 * 72),
+    conda:
+        conda_env("titok_rar")
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/training/TiTok/single_stage/{{wildcards.name}}.yaml scale=paper "
+               f"experiment.output_dir=results/paper/titok_rar/{{wildcards.name}}/single")
+
+
+rule titok_paper_train_tatitok:
+    # DataComp shards (img2dataset layout) are not downloadable here: like ImageNet they must be at the config's
+    # dataset.params.train_shards_path_or_url (data/paper/datacomp_sharded/train)
+    input:
+        perceptual=TT_PERCEPTUAL_LPIPS,
+        clip="downloads/titok_rar/open_clip_vit_l14_336/download.json",
+    output:
+        "results/paper/titok_rar/{name}/final/config.json",
+    wildcard_constraints:
+        name=one_of(TT_PAPER_TATITOK),
+    log:
+        "logs/paper/titok_paper_train_tatitok_{name}.log",
+    resources:
+        **heavy(gpus=TT_PAPER_GPUS, nproc_per_node=TT_PAPER_GPUS, cpus_per_task=96, mem_mb=480000,
+                runtime=60 * 72),
+    conda:
+        conda_env("titok_rar")
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/training/TA-TiTok/{{wildcards.name}}.yaml scale=paper "
+               f"experiment.output_dir=results/paper/titok_rar/{{wildcards.name}}")
+
+
+rule titok_paper_tokenizers:
+    # paper scale only (not part of `titok`): the single-stage and TA-TiTok trainings
+    input:
+        [f"results/paper/titok_rar/{n}/single/final/config.json" for n in TT_PAPER_SINGLE]
+        + [f"results/paper/titok_rar/{n}/final/config.json" for n in TT_PAPER_TATITOK],
+
+
 rule titok_paper_table:
     input:
         [f"results/paper/titok_rar/eval/released_{n}.json" for n in TT_PAPER_RFID]
@@ -429,7 +489,7 @@ rule titok:
 
 @register_targets(in_default=False)
 def titok_smoke(scale):
-    # toy runs are long (about an hour of training on 2 cores): their own target, never the default one
+    # in_default=False: toy runs are long (about an hour of training on 2 cores): `titok` and `toy`, never `all`
     if scale != "tiny":
-        return []
+        return titok_targets(scale)
     return ["results/tiny/tables/titok_tokens.md", "data/tiny/titok_rar/tokens/k8/meta.json"]

@@ -147,6 +147,9 @@ rule titok_rar_gen_table:
         csv="results/{scale}/tables/titok_rar_gen_{which}.csv",
         html=reported("results/{scale}/tables/titok_rar_gen_{which}.html", "titok_rar", "Tables",
                       "titok_rar_gen_{which}", "project_table"),
+        # FD per row as bars (the RAR order ablation's plot; + _prompt_accuracy_bars.png where rows have it)
+        fd_bars=reported("results/{scale}/tables/titok_rar_gen_{which}_fd_bars.png", "titok_rar", "Plots",
+                         "titok_rar_gen_{which} FD", "project_table"),
     wildcard_constraints:
         scale="tiny|toy", which=one_of(TRG_TABLES),
     log:
@@ -158,7 +161,7 @@ rule titok_rar_gen_table:
         title=lambda w: TRG_TABLES[w.which]["title"],
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs='{params.inputs}' title='{params.title}' "
-             "out_md={output.md} out_csv={output.csv}")
+             "plots=[bars] out_md={output.md} out_csv={output.csv}")
 
 
 def trg_label(row):
@@ -356,6 +359,7 @@ rule eval_maskgen:
 
 @register_targets(in_default=False)
 def titok_rar_generators_all(scale):
-    # toy/paper generator chains are long: their own targets (eval_rar, eval_maskgit, eval_maskgen)
-    return ["results/tiny/tables/titok_rar_gen_smoke.md", "results/tiny/titok_rar/gen/grids/smoke.png"] \
-        if scale == "tiny" else []
+    # in_default=False: toy generator chains are long: eval_rar/eval_maskgit/eval_maskgen and `toy`, never `all`
+    if scale != "tiny":
+        return [p for which in ("rar", "maskgit", "maskgen") for p in trg_targets(scale, which)]
+    return ["results/tiny/tables/titok_rar_gen_smoke.md", "results/tiny/titok_rar/gen/grids/smoke.png"]
