@@ -174,3 +174,6 @@ def test_original_checkpoint_names(setup):
     assert not all(torch.equal(raw[k], final[k]) for k in final)
     model, _, _ = load_model(path=run / "exports" / "glide-ft-0x2.pt")  # the original's files load here too
     assert model.found.variant == "base"
+    assert model.found.kind == "fine-tuned"
+    ema_model, _, _ = load_model(path=run / "exports" / "ema_0.9_0x000002.pt")
+    assert ema_model.found.kind == "ema", ema_model.found.message

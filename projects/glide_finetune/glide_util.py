@@ -106,7 +106,8 @@ def identify(path: str | Path, sd: Mapping[str, torch.Tensor], meta: Mapping[str
     info = _find_info(path)
     if info is not None:
         options = dict(info["options"])
-        if meta.get("ema") == "true" or path.name.startswith("ema."):
+        # ema_<rate>_<epoch>x<index>.pt: glide-finetune's EMA file name (train.py export_original_names)
+        if meta.get("ema") == "true" or path.name.startswith(("ema.", "ema_")):
             kind = "ema"
         elif path.name.startswith("model.") and path.name != WEIGHTS_FILE:
             kind = "checkpoint"  # a Trainer checkpoint's raw (non-EMA) weights
