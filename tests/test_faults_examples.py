@@ -36,6 +36,8 @@ SKIPPED = {  # tiny examples not run here, and why
     "shared/train/example.py": "sleeps 0.2 s a step to be killed by hand (tests/test_train_kill.py runs it)",
     "shared/toy/train_diffusion.py": "being ported to shared.train.Trainer (issue 16.2)",
     "projects/titok_rar/generator_tokens.py": "new project, being written",
+    "projects/glide_finetune/train_clip.py": "needs a digits folder and a trained toy tokenizer at its placeholder "
+                                             "paths (tests/test_glide_clip.py runs the tiny preset)",
 }
 
 
@@ -123,6 +125,14 @@ DRY_RUN = {
 }
 _TOY_RUN = "a toy training run (minutes to hours); its tiny counterpart runs in the workflow tests"
 README_SKIPPED = {
+    "python projects/glide_finetune/train.py init=released inpaint=true data_dir=pics run_dir=runs/inpaint":
+        "the released base-inpaint weights and the user's photos (tests/test_glide_inpaint.py trains a tiny one)",
+    "python projects/glide_finetune/sample.py base=runs/inpaint inpaint_images=photos inpaint_mask=center "
+    "sampler=glide steps=100 out_dir=inpainted": "needs the inpainting run above and the user's photos "
+                                                  "(tests/test_glide_inpaint.py samples a tiny one)",
+    "python projects/glide_finetune/upscale.py in_dir=out out_dir=out_x4 factor=4 "
+    "weights=downloads/swinir/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth": "the released SwinIR weights "
+                                                                          "(tests/test_glide_swinir.py)",
     "bash setup.sh && .venv/bin/snakemake --cores 2": "setup.sh installs the environment; the snakemake part is "
                                                       "dry-run as `.venv/bin/snakemake --cores 2`",
     "bash setup.sh && .venv/bin/python -m pytest": "the test suite itself (CI runs it: .ci/run)",
