@@ -238,84 +238,85 @@ def main(cfg=None):
         init_stage2(model, cfg, teacher)
     o = cfg.optimizer.params
     trainer = Trainer(_run_config(cfg))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=o.learning_rate, betas=(o.beta1, o.beta2), eps=o.epsilon,
-                            weight_decay=o.weight_decay)
-    model, _ = trainer.add("tokenizer", model.train(), opt)
-    raw = trainer.unit("tokenizer").raw
-    if text is not None:
-        text.to(trainer.device)
-    if teacher is not None:
-        teacher.to(trainer.device)
-        if stage == "stage2":
-            raw.encoder.eval()
-
-    disc = raw_disc = loss_fn = None
-    if pixel:
-        quantize_mode = "vae" if stage in ("single", "tatitok") and raw.config.quantize_mode == "vae" else "vq"
-        try:
-            loss_fn = PixelLoss(cfg.losses, perceptual, quantize_mode).to(trainer.device)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        if cfg.losses.discriminator_weight > 0:
-            disc = PatchDiscriminator(cfg.model.discriminator_channels, cfg.model.discriminator_layers)
-            # (betas, wd as the generator's: the original builds both AdamW from optimizer.params)
-            dopt = torch.optim.AdamW(disc.parameters(), lr=o.discriminator_learning_rate, betas=(o.beta1, o.beta2),
-                                     weight_decay=o.weight_decay)
-            disc, _ = trainer.add("discriminator", disc, dopt, ema=False)
-            raw_disc = trainer.unit("discriminator").raw
-            trainer.register("lecam", _LeCamState(loss_fn))   # its EMAs of D's logits resume with the run
-    else:
-        proxy = ProxyCodeLoss(cfg.losses.quantizer_weight)
-
-    loader = ResumableLoader(source, cfg.training.per_gpu_batch_size, num_workers=cfg.dataset.params.num_workers_per_gpu,
-                             seed=cfg.training.seed, rank=trainer.rank, world_size=trainer.world_size, drop_last=True)
-    monitor = CodebookMonitor(raw.codebook_size) if stage == "vqgan" or raw.config.quantize_mode == "vq" else None
-    if monitor is not None:
-        trainer.register("codebook_monitor", monitor)
-
-    for batch in trainer.batches(loader):
-        images = to_unit(batch["image"])
-        step = trainer.global_step
-        if stage == "stage1":
-            with torch.no_grad():
-                codes = teacher.encode(images)
-            logits, q = model(images)  # a legacy stage-1 TiTok decodes to logits over the teacher's codes
-            loss, parts = proxy(logits, codes, q)
-        elif stage == "tatitok":
-            recon, q = model(images, text(captions_of(batch, len(images), cfg)).to(images.device))
-            loss, parts = loss_fn.generator_loss(images, recon, q, step, raw_disc)
-        else:
-            recon, q = model(images)
-            # D's unwrapped module for the generator's term: a second DDP forward of D before its own backward
-            # would confuse DDP's gradient reducer (its parameters get no gradient from this term)
-            loss, parts = loss_fn.generator_loss(images, recon, q, step, raw_disc)
-        trainer.backward(loss)
-        trainer.optimizer_step("tokenizer")
-        if disc is not None and loss_fn.gan_active(step):
-            d_loss, d_parts = loss_fn.discriminator_loss(images, recon, step, disc)
-            trainer.backward(d_loss)
-            trainer.optimizer_step("discriminator")
-            parts.update(d_parts)
-        if monitor is not None and "indices" in q:
-            monitor.update(q["indices"])
-        if monitor is not None and (step + 1) % max(1, cfg.experiment.log_every) == 0:
-            parts.update(monitor.report())
-        trainer.log(loss=loss, **parts)
-
-    out = Path(cfg.experiment.output_dir) / "final"
-    if trainer.is_main:
-        ema = trainer.ema("tokenizer")
-        if ema is not None:
-            with ema.swap(raw):
-                raw.save_pretrained(out)
-        else:
-            raw.save_pretrained(out)
+    with trainer:  # restores the signal handlers however the run ends (a batch without captions raises mid-run)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=o.learning_rate, betas=(o.beta1, o.beta2), eps=o.epsilon,
+                                weight_decay=o.weight_decay)
+        model, _ = trainer.add("tokenizer", model.train(), opt)
+        raw = trainer.unit("tokenizer").raw
         if text is not None:
-            text.save(out)
-    trainer.finish({"stage": stage, "final": str(out), "steps": trainer.global_step})
-    print(f"{stage}: {trainer.global_step} steps -> {out}")
-    return out
+            text.to(trainer.device)
+        if teacher is not None:
+            teacher.to(trainer.device)
+            if stage == "stage2":
+                raw.encoder.eval()
+
+        disc = raw_disc = loss_fn = None
+        if pixel:
+            quantize_mode = "vae" if stage in ("single", "tatitok") and raw.config.quantize_mode == "vae" else "vq"
+            try:
+                loss_fn = PixelLoss(cfg.losses, perceptual, quantize_mode).to(trainer.device)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            if cfg.losses.discriminator_weight > 0:
+                disc = PatchDiscriminator(cfg.model.discriminator_channels, cfg.model.discriminator_layers)
+                # (betas, wd as the generator's: the original builds both AdamW from optimizer.params)
+                dopt = torch.optim.AdamW(disc.parameters(), lr=o.discriminator_learning_rate, betas=(o.beta1, o.beta2),
+                                         weight_decay=o.weight_decay)
+                disc, _ = trainer.add("discriminator", disc, dopt, ema=False)
+                raw_disc = trainer.unit("discriminator").raw
+                trainer.register("lecam", _LeCamState(loss_fn))   # its EMAs of D's logits resume with the run
+        else:
+            proxy = ProxyCodeLoss(cfg.losses.quantizer_weight)
+
+        loader = ResumableLoader(source, cfg.training.per_gpu_batch_size, num_workers=cfg.dataset.params.num_workers_per_gpu,
+                                 seed=cfg.training.seed, rank=trainer.rank, world_size=trainer.world_size, drop_last=True)
+        monitor = CodebookMonitor(raw.codebook_size) if stage == "vqgan" or raw.config.quantize_mode == "vq" else None
+        if monitor is not None:
+            trainer.register("codebook_monitor", monitor)
+
+        for batch in trainer.batches(loader):
+            images = to_unit(batch["image"])
+            step = trainer.global_step
+            if stage == "stage1":
+                with torch.no_grad():
+                    codes = teacher.encode(images)
+                logits, q = model(images)  # a legacy stage-1 TiTok decodes to logits over the teacher's codes
+                loss, parts = proxy(logits, codes, q)
+            elif stage == "tatitok":
+                recon, q = model(images, text(captions_of(batch, len(images), cfg)).to(images.device))
+                loss, parts = loss_fn.generator_loss(images, recon, q, step, raw_disc)
+            else:
+                recon, q = model(images)
+                # D's unwrapped module for the generator's term: a second DDP forward of D before its own backward
+                # would confuse DDP's gradient reducer (its parameters get no gradient from this term)
+                loss, parts = loss_fn.generator_loss(images, recon, q, step, raw_disc)
+            trainer.backward(loss)
+            trainer.optimizer_step("tokenizer")
+            if disc is not None and loss_fn.gan_active(step):
+                d_loss, d_parts = loss_fn.discriminator_loss(images, recon, step, disc)
+                trainer.backward(d_loss)
+                trainer.optimizer_step("discriminator")
+                parts.update(d_parts)
+            if monitor is not None and "indices" in q:
+                monitor.update(q["indices"])
+            if monitor is not None and (step + 1) % max(1, cfg.experiment.log_every) == 0:
+                parts.update(monitor.report())
+            trainer.log(loss=loss, **parts)
+
+        out = Path(cfg.experiment.output_dir) / "final"
+        if trainer.is_main:
+            ema = trainer.ema("tokenizer")
+            if ema is not None:
+                with ema.swap(raw):
+                    raw.save_pretrained(out)
+            else:
+                raw.save_pretrained(out)
+            if text is not None:
+                text.save(out)
+        trainer.finish({"stage": stage, "final": str(out), "steps": trainer.global_step})
+        print(f"{stage}: {trainer.global_step} steps -> {out}")
+        return out
 
 
 def captions_of(batch: dict, n: int, cfg) -> list[str]:
