@@ -82,16 +82,9 @@ def load_guidance(cfg, tok):
     """A TA-TiTok's text guidance (text_guidance.py), checked against the decoder's text input; None for others."""
     if not isinstance(tok, TATiTok):
         return None
-    from projects.titok_rar.text_guidance import load_text_guidance
+    from projects.titok_rar.text_guidance import load_text_guidance_for
     key, folder = ("text_guidance", cfg.text_guidance) if cfg.text_guidance else ("tokenizer", cfg.tokenizer)
-    try:
-        text = load_text_guidance(folder)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"{key}={folder}: the TA-TiTok decodes with its text guidance: {e}") from None
-    want = (tok.config.text_context_length, tok.config.text_embed_dim)
-    if (text.context_length, text.width) != want:
-        raise ConfigError(f"{key}={folder}: its text encoder gives {text.context_length} x {text.width} states, the "
-                          f"tokenizer's decoder reads {want[0]} x {want[1]} (text_context_length x text_embed_dim)")
+    text = load_text_guidance_for(tok, folder, key)
     return text.to(cfg.device)
 
 

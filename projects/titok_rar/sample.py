@@ -122,7 +122,7 @@ def tokenizer_guidance(path: str, tok, loaded, device):
     """What a TA-TiTok decodes with (captions -> (B, L, D)): its own text guidance (text_guidance.load_text_guidance)
     when its folder has text_encoder.json, checked against its decoder's text input, else the generator's open_clip
     encoder's; None for other tokenizers."""
-    from projects.titok_rar.text_guidance import SPEC_FILE, load_text_guidance
+    from projects.titok_rar.text_guidance import SPEC_FILE, load_text_guidance_for
     from projects.titok_rar.titok import TATiTok
 
     if not isinstance(tok, TATiTok):
@@ -134,14 +134,7 @@ def tokenizer_guidance(path: str, tok, loaded, device):
                               "the tokenizer folder (train_tokenizer.py model.type=tatitok writes it) or from the "
                               "generator's open_clip text encoder (model.text_encoder.kind=open_clip)")
         return guide
-    try:
-        text = load_text_guidance(path)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"tokenizer={path}: its text guidance does not load: {e}") from None
-    want = (tok.config.text_context_length, tok.config.text_embed_dim)
-    if (text.context_length, text.width) != want:
-        raise ConfigError(f"tokenizer={path}: {SPEC_FILE} gives {text.context_length} x {text.width} text states, the "
-                          f"decoder reads {want[0]} x {want[1]} (text_context_length x text_embed_dim)")
+    text = load_text_guidance_for(tok, path, "tokenizer")
     return text.to(device)
 
 

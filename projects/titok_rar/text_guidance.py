@@ -98,3 +98,19 @@ def load_text_guidance(folder: str | Path) -> TextGuidance:
     if spec.get("kind") == "toy":
         load_strict(text.encoder, read_state_dict(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
     return text
+
+
+def load_text_guidance_for(tok, folder: str | Path, key: str) -> TextGuidance:
+    """`load_text_guidance(folder)` checked against the TA-TiTok `tok` whose decoder reads it; a failure is a
+    ConfigError naming the option `key` that gave `folder` (evaluate.py, sample.py)."""
+    from shared.config import ConfigError
+    try:
+        text = load_text_guidance(folder)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{key}={folder}: the TA-TiTok decodes with its text guidance, which does not load: "
+                          f"{e}") from None
+    want = (tok.config.text_context_length, tok.config.text_embed_dim)
+    if (text.context_length, text.width) != want:
+        raise ConfigError(f"{key}={folder}: its text encoder gives {text.context_length} x {text.width} states, the "
+                          f"tokenizer's decoder reads {want[0]} x {want[1]} (text_context_length x text_embed_dim)")
+    return text
