@@ -74,6 +74,13 @@ class Metric:
     def results(self, report: ReadReport) -> list[dict]:
         raise NotImplementedError
 
+    def checked_reference(self, report: ReadReport):
+        """(reference statistics, extractor), the statistics checked to be of this extractor and resolution."""
+        ref, ext = self.ctx.reference, self.ctx.extractor
+        check_compatible(ref, ext.id, report.resolution, where=f"{self.name}: reference '{ref.source or ref.reference_id}'",
+                         check_resolution=self.ctx.check_resolution)
+        return ref, ext
+
 
 METRICS: dict[str, Callable[[str, Context], Metric]] = {}
 
@@ -103,9 +110,7 @@ class FrechetMetric(Metric):
             self.features.append(np.asarray(self.ctx.outputs(batch)["features"], np.float64))
 
     def results(self, report):
-        ref, ext = self.ctx.reference, self.ctx.extractor
-        check_compatible(ref, ext.id, report.resolution, where=f"{self.name}: reference '{ref.source or ref.reference_id}'",
-                         check_resolution=self.ctx.check_resolution)
+        ref, ext = self.checked_reference(report)
         require_samples(ref.count, ref.dim, f"{self.name}: reference '{ref.reference_id}'")
         require_samples(self.stats.count, ext.dim, f"{self.name}: evaluated images")
         value = frechet_distance(self.stats.mean, self.stats.cov, ref.mu, ref.sigma)
@@ -132,9 +137,7 @@ class KIDMetric(Metric):
         self.stats.update(self.ctx.outputs(batch)["features"])
 
     def results(self, report):
-        ref, ext = self.ctx.reference, self.ctx.extractor
-        check_compatible(ref, ext.id, report.resolution, where=f"{self.name}: reference '{ref.source or ref.reference_id}'",
-                         check_resolution=self.ctx.check_resolution)
+        ref, ext = self.checked_reference(report)
         if len(ref.features) < 2:
             raise ValueError(f"{self.name}: reference statistics '{ref.reference_id}' hold no feature samples; "
                              f"recompute them from the reference folder (kid_max_features > 0)")
@@ -162,9 +165,7 @@ class PrecisionRecallMetric(Metric):
     def results(self, report):
         from shared.metrics.precision_recall import precision_recall
 
-        ref, ext = self.ctx.reference, self.ctx.extractor
-        check_compatible(ref, ext.id, report.resolution, where=f"{self.name}: reference '{ref.source or ref.reference_id}'",
-                         check_resolution=self.ctx.check_resolution)
+        ref, ext = self.checked_reference(report)
         if len(ref.features) <= self.ctx.pr_k:
             raise ValueError(f"{self.name}: reference statistics '{ref.reference_id}' hold {len(ref.features)} feature "
                              f"samples; precision/recall needs the features, not only mu/sigma (recompute them from "
