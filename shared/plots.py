@@ -58,6 +58,16 @@ CURVE_LABELS = {
 }
 
 
+# Training curves: series of at most this many points get markers; a loss spanning at least this ratio (a decade)
+# gets a log y axis.
+MARKERS_UP_TO = 30
+LOG_SCALE_RATIO = 10.0
+
+
+def _is_loss(key: str) -> bool:
+    return "loss" in key and key != "loss_scale"
+
+
 def _pyplot():
     import matplotlib
 
@@ -212,7 +222,8 @@ def training_curves(runs: str | Path | Mapping[str, str | Path], out_png: str | 
                 for k, v in r.items():
                     if k not in _NOT_CURVES and _finite(v):
                         found.setdefault(k, set()).add(v)
-        keys = sorted((k for k, vs in found.items() if len(vs) > 1 or k == "loss"),
+        # a quantity that changes is a curve; loss terms are drawn even when a tiny run logged them once
+        keys = sorted((k for k, vs in found.items() if len(vs) > 1 or _is_loss(k)),
                       key=lambda k: ("loss" not in k or k == "loss_scale", list(CURVE_LABELS).index(k)
                                      if k in CURVE_LABELS else len(CURVE_LABELS), k))
     keys = list(keys)
@@ -227,11 +238,13 @@ def training_curves(runs: str | Path | Mapping[str, str | Path], out_png: str | 
         for name, rows in data.items():
             pts = [(r["step"], r[key]) for r in rows if _finite(r.get(key))]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.2)
+                # a short run's few rows are points, not a line: markers show where the logged values are
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.2,
+                        marker="o" if len(pts) <= MARKERS_UP_TO else None, markersize=4)
                 out_rows += [{"run": name, "key": key, "step": s, "value": v} for s, v in pts]
-        if key == "loss" or "loss" in key:
-            positive = [r["value"] for r in out_rows if r["key"] == key]
-            if positive and min(positive) > 0 and max(positive) / min(positive) > 20:
+        if _is_loss(key):
+            values = [r["value"] for r in out_rows if r["key"] == key]
+            if values and min(values) > 0 and max(values) / min(values) >= LOG_SCALE_RATIO:
                 ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(_ylabel(label, better), fontsize=8)

@@ -500,9 +500,9 @@ def test_resuming_with_changed_settings_warns(tmp_path, capsys):
     assert "warning: resuming" in err and "lr: 0.001 -> 0.0005" in err and "max_steps" not in err
 
 
-def test_finish_draws_training_curves_for_runs_with_enough_rows(tmp_path):
-    """Every training step gets curves.png (+ the CSV behind it) from its metrics.jsonl; tiny runs with fewer rows
-    than a curve needs skip the plot unless the step asks for it with a title."""
+def test_finish_draws_training_curves_for_every_run(tmp_path):
+    """Every training run gets curves.png (+ the CSV behind it) from its metrics.jsonl, a tiny run's 3 rows too
+    (the workflow declares <run_dir>/curves.png an output of every training rule)."""
     import csv as _csv
 
     from shared.train.trainer import TrainConfig, Trainer
@@ -522,10 +522,12 @@ def test_finish_draws_training_curves_for_runs_with_enough_rows(tmp_path):
         trainer.finish({"final": 1.0}, **finish_kw)
         return tmp_path / name
 
-    long_run = run("long", Trainer.CURVES_MIN_ROWS + 5)
+    long_run = run("long", 25)
     assert (long_run / "curves.png").stat().st_size > 1000
     rows = list(_csv.DictReader((long_run / "curves.csv").open()))
     losses = [float(r["value"]) for r in rows if r["key"] == "loss"]
-    assert len(losses) >= Trainer.CURVES_MIN_ROWS and losses[-1] < losses[0]  # the plotted loss is the logged one
-    assert not (run("short", 3) / "curves.png").exists()
+    assert len(losses) == 25 and losses[-1] < losses[0]  # the plotted loss is the logged one
+    short = run("short", 3)
+    assert (short / "curves.png").stat().st_size > 1000
+    assert [int(r["step"]) for r in _csv.DictReader((short / "curves.csv").open()) if r["key"] == "loss"] == [1, 2, 3]
     assert (run("asked", 3, curves_title="tiny but wanted") / "curves.png").is_file()

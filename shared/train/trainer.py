@@ -562,14 +562,10 @@ class Trainer:
         if self.accelerator.trackers:
             self.accelerator.end_training()
 
-    # A curve needs points: runs with fewer logged rows (the tiny test runs) skip the plot, which costs ~1 s of
-    # matplotlib import, unless the step asks for it by giving a title.
-    CURVES_MIN_ROWS = 20
-
     def finish(self, metrics: Mapping[str, Any] | None = None, *, curves_title: str | None = None) -> None:
         """End of a finished run: write final `metrics` (a row in metrics.jsonl and metrics.json), draw the
-        training curves (`curves.png` + `curves.csv`: loss terms, lr, grad norm, skipped steps, ... against the
-        step; see shared.plots.training_curves), close, sync."""
+        training curves (`<run_dir>/curves.png` + `curves.csv`: loss terms, lr, grad norm, skipped steps, ...
+        against the step; see shared.plots.training_curves), close, sync."""
         if metrics and self.is_main:
             self.logger.write(self.global_step, dict(metrics))
             write_json(self.run_dir / "metrics.json", {"step": self.global_step, **dict(metrics)})
@@ -579,19 +575,18 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _plot_curves(self, title: str | None) -> None:
+        # Every run draws its curves, however few rows it logged (a tiny run's 2-3 points are drawn as markers),
+        # so that the workflow can declare <run_dir>/curves.png as an output of every training rule.
         log = self.run_dir / "metrics.jsonl"
         if not log.is_file():
             return
-        with open(log) as f:
-            rows = sum(1 for line in f if line.strip())
-        if title is None and rows < self.CURVES_MIN_ROWS:
-            return
         from shared import plots
 
+        where = "/".join(self.run_dir.parts[-3:])  # "dmd2/runs/sd15_1step", not just the last folder's name
         try:
             plots.training_curves({self.run_dir.name: log}, self.run_dir / "curves.png",
-                                  title=title if title is not None else f"Training: {self.run_dir.name}")
-        except ValueError as e:  # nothing numeric that changes: no plot, the run itself is fine
+                                  title=title if title is not None else f"Training: {where}")
+        except ValueError as e:  # no numeric metric logged: no plot, the run itself is fine
             warnings.warn(f"no training curves: {e}")
 
     def __enter__(self) -> "Trainer":
