@@ -2,6 +2,7 @@
 Inception), prompt accuracy (toy: does the digits CNN read the digit and colour the prompt asked for), CLIP score
 (paper: open_clip ViT-B-16 weights from the download step, in transformers format).
 
+A folder upscale.py wrote (upscale.json, no samples.json) is evaluated the same way, its method as the sampler.
 The reference folder is resized (bicubic, cached beside it) to the samples' resolution when they differ, so an
 8 px toy base and its 32 px upsampler are each compared with the real images at their own size.
 
@@ -96,9 +97,16 @@ def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     images = Path(cfg.images)
     record = images / "samples.json"
-    if not record.is_file():
-        raise FileNotFoundError(f"{record}: missing; sample the folder with sample.py first")
-    info = read_json(record)
+    extra_info = []
+    if not record.is_file() and (images / "upscale.json").is_file():
+        # an upscale.py folder: the method is the row's sampler, no diffusion steps; its timing feeds the leaderboard
+        extra_info = [str(images / "upscale.json")]
+        up = read_json(images / "upscale.json")
+        info = {"sampler": f"{up['method']}_x{up['factor']}", "steps": "0"}
+    elif not record.is_file():
+        raise FileNotFoundError(f"{record}: missing; sample the folder with sample.py (or upscale.py) first")
+    else:
+        info = read_json(record)
     size = _first_size(images)[0]
     reference = Path(cfg.reference)
     if reference.is_dir():
@@ -111,7 +119,8 @@ def main(cfg=None):
                              "metrics": list(cfg.metrics), "extractor": cfg.extractor, "clip": cfg.clip,
                              "experiment": cfg.experiment or images.name, "checkpoint": cfg.checkpoint,
                              "sampler": info["sampler"], "steps": n_steps, "out": cfg.out,
-                             "batch_size": cfg.batch_size, "device": cfg.device, "threads": cfg.threads})
+                             "batch_size": cfg.batch_size, "device": cfg.device, "threads": cfg.threads,
+                             "info": extra_info})
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ def main(cfg=None):
             "downscale_first": cfg.downscale_first,
             "in_dir": cfg.in_dir, "images": len(items), "upscaled_now": len(todo), "input_sizes": sizes,
             "seconds": seconds, "seconds_per_image": seconds / max(1, len(todo)), "device": str(device),
+            "parameters": sum(t.numel() for t in model.parameters()) if model is not None else 0,
             "skipped": skips.bad, "skip_reasons": dict(sorted(skips.counts.items()))}
     write_json(out / "upscale.json", info)
     print(f"{len(todo)} images upscaled x{cfg.factor} ({cfg.method}{' ' + preset if preset else ''}) in "

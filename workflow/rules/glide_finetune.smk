@@ -4,9 +4,14 @@
 #          upsampler), evaluated and tabled (joins `smoke`)
 #   toy:   a base (8 px) and an upsampler (8 -> 32 px) trained from scratch on the digits, a fine-tune on the
 #          magenta digits; tables: guidance sweep, samplers x steps, fine-tune, upsampler vs bicubic, uncond_p
-#   paper: the released GLIDE (filtered) base + upsampler sampled on COCO-30k prompts, FID at 256 px; a fine-tune
-#          of the released base on LAION-style shards in data/paper/glide/laion/ when that folder exists
-# Target: glide (at config["scale"]).
+#   paper: the released GLIDE (filtered) base + upsampler sampled on COCO-30k prompts, FID at 256 px, unguided and
+#          guided by the released noised CLIP (glide_paper.clip_sample); a fine-tune of the released base on
+#          LAION-style shards in data/paper/glide/laion/ when that folder exists
+#   tiny/toy also: a noised CLIP trained on the digits (train_clip.py) guiding the base (toy table `clip`: CLIP
+#          guidance vs classifier-free guidance); tiny only: an inpainting run + inpainted test images, and the
+#          base's samples upscaled x4 by upscale.py (bicubic; SwinIR with random tiny weights: no SwinIR weights
+#          exist at toy scale, so no toy table shows one)
+# Targets: glide (at config["scale"]); glide_downloads (every released file, for staging a mirror).
 #
 # CONTRACT with dmd2.smk (included before this file): downloads/dmd2/coco30k/{prompts.txt,images/} and
 # downloads/dmd2/inception/ (the COCO-30k evaluation set and clean-fid's Inception) are reused, not re-downloaded.
@@ -22,10 +27,22 @@ GLIDE_RUNS = config["glide_runs"]
 GLIDE_TABLES = config["glide_tables"]
 GLIDE_PAPER = config["glide_paper"]  # COCO-30k sampling and the LAION fine-tune
 GLIDE_LAION = GLIDE_PAPER["laion_dir"]  # LAION-style WebDataset shards (img2dataset output), staged by the user
+GLIDE_MIRROR = config["glide_mirror"]  # '' = the released files' own URLs; else a staging folder or URL prefix
+
+
+def _glide_is_inpaint(run):
+    """Whether a glide_runs entry trains an inpainting model (train.py inpaint=true in its args)."""
+    return any(a.lower() in ("inpaint=true", "inpaint=1", "inpaint=yes") for a in GLIDE_RUNS[run]["args"].split())
+
+
+# inpainting runs sample through glide_inpaint (they fill the test images), not glide_sample
+GLIDE_INPAINT_RUNS = [r for r in GLIDE_RUNS if _glide_is_inpaint(r)]
 # what a sample folder's <model> part names: a trained run, the base chained with the x4 upsampler or with bicubic
 # x4, or the test images downsampled to 8 px and upsampled (the *_heldout rows); _glide_sample_inputs reads them
-GLIDE_SAMPLE_MODELS = [r for r in GLIDE_RUNS if r != "upsample"] + ["base_x4", "base_bicubic", "up_heldout",
-                                                                   "bicubic_heldout"]
+GLIDE_SAMPLE_MODELS = [r for r in GLIDE_RUNS if r != "upsample" and r not in GLIDE_INPAINT_RUNS] + [
+    "base_x4", "base_bicubic", "up_heldout", "bicubic_heldout"]
+# upscale.py's methods (projects/glide_finetune/upscale.py METHODS; swinir at tiny/toy only with random tiny weights)
+GLIDE_UPSCALERS = ["swinir", "bicubic"]
 # the prompt files prepare.py writes (data/<scale>/glide/<name>_prompts.txt); "test" = the held-out test images
 GLIDE_PROMPT_SETS = ["eval", "finetune", "rest", "test"]
 # GLIDE's samplers: projects/glide_finetune/sampling.py SAMPLERS (not imported here: that module loads torch,
@@ -38,6 +55,7 @@ wildcard_constraints:
     glide_model=one_of(GLIDE_SAMPLE_MODELS),
     glide_prompts=one_of(GLIDE_PROMPT_SETS),
     glide_sampler=one_of(GLIDE_SAMPLERS),
+    glide_upscaler=one_of(GLIDE_UPSCALERS),
 
 
 rule glide_prepare:
@@ -144,9 +162,129 @@ rule glide_sample:
                f"steps={{wildcards.steps}} guidance_scale={{wildcards.guidance}} out_dir={{params.out}} threads=1")
 
 
+# the noised CLIP trained on the digits (train_clip.py preset: toy 800 steps, ~4 min of CPU on one thread; tiny 60)
+rule glide_train_clip:
+    input:
+        prepared="data/{scale}/glide",
+        digits="data/{scale}/digits",
+    output:
+        "results/{scale}/glide/clip/clip.json",
+        "results/{scale}/glide/clip/eval.json",
+        **provenance("results/{scale}/glide/clip", "glide_finetune", "glide_train_clip"),
+    log:
+        "logs/{scale}/glide_train_clip.log",
+    wildcard_constraints:
+        scale="tiny|toy",
+    threads: train_threads
+    resources:
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=60),
+    conda:
+        conda_env("glide_finetune")
+    shell:
+        launch(f"{GLIDE}/train_clip.py scale={{wildcards.scale}} data_dir={{input.digits}} "
+               f"tokenizer={{input.prepared}}/tokenizer run_dir=results/{{wildcards.scale}}/glide/clip threads=1")
+
+
+# <run>_clip<scale>: the run's samples guided by that noised CLIP's gradient at that scale (sample.py clip_model=),
+# on top of classifier-free guidance g (g1.0 = none: CLIP guidance alone, as GLIDE's CLIP-guided notebook samples)
+rule glide_sample_clip:
+    input:
+        base="results/{scale}/glide/runs/{glide_run}/model.safetensors",
+        clip="results/{scale}/glide/clip/clip.json",
+        prepared="data/{scale}/glide",
+    output:
+        "results/{scale}/glide/samples/{glide_run}_clip{clip_scale}__{glide_prompts}__{glide_sampler}_{steps}_g{guidance}"
+        "/samples.json",
+    log:
+        "logs/{scale}/glide_sample_clip_{glide_run}_clip{clip_scale}__{glide_prompts}__{glide_sampler}_{steps}"
+        "_g{guidance}.log",
+    wildcard_constraints:
+        scale="tiny|toy", steps=r"\d+", guidance=r"[\d.]+", clip_scale=r"[\d.]+",
+    threads: step_threads
+    resources:
+        **heavy(gpus=1, mem_mb=4000, runtime=60),
+    conda:
+        conda_env("glide_finetune")
+    params:
+        base=lambda w, input: os.path.dirname(input.base),
+        clip=lambda w, input: os.path.dirname(input.clip),
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        launch(f"{GLIDE}/sample.py scale={{wildcards.scale}} base={{params.base}} clip_model={{params.clip}} "
+               f"clip_guidance_scale={{wildcards.clip_scale}} prompts={{input.prepared}}/{{wildcards.glide_prompts}}"
+               f"_prompts.txt sampler={{wildcards.glide_sampler}} steps={{wildcards.steps}} "
+               f"guidance_scale={{wildcards.guidance}} out_dir={{params.out}} threads=1")
+
+
+# an inpainting run fills the centre of the test images (their captions as prompts; known pixels kept exactly,
+# so evaluate adds PSNR against the originals); outputs keep the test images' names
+rule glide_inpaint:
+    input:
+        base="results/{scale}/glide/runs/{glide_inpaint_run}/model.safetensors",
+        digits="data/{scale}/digits",
+    output:
+        "results/{scale}/glide/samples/{glide_inpaint_run}__test__{glide_sampler}_{steps}_g{guidance}/samples.json",
+    log:
+        "logs/{scale}/glide_inpaint_{glide_inpaint_run}__test__{glide_sampler}_{steps}_g{guidance}.log",
+    wildcard_constraints:
+        scale="tiny|toy", steps=r"\d+", guidance=r"[\d.]+", glide_inpaint_run=one_of(GLIDE_INPAINT_RUNS),
+        glide_sampler="glide|glide_ddim",  # sample.py INPAINT_SAMPLERS: the samplers that keep the known pixels
+    threads: step_threads
+    resources:
+        **heavy(gpus=1, mem_mb=4000, runtime=60),
+    conda:
+        conda_env("glide_finetune")
+    params:
+        base=lambda w, input: os.path.dirname(input.base),
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        launch(f"{GLIDE}/sample.py scale={{wildcards.scale}} base={{params.base}} inpaint_images={{input.digits}}/test "
+               f"inpaint_mask=center sampler={{wildcards.glide_sampler}} steps={{wildcards.steps}} "
+               f"guidance_scale={{wildcards.guidance}} out_dir={{params.out}} threads=1")
+
+
+# <sample folder>__<method>_x<factor>: upscale.py over a sample folder (bicubic, or SwinIR: scale=tiny builds a
+# random tiny SwinIR; at toy there are no SwinIR weights and upscale.py refuses it)
+rule glide_upscale:
+    input:
+        "results/{scale}/glide/samples/{source}/samples.json",
+    output:
+        "results/{scale}/glide/samples/{source}__{glide_upscaler}_x{factor}/upscale.json",
+    log:
+        "logs/{scale}/glide_upscale_{source}__{glide_upscaler}_x{factor}.log",
+    wildcard_constraints:
+        scale="tiny|toy", factor="2|3|4|8",
+    threads: step_threads
+    resources:
+        **heavy(gpus=1, mem_mb=4000, runtime=30),
+    conda:
+        conda_env("glide_finetune")
+    params:
+        src=lambda w, input: os.path.dirname(input[0]),
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        launch(f"{GLIDE}/upscale.py scale={{wildcards.scale}} in_dir={{params.src}} out_dir={{params.out}} "
+               f"method={{wildcards.glide_upscaler}} factor={{wildcards.factor}} threads=1")
+
+
+_GLIDE_UPSCALED = re.compile(r"__(" + one_of(GLIDE_UPSCALERS) + r")_x\d+$")  # an upscale.py folder's name
+
+
+def _glide_eval_record(w):
+    """The record of the evaluated folder: upscale.py's upscale.json or sample.py's samples.json."""
+    record = "upscale.json" if _GLIDE_UPSCALED.search(w.name) else "samples.json"
+    return f"results/{w.scale}/glide/samples/{w.name}/{record}"
+
+
+def _glide_eval_metrics(w):
+    """PSNR where the images have same-named originals: upsampled held-out images, inpainted test images."""
+    paired = "_heldout__" in w.name or w.name.split("__")[0] in GLIDE_INPAINT_RUNS
+    return "[fd,prompt_accuracy,psnr]" if paired else "[fd,prompt_accuracy]"
+
+
 rule glide_evaluate:
     input:
-        samples="results/{scale}/glide/samples/{name}/samples.json",
+        samples=_glide_eval_record,
         digits="data/{scale}/digits",
         features="results/{scale}/digits_features/features.safetensors",
     output:
@@ -162,7 +300,7 @@ rule glide_evaluate:
         conda_env("glide_finetune")
     params:
         images=lambda w, input: os.path.dirname(input.samples),
-        metrics=lambda w: "[fd,prompt_accuracy,psnr]" if "_heldout__" in w.name else "[fd,prompt_accuracy]",
+        metrics=_glide_eval_metrics,
     shell:
         launch(f"{GLIDE}/evaluate.py scale={{wildcards.scale}} images={{params.images}} reference={{input.digits}}/test "
                f"extractor=digits:{{input.features}} metrics={{params.metrics}} experiment={{wildcards.name}} "
@@ -256,8 +394,18 @@ rule glide_download:
         "logs/paper/glide_download_{item}.log",
     conda:
         conda_env("glide_finetune")
+    params:
+        mirror=f"mirror={GLIDE_MIRROR}" if GLIDE_MIRROR else "",  # config glide_mirror: staged plain-URL files
     shell:
-        step(f"{GLIDE}/download.py scale=paper item={{wildcards.item}} out_dir=downloads/glide/{{wildcards.item}}")
+        step(f"{GLIDE}/download.py scale=paper item={{wildcards.item}} out_dir=downloads/glide/{{wildcards.item}} "
+             f"{{params.mirror}}")
+
+
+# every released file (GLIDE, its noised CLIP, GPT-2's tokenizer, CLIP ViT-B/16, SwinIR x4): what a cluster without
+# internet stages first (`snakemake glide_downloads --config glide_mirror=/staging/glide` on a machine that has it)
+rule glide_downloads:
+    input:
+        [f"downloads/glide/{item}/download.json" for item in GLIDE_DOWNLOADS],
 
 
 rule glide_paper_finetune:
@@ -277,22 +425,37 @@ rule glide_paper_finetune:
                f"tokenizer=downloads/glide/gpt2_tokenizer run_dir=results/paper/glide/runs/finetune_laion")
 
 
-def _glide_paper_base(w):
-    if w.model == "released":
-        return "downloads/glide/base/download.json"
-    return f"results/paper/glide/runs/{w.model}/model.safetensors"
+GLIDE_PAPER_CLIP = GLIDE_PAPER.get("clip_sample")  # the released_clip row's sample.py options; none = no such row
 
 
+def _glide_paper_inputs(w):
+    out = {"up": "downloads/glide/upsample/download.json", "tokenizer": "downloads/glide/gpt2_tokenizer/download.json",
+           "prompts": "downloads/dmd2/coco30k/prompts.txt"}
+    if w.model.startswith("released"):
+        out["base"] = "downloads/glide/base/download.json"
+    else:
+        out["base"] = f"results/paper/glide/runs/{w.model}/model.safetensors"
+    if w.model == "released_clip":  # noised_clip.load_clip("released") reads these two folders
+        out["clip_image"] = "downloads/glide/clip_image_enc/download.json"
+        out["clip_text"] = "downloads/glide/clip_text_enc/download.json"
+    return out
+
+
+def _glide_paper_sampling(w):
+    options = dict(GLIDE_PAPER["sample"])
+    if w.model == "released_clip":
+        options.update(GLIDE_PAPER_CLIP, clip_model="released")
+    return " ".join(f"{k}={v}" for k, v in options.items())
+
+
+# released_clip: the released base guided by the released noised CLIP (glide_paper.clip_sample), then upsampled
 rule glide_paper_sample:
     input:
-        base=_glide_paper_base,
-        up="downloads/glide/upsample/download.json",
-        tokenizer="downloads/glide/gpt2_tokenizer/download.json",
-        prompts="downloads/dmd2/coco30k/prompts.txt",
+        unpack(_glide_paper_inputs),
     output:
         "results/paper/glide/samples/{model}__coco30k/samples.json",
     wildcard_constraints:
-        model="released|finetune_laion",
+        model="released|released_clip|finetune_laion",
     log:
         "logs/paper/glide_paper_sample_{model}.log",
     resources:
@@ -300,8 +463,8 @@ rule glide_paper_sample:
     conda:
         conda_env("glide_finetune")
     params:
-        base=lambda w: "released" if w.model == "released" else f"results/paper/glide/runs/{w.model}",
-        sampling=" ".join(f"{k}={v}" for k, v in GLIDE_PAPER["sample"].items()),
+        base=lambda w: "released" if w.model.startswith("released") else f"results/paper/glide/runs/{w.model}",
+        sampling=_glide_paper_sampling,
     shell:
         launch(f"{GLIDE}/sample.py scale=paper base={{params.base}} upsampler=released prompts={{input.prompts}} "
                f"{{params.sampling}} out_dir=results/paper/glide/samples/{{wildcards.model}}__coco30k")
@@ -329,7 +492,7 @@ rule glide_paper_evaluate:
 
 
 def _glide_paper_rows():
-    rows = ["released"]
+    rows = ["released"] + (["released_clip"] if GLIDE_PAPER_CLIP else [])
     if os.path.isdir(os.path.join(REPO, GLIDE_LAION)):
         rows.append("finetune_laion")
     return rows
@@ -350,7 +513,8 @@ rule glide_paper_table:
         paper="{glide_released_coco30k: {fid: " + str(GLIDE_PAPER_FID) + "}}",
     shell:
         step("shared/tables.py scale=paper inputs='{params.inputs}' "
-             "title='GLIDE zero-shot MS-COCO 30k at 256 px (paper column: the 3.5B model; released: filtered 300M)' "
+             "title='GLIDE zero-shot MS-COCO 30k at 256 px (paper column: the 3.5B model with classifier-free "
+             "guidance; released: filtered 300M; released_clip: guided by the released noised CLIP)' "
              "paper='{params.paper}' out_md={output.md} out_csv={output.csv}")
 
 
