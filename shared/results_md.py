@@ -112,9 +112,10 @@ READMES: dict[str, Readme] = {
         "sd_flux_lab_", ("subset", "rest"), "sd_flux_lab", ("toy", "paper"),
         {"subset": "Fine-tuned on blue: blue prompts", "rest": "Fine-tuned on blue: the other colours"})),
     "glide_finetune": Readme("projects/glide_finetune/README.md", "projects/glide_finetune/results", (
-        *_tables("glide_", ("guidance", "samplers", "finetune", "upsampler", "uncond"), "glide", titles={
+        *_tables("glide_", ("guidance", "samplers", "finetune", "upsampler", "uncond", "clip"), "glide", titles={
             "guidance": "Guidance scale sweep", "samplers": "Samplers x steps", "finetune": "Fine-tune on magenta",
-            "upsampler": "Upsampler vs bicubic", "uncond": "What classifier-free guidance needs"}),
+            "upsampler": "Upsampler vs bicubic", "uncond": "What classifier-free guidance needs",
+            "clip": "Noised-CLIP guidance vs classifier-free guidance"}),
         *_tables("glide_", ("coco30k",), "glide", ("paper",), {"coco30k": "Zero-shot MS-COCO 30k"}),
     )),
     "titok_rar": Readme("projects/titok_rar/README.md", "projects/titok_rar/results", (

@@ -119,7 +119,9 @@ DRY_RUN = {
     "snakemake --cores 2 eval_imagenet64 eval_sdxl eval_sd15", "snakemake --cores 2 eval_sdxl --config scale=tiny",
     "snakemake --profile slurm eval_sd15", "snakemake --profile slurm eval_imagenet64",
     ".venv/bin/snakemake --cores 2 glide --config scale=tiny", ".venv/bin/snakemake --cores 2 glide",
-    ".venv/bin/snakemake --profile slurm glide", ".venv/bin/snakemake --cores 2 sd_flux_lab",
+    ".venv/bin/snakemake --profile slurm glide",
+    ".venv/bin/snakemake --cores 2 glide_downloads --config glide_mirror=/staging/glide",
+    ".venv/bin/snakemake --cores 2 sd_flux_lab",
     ".venv/bin/snakemake --profile slurm results/paper/sd_flux_lab/base_sdxl/pipeline/model_index.json",
     "snakemake --cores 2 titok --config scale=tiny", "snakemake --cores 2 titok", "snakemake --profile slurm titok",
 }
@@ -131,8 +133,11 @@ README_SKIPPED = {
     "sampler=glide steps=100 out_dir=inpainted": "needs the inpainting run above and the user's photos "
                                                   "(tests/test_glide_inpaint.py samples a tiny one)",
     "python projects/glide_finetune/upscale.py in_dir=out out_dir=out_x4 factor=4 "
-    "weights=downloads/swinir/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth": "the released SwinIR weights "
-                                                                          "(tests/test_glide_swinir.py)",
+    "weights=downloads/glide/swinir_classical_x4/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth":
+        "the released SwinIR weights (tests/test_glide_swinir.py; tests/test_glide_download.py feeds a downloaded "
+        "stand-in to upscale.py)",
+    "python projects/glide_finetune/download.py item=swinir_classical_x4 out_dir=downloads/glide/swinir_classical_x4":
+        "downloads from SwinIR's GitHub release (tests/test_glide_download.py fetches a stand-in through mirror=)",
     "bash setup.sh && .venv/bin/snakemake --cores 2": "setup.sh installs the environment; the snakemake part is "
                                                       "dry-run as `.venv/bin/snakemake --cores 2`",
     "bash setup.sh && .venv/bin/python -m pytest": "the test suite itself (CI runs it: .ci/run)",

@@ -2,7 +2,7 @@
 names and shapes of the released weights (JingyunLiang/SwinIR v0.0 release files), for upscaling GLIDE samples.
 
     net = build_swinir("classical_x4")                          # 001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth layout
-    load_swinir(net, "downloads/swinir/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth")   # strict, weights_only
+    load_swinir(net, "downloads/glide/swinir_classical_x4/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth")  # strict
     y = upscale_images(net, x)                                  # (B, 3, H, W) in [0, 1] -> (B, 3, 4H, 4W)
 
 Presets (SWINIR_PRESETS, from upstream main_test_swinir.py's define_model and the release's file names):

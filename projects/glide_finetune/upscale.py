@@ -2,12 +2,12 @@
 optional post-step after sample.py, as glide-finetune offers a SwinIR upscaler for its 64 px samples.
 
     python projects/glide_finetune/upscale.py in_dir=results/paper/glide/samples/base out_dir=.../base_swinir_x4 \\
-        factor=4 weights=downloads/swinir/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth scale=paper
+        factor=4 weights=downloads/glide/swinir_classical_x4/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth scale=paper
     python -m projects.glide_finetune.upscale in_dir=... out_dir=... factor=4 method=bicubic      # the baseline
     python -m projects.glide_finetune.upscale in_dir=data/toy/digits/test out_dir=... factor=4 downscale_first=true \
         method=bicubic        # held-out: originals / 4 -> x4, same names, for evaluate.py psnr against in_dir
     python -m projects.glide_finetune.upscale in_dir=... out_dir=... factor=4 preset=real_x4 \\
-        weights=downloads/swinir/003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth      # real-world GAN model
+        weights=downloads/glide/swinir_real_x4/003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth  # real-world GAN
 
 `preset` '' picks classical_x<factor> (SwinIR-M, DF2K 64 px patches); any SWINIR_PRESETS name works if its scale
 equals `factor`. Weights: a release .pth (read with torch.load(weights_only=True), unwrapped from 'params' /
@@ -84,8 +84,10 @@ def build(cfg, device: torch.device):
     if cfg.weights:
         load_swinir(model, cfg.weights)
     elif not cfg.random_init:
-        raise ConfigError(f"method=swinir needs weights= (e.g. downloads/swinir/{base.release_file or '...'}); "
-                          f"without them use method=bicubic (random_init=true is for tests only)")
+        raise ConfigError(f"method=swinir needs weights= (e.g. {base.release_file or 'the release .pth'}: the "
+                          f"download rule puts the x4 files in downloads/glide/swinir_classical_x4/ and "
+                          f"downloads/glide/swinir_real_x4/); without them use method=bicubic (random_init=true is "
+                          f"for tests only)")
     return model.eval().to(device), name
 
 
