@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from accelerate.state import AcceleratorState
 
-from shared.train import (EMA, Checkpointer, Preempted, DatasetLoader, StepLogger, TextEmbeddingCache, TrainConfig,
-                          Trainer, capture_rng, fsdp_plugin, make_lr_schedule, restore_rng)
+from shared.data import ResumableLoader
+from shared.train import (EMA, Checkpointer, Preempted, StepLogger, TextEmbeddingCache, TrainConfig, Trainer,
+                          capture_rng, fsdp_plugin, make_lr_schedule, restore_rng)
 from shared.train.example import MLP, load_digits_split
 
 DATA = load_digits_split()
@@ -316,13 +317,13 @@ def test_rng_state_roundtrip_through_a_weights_only_file(tmp_path):
 
 def test_resumable_loader_shards_and_resumes():
     data = torch.arange(50)
-    single = DatasetLoader(data, 8, seed=1)
-    ranks = [DatasetLoader(data, 4, seed=1, rank=r, world_size=2) for r in range(2)]
+    single = ResumableLoader(data, 8, seed=1, drop_last=True)
+    ranks = [ResumableLoader(data, 4, seed=1, rank=r, world_size=2, drop_last=True) for r in range(2)]
     for whole, *parts in zip(single, *ranks):  # 2 processes x 4 == 1 process x 8, item for item
         assert torch.equal(whole, torch.cat(parts))
     assert len(single) == 6 and single.epoch == 1
 
-    loader = DatasetLoader(data, 8, seed=1)
+    loader = ResumableLoader(data, 8, seed=1, drop_last=True)
     epoch0 = list(loader)
     epoch1 = list(loader)
     assert not torch.equal(torch.cat(epoch0), torch.cat(epoch1))  # a new order each epoch
@@ -330,7 +331,7 @@ def test_resumable_loader_shards_and_resumes():
     head = [next(it), next(it)]
     state = loader.state_dict()
     rest = list(it)
-    again = DatasetLoader(data, 8, seed=1)
+    again = ResumableLoader(data, 8, seed=1, drop_last=True)
     again.load_state_dict(state)
     assert [torch.equal(a, b) for a, b in zip(list(again), rest)] == [True] * len(rest) and len(head) == 2
 
@@ -340,9 +341,9 @@ def test_resumable_loader_shards_and_resumes():
 
         def __getitem__(self, i):
             return data[i]
-    via_dataloader = list(DatasetLoader(MapStyle(), 8, seed=1))
+    via_dataloader = list(ResumableLoader(MapStyle(), 8, seed=1, drop_last=True))
     assert all(torch.equal(a, b) for a, b in zip(via_dataloader, epoch0))
-    padded = [list(DatasetLoader(data, 4, seed=1, rank=r, world_size=2, drop_last=False)) for r in range(2)]
+    padded = [list(ResumableLoader(data, 4, seed=1, rank=r, world_size=2)) for r in range(2)]
     assert len(padded[0]) == len(padded[1]) == 7 and all(len(b) == 4 for b in padded[1])
 
 

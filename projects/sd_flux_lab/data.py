@@ -3,7 +3,7 @@ buckets, SDXL size/crop conditioning, optional latent caching, and a resumable b
 
     listing = shared.data.list_images(root)             # folder-name prompts, .cap/.txt overrides, `__` skips
     ds = BucketedImages(listing, size=512, buckets=True, crop="center"|"random", hflip=0.5, min_size=16)
-    loader = BucketBatches(ds, batch_size, seed)        # shared.data.DatasetLoader + BucketBatchSampler
+    loader = BucketBatches(ds, batch_size, seed)        # shared.data.ResumableLoader + BucketBatchSampler
     cached = cache_latents(ds, vae, path)               # LatentDataset: VAE posterior (mean, std) per image
     print(skip_summary(ds, loader))                     # what was left out and why
 
@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from shared.data import (BadSample, BucketBatchSampler, DatasetLoader, Filtered, FolderListing, SkipCounter,
+from shared.data import (BadSample, BucketBatchSampler, Filtered, FolderListing, ResumableLoader, SkipCounter,
                          check_images, decode_image, make_buckets, nearest_bucket, probe_image, read_file)
 from shared.data.transforms import keyed_uniform
 from shared.io import atomic_path
@@ -187,15 +187,15 @@ def cache_latents(images: BucketedImages, vae, path: str | Path, batch_size: int
     return LatentDataset(data, images)
 
 
-def BucketBatches(dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> DatasetLoader:
-    """The lab's loader: shared.data.DatasetLoader with batches drawn within aspect-ratio buckets (each epoch a
-    seeded permutation per bucket, cut into full batches, the batches shuffled together). Resumable; decode
-    failures are skipped and counted on `.skips`."""
-    return DatasetLoader(dataset, batch_size, seed=seed, rank=rank, world_size=world_size,
-                         batch_sampler=BucketBatchSampler(dataset.item_bucket, batch_size, seed, rank, world_size))
+def BucketBatches(dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> ResumableLoader:
+    """The lab's loader: shared.data.ResumableLoader with batches drawn within the dataset's aspect-ratio buckets
+    (each epoch a seeded permutation per bucket, cut into full batches, the batches shuffled together).
+    Resumable; decode failures are skipped and counted on `.skips`."""
+    return ResumableLoader(dataset, batch_size, seed=seed, rank=rank, world_size=world_size,
+                           batch_sampler=BucketBatchSampler(dataset.item_bucket, batch_size, seed, rank, world_size))
 
 
-def skip_summary(images: BucketedImages, loader: DatasetLoader | None = None) -> str:
+def skip_summary(images: BucketedImages, loader: ResumableLoader | None = None) -> str:
     """One paragraph for the run's end: images left out when listed, samples skipped while training, and why."""
     lines = [f"listing: {images.skips.summary()}"]
     if images.skips.counts:

@@ -1,8 +1,8 @@
-"""Aspect-ratio buckets as a batch sampler for `DatasetLoader` (every batch from one bucket of similar shapes).
+"""Aspect-ratio buckets as a batch sampler for `ResumableLoader` (every batch from one bucket of similar shapes).
 
     buckets = make_buckets(512, multiple=64)                    # (h, w) pairs of ~512^2 pixels, ratios up to 2
     b = nearest_bucket(buckets, h, w)                           # the bucket of an h x w image
-    loader = DatasetLoader(ds, 8, batch_sampler=BucketBatchSampler(item_bucket, 8, seed=0, rank=r, world_size=w))
+    loader = ResumableLoader(ds, 8, batch_sampler=BucketBatchSampler(item_bucket, 8, seed=0, rank=r, world_size=w))
 
 Each epoch, a seeded permutation per bucket is cut into full global batches (batch_size x world_size), the batches
 are shuffled together, and process r takes its r-th slice of each: W processes see exactly the samples one process

@@ -13,7 +13,7 @@ times the training images, which is what makes the samples clean (see README "Pe
 `image_size` (32), and shared/toy/sampler_compare.py upsamples samples to it (bicubic) before scoring.
 
 The loop is `shared.train.Trainer`'s: its LR schedule (cosine with warm-up), EMA (linear warm-up), resumable
-batch order (`DatasetLoader`), checkpointed noise generator, checkpoints every `ckpt_every` steps and on SIGINT,
+batch order (`Trainer.loader()`), checkpointed noise generator, checkpoints every `ckpt_every` steps and on SIGINT,
 SIGTERM or SIGUSR2 (save, then exit 75). Starting the same command again resumes from the newest checkpoint and
 ends with the weights an uninterrupted run gives (to the bit, at the same thread count).
 

@@ -6,15 +6,14 @@ Pieces (usable alone or through `Trainer`):
     EMA                        parameter EMA with decay warm-up
     StepLogger                 metrics.jsonl/.csv, tqdm, optional wandb/tensorboard
     PreemptionHandler          SIGUSR2/SIGTERM -> save at the next step boundary -> exit PREEMPTED_EXIT_CODE (75)
-    DatasetLoader              seeded, sharded, mid-epoch-resumable order over tensors / map-style datasets
     seed_everything, capture_rng, restore_rng
     make_lr_schedule           constant | warmup | cosine | linear (registry: register_schedule)
     TextEmbeddingCache         on-disk cache of frozen text-encoder outputs
     fsdp_plugin                FSDP presets for the cluster
+Data: `Trainer.loader()` builds a shared.data.ResumableLoader (the one resumable loader) and checkpoints it.
 See shared/train/example.py for a complete step script.
 """
 from shared.train.checkpoint import CheckpointInfo, Checkpointer
-from shared.train.data import DatasetLoader
 from shared.train.ema import EMA
 from shared.train.fsdp import FSDP_PRESETS, WRAP_CLASSES, fsdp_plugin, fsdp_plugin_kwargs
 from shared.train.log import StepLogger
@@ -25,7 +24,7 @@ from shared.train.text_cache import TextEmbeddingCache
 from shared.train.trainer import TrainConfig, Trainer, train_config
 
 __all__ = [
-    "CheckpointInfo", "Checkpointer", "DatasetLoader", "EMA", "FSDP_PRESETS", "Preempted", "PreemptionHandler",
+    "CheckpointInfo", "Checkpointer", "EMA", "FSDP_PRESETS", "Preempted", "PreemptionHandler",
     "PREEMPTED_EXIT_CODE", "SCHEDULES", "StepLogger", "TextEmbeddingCache", "TrainConfig", "Trainer", "WRAP_CLASSES",
     "capture_rng", "fsdp_plugin", "fsdp_plugin_kwargs", "make_lr_schedule", "register_schedule", "restore_rng",
     "seed_everything", "train_config",

@@ -38,9 +38,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from shared.config import save_resolved
+from shared.data.loader import ResumableLoader
 from shared.io import atomic_path, write_json
 from shared.train.checkpoint import CheckpointInfo, Checkpointer, cpu_tensors
-from shared.train.data import DatasetLoader
 from shared.train.ema import EMA
 from shared.train.fsdp import FSDP_PRESETS, fsdp_plugin
 from shared.train.log import StepLogger
@@ -258,10 +258,11 @@ class Trainer:
         return model, optimizer
 
     def loader(self, dataset: Any, batch_size: int, *, name: str = "train", seed: int | None = None,
-               **kwargs: Any) -> DatasetLoader:
-        """A DatasetLoader (per-process `batch_size`, sharded over processes), checkpointed under `name`."""
-        loader = DatasetLoader(dataset, batch_size, seed=self.cfg.seed if seed is None else seed, rank=self.rank,
-                                 world_size=self.world_size, **kwargs)
+               drop_last: bool = True, **kwargs: Any) -> ResumableLoader:
+        """A shared.data.ResumableLoader (per-process `batch_size`, sharded over processes, full batches unless
+        drop_last=False), checkpointed under `name`; `kwargs` go to it (num_workers, batch_sampler, ...)."""
+        loader = ResumableLoader(dataset, batch_size, seed=self.cfg.seed if seed is None else seed, rank=self.rank,
+                                 world_size=self.world_size, drop_last=drop_last, **kwargs)
         self.register(name, loader)
         return loader
 
@@ -283,7 +284,7 @@ class Trainer:
         if isinstance(obj, (torch.Generator, np.random.Generator, np.random.RandomState, random.Random)):
             self._generators[name] = obj
         elif hasattr(obj, "__iter__") and hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict"):
-            self._loaders[name] = obj  # a data loader (DatasetLoader, shared.data.ResumableLoader): per process
+            self._loaders[name] = obj  # a data loader (shared.data.ResumableLoader): per process
         elif hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict"):
             self._objects[name] = obj
         else:

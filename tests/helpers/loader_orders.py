@@ -1,16 +1,16 @@
 """Batch orders of shared.data.ResumableLoader on every kind of data it serves, for the golden-order test.
 
     python tests/helpers/loader_orders.py write tests/data/loader_orders.json   # record (done once, see below)
-    orders(workdir) -> {case: [[item ids of batch 0], [batch 1], ...]}          # what tests/test_loader_orders.py checks
+    orders(workdir) -> {case: [[item ids of batch 0], [batch 1], ...]}   # what tests/test_loader_orders.py checks
 
 Cases: in-memory tensors (a tensor, a tuple, a dict), a map-style Dataset read through a DataLoader (0 and 2
 workers, with one bad item), the aspect-bucket batch sampler (BucketBatchSampler and sd_flux_lab's BucketBatches),
 Trainer.loader(), and streamed FolderSource / ShardSource / LMDBSource data, over several (seed, epoch, rank,
 world_size, batch_size, drop_last, num_workers). An item's id is its index (map-style) or its key (streams).
 
-The golden file was recorded at commit b080bf8 with the two loaders of the time (shared.data.DatasetLoader for
-map-style data, shared.data.ResumableLoader for streams), before they became one class, so the test proves the
-merged loader hands out every batch in the same order as before (the toy tables depend on the order).
+tests/data/loader_orders.json was recorded by this script at commit af2f3eb, with the two loaders of the time
+(shared.data.DatasetLoader for map-style data, ResumableLoader for streams) before they became one class, so the
+test proves the merged loader hands out every batch in the order each old one did (the toy tables depend on it).
 """
 from __future__ import annotations
 
@@ -21,16 +21,9 @@ from pathlib import Path
 
 import torch
 
-from shared.data import (BadSample, BucketBatchSampler, FolderSource, LMDBDataset, LMDBSource, LMDBWriter, ShardSource,
-                         write_shards)
+from shared.data import (BadSample, BucketBatchSampler, FolderSource, LMDBDataset, LMDBSource, LMDBWriter,
+                         ResumableLoader, ShardSource, write_shards)
 from shared.data.testing import encode, photo
-
-
-def _loader(data, batch_size, **kw):
-    import shared.data as sd
-    if hasattr(sd, "DatasetLoader") and not hasattr(data, "units"):  # the recording, before the merge
-        return sd.DatasetLoader(data, batch_size, **kw)
-    return sd.ResumableLoader(data, batch_size, **kw)
 
 
 class Indexed(torch.utils.data.Dataset):
@@ -71,16 +64,17 @@ def map_cases():
             for rank, world in ((0, 1), (0, 2), (1, 2), (2, 3)):
                 for drop_last in (True, False):
                     name = f"tensor/s{seed}/b{batch_size}/r{rank}w{world}/drop{int(drop_last)}"
-                    out[name] = _epochs(_loader(data, batch_size, seed=seed, rank=rank, world_size=world,
-                                                drop_last=drop_last), 3)
-    out["tensor/noshuffle/b8"] = _epochs(_loader(data, 8, shuffle=False, rank=0, world_size=1, drop_last=True), 2)
-    out["tuple/s1/b8"] = _epochs(_loader((data, data * 2), 8, seed=1, rank=0, world_size=1, drop_last=True), 2)
-    out["dict/s1/b8"] = _epochs(_loader({"i": data}, 8, seed=1, rank=1, world_size=2, drop_last=True), 2)
+                    out[name] = _epochs(ResumableLoader(data, batch_size, seed=seed, rank=rank, world_size=world,
+                                                        drop_last=drop_last), 3)
+    one = dict(rank=0, world_size=1, drop_last=True)
+    out["tensor/noshuffle/b8"] = _epochs(ResumableLoader(data, 8, shuffle=False, **one), 2)
+    out["tuple/s1/b8"] = _epochs(ResumableLoader((data, data * 2), 8, seed=1, **one), 2)
+    out["dict/s1/b8"] = _epochs(ResumableLoader({"i": data}, 8, seed=1, rank=1, world_size=2, drop_last=True), 2)
     for workers in (0, 2):
-        out[f"dataset/s1/b8/w{workers}"] = _epochs(_loader(Indexed(50), 8, seed=1, rank=0, world_size=1,
-                                                           drop_last=True, num_workers=workers), 2)
-        loader = _loader(Indexed(50, bad=(3, 17, 40)), 4, seed=2, rank=1, world_size=2, drop_last=False,
-                         num_workers=workers, max_skip_rate=1.0)
+        out[f"dataset/s1/b8/w{workers}"] = _epochs(ResumableLoader(Indexed(50), 8, seed=1, num_workers=workers,
+                                                                   **one), 2)
+        loader = ResumableLoader(Indexed(50, bad=(3, 17, 40)), 4, seed=2, rank=1, world_size=2, drop_last=False,
+                                 num_workers=workers, max_skip_rate=1.0)
         out[f"dataset_bad/s2/b4/r1w2/w{workers}"] = _epochs(loader, 2) + [[loader.skips.bad, loader.skips.seen]]
     buckets = [(i * 7) % 5 for i in range(60)]
     for seed in (0, 3):
@@ -89,7 +83,7 @@ def map_cases():
                 ds = Indexed(60, buckets=buckets)
                 sampler = BucketBatchSampler(buckets, batch_size, seed, rank, world)
                 out[f"buckets/s{seed}/b{batch_size}/r{rank}w{world}"] = _epochs(
-                    _loader(ds, batch_size, seed=seed, rank=rank, world_size=world, batch_sampler=sampler), 3)
+                    ResumableLoader(ds, batch_size, seed=seed, rank=rank, world_size=world, batch_sampler=sampler), 3)
     from projects.sd_flux_lab.data import BucketBatches
     out["BucketBatches/s1/b3/r1w2"] = _epochs(BucketBatches(Indexed(60, buckets=buckets), 3, 1, 1, 2), 3)
     return out
@@ -125,17 +119,18 @@ def stream_cases(workdir: Path):
                     for drop_last in (False, True):
                         tag = f"s{seed}/b{batch_size}/r{rank}w{world}/w{workers}/drop{int(drop_last)}"
                         kw = dict(seed=seed, rank=rank, world_size=world, num_workers=workers, drop_last=drop_last)
-                        out[f"folder/{tag}"] = _epochs(_loader(FolderSource(folder), batch_size, **kw), 2)
-                        out[f"shards/buf5/{tag}"] = _epochs(_loader(ShardSource(shards), batch_size,
-                                                                    shuffle_buffer=5, **kw), 2)
-    out["shards/default/b4"] = _epochs(_loader(ShardSource(shards), 4, rank=0, world_size=1), 2)
-    out["shards/noshuffle/b4"] = _epochs(_loader(ShardSource(shards), 4, shuffle=False, rank=0, world_size=1), 1)
-    out["lmdb/s1/b4/r0w1/w2"] = _epochs(_loader(LMDBSource(workdir / "db"), 4, seed=1, rank=0, world_size=1,
-                                               num_workers=2), 2)
+                        out[f"folder/{tag}"] = _epochs(ResumableLoader(FolderSource(folder), batch_size, **kw), 2)
+                        out[f"shards/buf5/{tag}"] = _epochs(ResumableLoader(ShardSource(shards), batch_size,
+                                                                            shuffle_buffer=5, **kw), 2)
+    one = dict(rank=0, world_size=1)
+    out["shards/default/b4"] = _epochs(ResumableLoader(ShardSource(shards), 4, **one), 2)
+    out["shards/noshuffle/b4"] = _epochs(ResumableLoader(ShardSource(shards), 4, shuffle=False, **one), 1)
+    out["lmdb/s1/b4/r0w1/w2"] = _epochs(ResumableLoader(LMDBSource(workdir / "db"), 4, seed=1, num_workers=2,
+                                                        **one), 2)
     for workers in (0, 2):  # map-style LMDB, as dmd2 reads it through Trainer.loader()
-        out[f"lmdb_dataset/s1/b4/r1w2/w{workers}"] = _epochs(_loader(LMDBDataset(workdir / "db"), 4, seed=1, rank=1,
-                                                                     world_size=2, drop_last=True,
-                                                                     num_workers=workers), 2)
+        loader = ResumableLoader(LMDBDataset(workdir / "db"), 4, seed=1, rank=1, world_size=2, drop_last=True,
+                                 num_workers=workers)
+        out[f"lmdb_dataset/s1/b4/r1w2/w{workers}"] = _epochs(loader, 2)
     return out
 
 
