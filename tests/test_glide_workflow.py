@@ -1,16 +1,25 @@
 """GLIDE in the workflow: the toy target and the tiny chain in `smoke` plan; `--profile slurm glide` plans the paper
-chain (released weights + tokenizer through the download rule, COCO-30k, FID beside the paper's number)."""
+chain (released weights + tokenizer through the download rule, COCO-30k, FID beside the paper's number, the
+CLIP-guided row with the released noised CLIP); the tiny chain (CLIP training and guidance, inpainting, upscale.py)
+runs and leaves the tables and files it says."""
+import csv
+import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def dry_run(*args):
-    # --rerun-incomplete: a half-written output of someone else's interrupted run must not stop the plan
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--rerun-incomplete", *args], cwd=REPO,
-                       capture_output=True, text=True, timeout=600)
+    # in an empty directory: outputs of a run in the repository (results/ is gitignored) must not hide planned jobs
+    with tempfile.TemporaryDirectory() as work:
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(REPO / "Snakefile"),
+                            "--directory", work, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
@@ -23,6 +32,24 @@ def test_toy_target_and_smoke_plan():
     assert "results/tiny/tables/glide_chain.md" in out  # the tiny chain joins smoke
     assert "train_upsample=true uncond_p=0.0" in out and "upsampler=bicubic:4" in out
     assert "init=results/toy/glide/runs/base" in out  # the fine-tune starts from the toy base
+    # CLIP guidance vs classifier-free guidance at toy: the toy noised CLIP, two CLIP scales without CFG
+    assert "results/toy/tables/glide_clip.md" in out
+    assert ("train_clip.py scale=toy data_dir=data/toy/digits tokenizer=data/toy/glide/tokenizer "
+            "run_dir=results/toy/glide/clip threads=1") in out
+    for clip_scale in ("3.0", "20.0"):
+        assert (f"clip_model=results/toy/glide/clip clip_guidance_scale={clip_scale} "
+                f"prompts=data/toy/glide/eval_prompts.txt sampler=glide steps=27 guidance_scale=1.0 "
+                f"out_dir=results/toy/glide/samples/base_clip{clip_scale}__eval__glide_27_g1.0") in out
+    # inpainting and upscale.py are tiny-chain only (no toy table uses them; no SwinIR weights at toy)
+    assert "run_dir=results/toy/glide/runs/inpaint" not in out and "upscale.py scale=toy" not in out
+    for table in ("extras", "upscale"):
+        assert f"results/tiny/tables/glide_{table}.md" in out, table
+    assert "inpaint_images=data/tiny/digits/test inpaint_mask=center sampler=glide" in out
+    assert "train.py scale=tiny data_dir=data/tiny/digits/train tokenizer=data/tiny/glide/tokenizer inpaint=true" in out
+    for method in ("swinir", "bicubic"):
+        assert (f"upscale.py scale=tiny in_dir=results/tiny/glide/samples/base__eval__glide_4_g1.0 "
+                f"out_dir=results/tiny/glide/samples/base__eval__glide_4_g1.0__{method}_x4 method={method} "
+                f"factor=4") in out, method
 
 
 def test_slurm_profile_plans_the_paper_chain():
@@ -32,3 +59,78 @@ def test_slurm_profile_plans_the_paper_chain():
                    "results/paper/tables/glide_coco30k.md", "--backend slurm", "num_images=30000",
                    "upsampler=released", "upsample_steps=fast27", "{glide_released_coco30k: {fid: 12.24}}"):
         assert needed in out, needed
+    # the CLIP-guided row: the released base guided by the released noised CLIP, no classifier-free guidance
+    for needed in ("downloads/glide/clip_image_enc/download.json", "downloads/glide/clip_text_enc/download.json",
+                   "results/paper/glide/eval/released_clip__coco30k.json",
+                   "guidance_scale=1.0 upsample_sampler=glide_ddim upsample_steps=fast27 clip_guidance_scale=3.0 "
+                   "clip_model=released out_dir=results/paper/glide/samples/released_clip__coco30k"):
+        assert needed in out, needed
+
+
+def test_downloads_target_plans_every_item_through_the_mirror():
+    out = dry_run("glide_downloads", "--config", "glide_mirror=/staging/glide")
+    for item in ("base", "upsample", "clip_image_enc", "clip_text_enc", "swinir_classical_x4", "swinir_real_x4",
+                 "gpt2_tokenizer", "clip_vit_b16"):
+        assert (f"download.py scale=paper item={item} out_dir=downloads/glide/{item} mirror=/staging/glide"
+                in out), item
+    assert "mirror=" not in dry_run("downloads/glide/swinir_real_x4/download.json")  # default: the release URLs
+
+
+def _table_rows(work: Path, table: str) -> dict[str, dict]:
+    rows = list(csv.DictReader((work / f"results/tiny/tables/glide_{table}.csv").open()))
+    return {r["experiment"]: r for r in rows}
+
+
+def test_tiny_chain_runs_clip_inpainting_and_upscaling(tmp_path):
+    """`snakemake glide --config scale=tiny` in a scratch directory (what `smoke` runs of GLIDE): the new steps'
+    outputs exist, say what they are, and reach the tiny tables."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
+                        "--directory", str(work), "glide", "--config", "scale=tiny"], cwd=REPO,
+                       capture_output=True, text=True, timeout=1500, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    check_tiny_outputs(work)
+
+
+def check_tiny_outputs(work: Path) -> None:
+    res = work / "results/tiny/glide"
+    # the tiny noised CLIP: its weights, config and before/after retrieval
+    clip = json.loads((res / "clip/clip.json").read_text())
+    assert clip["config"]["image_size"] == 8 and clip["tokenizer"] == "data/tiny/glide/tokenizer"
+    assert {"clip_image_enc.safetensors", "clip_text_enc.safetensors"} <= {p.name for p in (res / "clip").iterdir()}
+    ev = json.loads((res / "clip/eval.json").read_text())
+    assert ev["steps"] == 60 and {"retrieval_t0", "retrieval_t500"} <= set(ev["after"])
+    # CLIP-guided samples record the guidance; the unguided ones with the same seeds differ from them
+    guided = json.loads((res / "samples/base_clip3.0__eval__glide_4_g1.0/samples.json").read_text())
+    assert guided["clip_model"] == "results/tiny/glide/clip" and guided["clip_guidance_scale"] == 3.0
+    assert guided["guidance_scale"] == 1.0 and guided["num_images"] == 32
+    plain = res / "samples/base__eval__glide_4_g1.0"
+    assert "clip_model" not in json.loads((plain / "samples.json").read_text())
+    a, b = (Image.open(d / "000000.png").tobytes() for d in (plain, res / "samples/base_clip3.0__eval__glide_4_g1.0"))
+    assert a != b
+    # the inpainting run (7 input channels) filled the centre of the test images, kept their names
+    assert json.loads((res / "runs/inpaint/glide.json").read_text())["variant"] == "base-inpaint"
+    inpainted = res / "samples/inpaint__test__glide_4_g3.0"
+    info = json.loads((inpainted / "samples.json").read_text())
+    assert info["inpaint_images"] == "data/tiny/digits/test" and info["inpaint_mask"] == "center"
+    names = sorted(p.stem for p in inpainted.glob("*.png"))
+    assert len(names) == 32 and names == sorted(p.stem for p in (work / "data/tiny/digits/test").glob("*.png"))[:32]
+    # upscale.py x4 of the 8 px base samples: bicubic, and a random tiny SwinIR (never trained weights)
+    for method in ("bicubic", "swinir"):
+        up = res / f"samples/base__eval__glide_4_g1.0__{method}_x4"
+        rec = json.loads((up / "upscale.json").read_text())
+        assert rec["method"] == method and rec["factor"] == 4 and rec["images"] == 32
+        assert rec["random_init"] == (method == "swinir")
+        assert Image.open(up / "000000.png").size == (32, 32)
+        assert (up / "000000.txt").read_text() == (plain / "000000.txt").read_text()
+    # the tables: every row, with the metrics each row should have
+    extras = _table_rows(work, "extras")
+    assert set(extras) == {"base__eval__glide_4_g1.0", "base_clip3.0__eval__glide_4_g1.0",
+                           "inpaint__test__glide_4_g3.0"}
+    assert all(float(row["fd"]) > 0 for row in extras.values())
+    assert float(extras["inpaint__test__glide_4_g3.0"]["psnr"]) > 0  # against the originals, paired by name
+    upscaled = _table_rows(work, "upscale")
+    assert set(upscaled) == {"base__eval__glide_4_g1.0__bicubic_x4", "base__eval__glide_4_g1.0__swinir_x4"}
+    assert {row["sampler"] for row in upscaled.values()} == {"bicubic_x4", "swinir_x4"}
+    assert "tiny" in (work / "results/tiny/tables/glide_upscale.md").read_text().lower()
