@@ -47,6 +47,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from shared.config import cli, option, resolve, save_resolved
 from shared.io import read_json, write_text
+from shared.leaderboard import training_cost
 
 ROW_KEYS = ("experiment", "checkpoint", "sampler", "steps")
 
@@ -396,7 +397,7 @@ def build_with_claims(cfg) -> tuple[str, str, list[dict]]:
 
 # --- the leaderboard: every method of every project in one table ------------------------------------------------
 LEADERBOARD_COLUMNS = ("method", "paper", "project", "sampler", "steps", "nfe", "fd", "prompt_accuracy",
-                       "clip_score", "parameters", "seconds_per_image", "train_steps", "fd_reference")
+                       "clip_score", "parameters", "seconds_per_image", "train_steps", "train_seconds", "fd_reference")
 # Columns a step may record under "info" in its evaluation JSON (shared/evaluate.py `info=` and the sample steps'
 # samples.json, compare.py).
 INFO_KEYS = ("method", "paper", "project", "nfe", "parameters", "seconds_per_image", "train_steps")
@@ -419,15 +420,21 @@ def leaderboard_rows(files: list[Path], scale: str) -> tuple[list[dict], dict[tu
         if fd is not None:
             label = refs.setdefault((fd.get("reference_id"), fd.get("extractor_id")), f"R{len(refs) + 1}")
         project = info.get("project") or (f.parts[f.parts.index(scale) + 1] if scale in f.parts[:-1] else "")
+        # training cost: summed over the training runs that made the method (shared/leaderboard.py follows the
+        # steps' recorded options from the evaluation back to them: a DMD2 student and its teacher, ...)
+        cost = training_cost(f)
         row = {"method": info.get("method") or d["experiment"], "paper": info.get("paper", ""), "project": project,
                "sampler": d["sampler"], "steps": d["steps"], "nfe": info.get("nfe"),
                "fd": fd["value"] if fd else None,
                "prompt_accuracy": metrics["prompt_accuracy"]["value"] if "prompt_accuracy" in metrics else None,
                "clip_score": metrics["clip_score"]["value"] if "clip_score" in metrics else None,
                "parameters": info.get("parameters"), "seconds_per_image": info.get("seconds_per_image"),
-               "train_steps": info.get("train_steps"), "fd_reference": label, "source": str(f)}
+               "train_steps": cost.steps if cost.runs else info.get("train_steps"),
+               "train_seconds": round(cost.seconds, 1) if cost.runs else None, "fd_reference": label,
+               "source": str(f), "train_runs": ";".join(r.run_dir for r in cost.runs)}
         if d["checkpoint"] == "none" and d["sampler"] == "none":  # real vs real, or a win rate: no model sampled
-            row.update({k: row[k] if row[k] is not None else NOT_A_MODEL for k in ("parameters", "seconds_per_image")})
+            row.update({k: row[k] if row[k] is not None else NOT_A_MODEL
+                        for k in ("parameters", "seconds_per_image", "train_steps", "train_seconds")})
         rows.append(row)
     rows = merge_seed_rows(rows)
     rows.sort(key=lambda r: (r["fd_reference"], r["fd"] if r["fd"] is not None else float("inf")))
@@ -447,11 +454,12 @@ def merge_seed_rows(rows: list[dict]) -> list[dict]:
             out += group
             continue
         merged = dict(min(group, key=lambda r: split_seed(r["method"])[1]))
-        for c in ("fd", "prompt_accuracy", "clip_score", "seconds_per_image"):
+        for c in ("fd", "prompt_accuracy", "clip_score", "seconds_per_image", "train_steps", "train_seconds"):
             vals = [r[c] for r in group if r[c] is not None]
             merged[c] = float(np.mean(vals)) if len(vals) == len(group) else merged[c]
         merged["method"] = f"{key[0]} (mean of {len(group)} seeds)"
         merged["source"] = ";".join(r["source"] for r in group)
+        merged["train_runs"] = ";".join(dict.fromkeys(run for r in group for run in r["train_runs"].split(";") if run))
         out.append(merged)
     return out
 
@@ -499,21 +507,23 @@ def build_leaderboard(cfg) -> tuple[str, str, list[dict]]:
                + ("Toy-scale numbers on the toy digits with the digits feature CNN: comparable with each other "
                   "(same FD reference), NOT with the papers' numbers." if cfg.scale != "paper" else
                   "Paper-scale numbers."))
-    md = [caption, "", "| " + " | ".join(LEADERBOARD_COLUMNS) + " |", "|" + "---|" * 5 + "---:|" * 8]
+    md = [caption, "", "| " + " | ".join(LEADERBOARD_COLUMNS) + " |", "|" + "---|" * 5 + "---:|" * 9]
     md += ["| " + " | ".join(_cell(r[c], cfg.digits) for c in LEADERBOARD_COLUMNS) + " |" for r in rows]
     md += ["", "Columns: `nfe` network evaluations per image (guidance counts twice); `fd` Frechet distance "
            "(lower is better) to the reference named in `fd_reference`; `prompt_accuracy` fraction of images "
            "classified as the digit and colour asked for (higher is better); `parameters` of the network sampled "
            "(the UNet / generator / transformer; the tokenizer's for reconstructions; not text encoders or VAEs); "
            "`seconds_per_image` sampling time (tokenizers: encode + decode) on the machine that ran it, as the sample "
-           "step measured it; `train_steps` optimizer steps of the model sampled; n/a = no model sampled by that "
+           "step measured it; `train_steps` optimizer steps and `train_seconds` wall-clock seconds of training on the "
+           "machine that ran it, summed over the training runs that made the method (e.g. teacher + student; the "
+           "runs are in the CSV's `train_runs`); n/a = no model sampled by that "
            "evaluation (real images against real images, win rates of two sample sets); "
            "– = not recorded by that project's steps.", "",
            "FD references (only FDs with the same label are comparable):"]
     md += [f"- {label}: reference `{ref}`, extractor `{ext}`" for (ref, ext), label in refs.items()]
     md += ["", "Sources: " + ", ".join(f"`{f}`" for f in files), ""]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[*LEADERBOARD_COLUMNS, "source"], lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=[*LEADERBOARD_COLUMNS, "source", "train_runs"], lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     return "\n".join(md), buf.getvalue(), rows
