@@ -42,6 +42,17 @@ def test_swinir_items_are_the_presets_release_files():
     assert _file_name("clip_image_enc") == "clip_image_enc.pt" and _file_name("clip_text_enc") == "clip_text_enc.pt"
 
 
+def test_rule_file_copies_of_the_step_registries():
+    # glide_finetune.smk keeps these names itself (the modules load torch); they must stay the steps' own
+    from projects.glide_finetune.sample import INPAINT_SAMPLERS
+    from projects.glide_finetune.upscale import METHODS
+    from tests.test_workflow_registries import rule_file_list
+
+    assert sorted(rule_file_list("glide_finetune.smk", "GLIDE_UPSCALERS")) == sorted(METHODS)
+    text = (REPO / "workflow/rules/glide_finetune.smk").read_text()
+    assert f'glide_sampler="{"|".join(INPAINT_SAMPLERS)}"' in text  # glide_inpaint's samplers
+
+
 def test_noised_clip_pair_lands_where_load_clip_reads_it(tmp_path):
     staging = tmp_path / "staging"
     staging.mkdir()
