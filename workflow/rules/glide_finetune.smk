@@ -41,7 +41,8 @@ GLIDE_INPAINT_RUNS = [r for r in GLIDE_RUNS if _glide_is_inpaint(r)]
 # x4, or the test images downsampled to 8 px and upsampled (the *_heldout rows); _glide_sample_inputs reads them
 GLIDE_SAMPLE_MODELS = [r for r in GLIDE_RUNS if r != "upsample" and r not in GLIDE_INPAINT_RUNS] + [
     "base_x4", "base_bicubic", "up_heldout", "bicubic_heldout"]
-# upscale.py's methods (projects/glide_finetune/upscale.py METHODS; swinir at tiny/toy only with random tiny weights)
+# upscale.py's methods (its METHODS; tests/test_glide_download.py checks the copy); swinir: random tiny weights at
+# tiny, refused at toy (no SwinIR weights there)
 GLIDE_UPSCALERS = ["swinir", "bicubic"]
 # the prompt files prepare.py writes (data/<scale>/glide/<name>_prompts.txt); "test" = the held-out test images
 GLIDE_PROMPT_SETS = ["eval", "finetune", "rest", "test"]
