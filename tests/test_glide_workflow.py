@@ -124,6 +124,10 @@ def check_tiny_outputs(work: Path) -> None:
         assert rec["random_init"] == (method == "swinir")
         assert Image.open(up / "000000.png").size == (32, 32)
         assert (up / "000000.txt").read_text() == (plain / "000000.txt").read_text()
+        # its evaluation: the leaderboard row is named by the folder (not upscale.json's method), timed, sized
+        info = json.loads((res / f"eval/{up.name}.json").read_text())["info"]
+        assert info["method"] == up.name and info["seconds_per_image"] > 0
+        assert (info["parameters"] > 0) == (method == "swinir")
     # the tables: every row, with the metrics each row should have
     extras = _table_rows(work, "extras")
     assert set(extras) == {"base__eval__glide_4_g1.0", "base_clip3.0__eval__glide_4_g1.0",

@@ -120,7 +120,9 @@ def main(cfg=None):
                              "experiment": cfg.experiment or images.name, "checkpoint": cfg.checkpoint,
                              "sampler": info["sampler"], "steps": n_steps, "out": cfg.out,
                              "batch_size": cfg.batch_size, "device": cfg.device, "threads": cfg.threads,
-                             "info": extra_info})
+                             "info": extra_info,
+                             # upscale.json's own `method` (swinir / bicubic) must not name the leaderboard row
+                             "method": (cfg.experiment or images.name) if extra_info else ""})
 
 
 if __name__ == "__main__":
