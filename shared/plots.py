@@ -212,6 +212,8 @@ def training_curves(runs: str | Path | Mapping[str, str | Path], out_png: str | 
     optimizer step, one line per run. `keys`: the quantities to draw (default: every numeric key that changes in
     some run, except time). CSV columns: run, key, step, value."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     if isinstance(runs, (str, Path)):
         runs = {Path(runs).parent.name or "run": runs}
     data = {name: read_metrics(path) for name, path in runs.items()}
@@ -247,6 +249,14 @@ def training_curves(runs: str | Path | Mapping[str, str | Path], out_png: str | 
             if values and min(values) > 0 and max(values) / min(values) >= LOG_SCALE_RATIO:
                 ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
+        # steps are whole numbers: no ticks at 1.2, 1.4, ...; a short run's few steps are the ticks themselves
+        steps = sorted({r["step"] for r in out_rows if r["key"] == key})
+        if len(steps) <= 12:
+            ax.set_xticks(steps)
+            if len(steps) == 1:
+                ax.set_xlim(steps[0] - 1, steps[0] + 1)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(_ylabel(label, better), fontsize=8)
         ax.grid(True, alpha=0.3)
         if len(data) > 1:

@@ -13,9 +13,10 @@ so are inputs of another scale than `scale`.
     python shared/tables.py kind=leaderboard inputs='results/toy/**/eval/**/*.json' scale=toy
 
 The leaderboard (`kind=leaderboard`) puts every evaluation JSON in one table, one row per method: method, paper,
-steps, NFE, FD, prompt accuracy, CLIP score, parameters, seconds per image, training steps (the last five from
-the JSON's `info`, which shared/evaluate.py's `info=` and shared/toy/sampler_compare.py fill), plus an FD-vs-NFE
-scatter (`out_png`). FDs against different references are labelled, not refused.
+steps, NFE, FD, prompt accuracy, CLIP score, parameters, seconds per image (from the JSON's `info`, which
+shared/evaluate.py's `info=` and shared/toy/sampler_compare.py fill), training steps and seconds (summed over the
+training runs that made the method: shared/leaderboard.py), plus an FD-vs-NFE scatter (`out_png`). FDs against
+different references are labelled, not refused.
 
 Spread (issue 18): rows named `<name>_seed<N>` (experiment and checkpoint; seed 0 is the bare `<name>`) are one
 row of several training seeds, shown as mean ± std over the seeds with a `seeds` column (`group_seeds`,

@@ -56,7 +56,8 @@ def dmd2_chain(tmp_path_factory):
         train.main({"scale": "tiny", "recipe": "digits_1step", "teacher": "results/tiny/dmd2/teacher",
                     "data": "data/tiny/dmd2/digits/real.lmdb", "run_dir": "results/tiny/dmd2/runs/digits_1step",
                     "max_steps": 3, "threads": 1})
-        train_features.main({"scale": "tiny", "data_dir": "data/tiny/digits", "out_dir": "results/tiny/digits_features"})
+        train_features.main({"scale": "tiny", "data_dir": "data/tiny/digits",
+                             "out_dir": "results/tiny/digits_features"})
         prompts = "data/tiny/dmd2/digits/eval_prompts.txt"
         sample.main({"scale": "tiny", "checkpoint": "results/tiny/dmd2/runs/digits_1step", "prompts": prompts,
                      "num_images": 24, "out_dir": "results/tiny/dmd2/samples/digits_1step"})

@@ -3,7 +3,8 @@ in that workflow directory, `report_categories(html)` returns what the page list
 [result paths]}} (the page's own `var categories = {...}` data, the index its menus are built from).
 
 SMOKE_REPORT is what the report of a finished tiny `smoke` run must list per project: each project's category
-with its subcategories and, for some, result files that must be in them (paths under results/tiny/).
+with its subcategories and, for some, result files that must be in them (paths under results/tiny/). Training
+holds each training run's curves.png + curves.csv (workflow/rules/common.smk `curves(...)`).
 """
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ REPO = Path(__file__).resolve().parents[2]
 SMOKE_REPORT = {
     "Digits (toy data)": {"Tables": ["tables/digits.html"], "Provenance": ["digits_features/run.json"]},
     "Samplers": {"Tables": ["sampler_compare/results.html"], "Samples": ["sampler_compare/grid.png"],
-                 "Plots": ["sampler_compare/fd_vs_nfe.png"], "Training": ["digits_diffusion/curves.png"],
+                 "Plots": ["sampler_compare/fd_vs_nfe.png"],
+                 "Training": ["digits_diffusion/curves.png", "digits_diffusion/curves.csv"],
                  "Provenance": ["digits_diffusion/config.yaml"]},
     "sd_flux_lab (SD1.5, SDXL, FLUX.2)": {"Samples": ["sd_flux_lab/generate/flux2_edit/"],
+                                          "Training": ["sd_flux_lab/finetune_blue/curves.png"],
                                           "Provenance": ["sd_flux_lab/finetune_blue/config.yaml",
                                                          "sd_flux_lab/finetune_blue/run.json"]},
     "DMD2": {"Tables": ["tables/dmd2_imagenet64.html", "tables/dmd2_sdxl.html", "tables/dmd2_sd15.html"],
              "Samples": ["dmd2/grids/imagenet64.png"], "Plots": ["tables/dmd2_imagenet64_fd_vs_nfe.png"],
-             "Provenance": []},
+             "Training": ["dmd2/teacher/curves.png", "dmd2/runs/toy_sd15_1step/curves.png"], "Provenance": []},
     "GLIDE": {"Tables": ["tables/glide_chain.html"], "Provenance": ["glide/runs/base/config.yaml",
                                                                    "glide/runs/upsample/run.json"]},
     "TiTok / RAR": {"Tables": ["tables/titok_tokens.html", "tables/titok_rar_gen_smoke.html"],

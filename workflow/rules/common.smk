@@ -226,3 +226,12 @@ def provenance(run_dir, project, name):
     shared.train.Trainer calls at the start of every run), for a rule's output: `**provenance(...)`."""
     return {"config": reported(f"{run_dir}/config.yaml", project, "Provenance", f"{name} config.yaml", "provenance"),
             "run": reported(f"{run_dir}/run.json", project, "Provenance", f"{name} run.json", "provenance")}
+
+
+def curves(run_dir, project, name):
+    """Output entries of a training run's curves, under the project's Training: `<run_dir>/curves.png` and the
+    `curves.csv` behind it, which shared.train.Trainer.finish draws from metrics.jsonl at the end of every run (a
+    tiny run's few rows too), for the output of the rule that trains: `**curves(...)`."""
+    return {"curves": reported(f"{run_dir}/curves.png", project, "Training", f"{name} curves", "training_curves"),
+            "curves_csv": reported(f"{run_dir}/curves.csv", project, "Training", f"{name} curves.csv",
+                                   "training_curves")}

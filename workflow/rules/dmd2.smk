@@ -63,6 +63,7 @@ rule dmd2_teacher:
     output:
         "results/{scale}/dmd2/teacher/model.safetensors",
         **provenance("results/{scale}/dmd2/teacher", "dmd2", "dmd2_teacher"),
+        **curves("results/{scale}/dmd2/teacher", "dmd2", "dmd2_teacher"),
     log:
         "logs/{scale}/dmd2_teacher.log",
     threads: config["local_threads"]
@@ -96,6 +97,7 @@ rule dmd2_train:
     output:
         "results/{scale}/dmd2/runs/{recipe}/generator.safetensors",
         **provenance("results/{scale}/dmd2/runs/{recipe}", "dmd2", "dmd2_train {recipe}"),
+        **curves("results/{scale}/dmd2/runs/{recipe}", "dmd2", "dmd2_train {recipe}"),
     log:
         "logs/{scale}/dmd2_train.{recipe}.log",
     wildcard_constraints:
@@ -119,6 +121,7 @@ rule dmd2_train_seed:
     output:
         "results/{scale}/dmd2/runs/{recipe}_seed{seed}/generator.safetensors",
         **provenance("results/{scale}/dmd2/runs/{recipe}_seed{seed}", "dmd2", "dmd2_train {recipe}_seed{seed}"),
+        **curves("results/{scale}/dmd2/runs/{recipe}_seed{seed}", "dmd2", "dmd2_train {recipe}_seed{seed}"),
     log:
         "logs/{scale}/dmd2_train.{recipe}_seed{seed}.log",
     wildcard_constraints:

@@ -8,7 +8,7 @@ rule train_digits_diffusion:
         "data/{scale}/digits",
     output:
         metrics=f"{DD}/metrics.json",
-        curves=reported(f"{DD}/curves.png", "samplers", "Training", "digits diffusion curves", "training_curves"),
+        **curves(DD, "samplers", "digits diffusion"),
         **provenance(DD, "samplers", "train_digits_diffusion"),
     log:
         "logs/{scale}/train_digits_diffusion.log",

@@ -65,6 +65,7 @@ rule sd_flux_lab_vae:
     output:
         "results/{scale}/sd_flux_lab/vae/vae/config.json",
         **provenance("results/{scale}/sd_flux_lab/vae", "sd_flux_lab", "sd_flux_lab_vae"),
+        **curves("results/{scale}/sd_flux_lab/vae", "sd_flux_lab", "sd_flux_lab_vae"),
     log:
         "logs/{scale}/sd_flux_lab_vae.log",
     conda:
@@ -86,6 +87,8 @@ rule sd_flux_lab_train_base:
         "results/{scale}/sd_flux_lab/train_base_{sfl_arch}/pipeline/model_index.json",
         **provenance("results/{scale}/sd_flux_lab/train_base_{sfl_arch}", "sd_flux_lab",
                      "sd_flux_lab_train_base {sfl_arch}"),
+        **curves("results/{scale}/sd_flux_lab/train_base_{sfl_arch}", "sd_flux_lab",
+                 "sd_flux_lab_train_base {sfl_arch}"),
     log:
         "logs/{scale}/sd_flux_lab_train_base.{sfl_arch}.log",
     conda:
@@ -154,6 +157,7 @@ rule sd_flux_lab_finetune:
     output:
         "results/{scale}/sd_flux_lab/finetune_blue/pipeline/model_index.json",
         **provenance("results/{scale}/sd_flux_lab/finetune_blue", "sd_flux_lab", "sd_flux_lab_finetune"),
+        **curves("results/{scale}/sd_flux_lab/finetune_blue", "sd_flux_lab", "sd_flux_lab_finetune"),
     log:
         "logs/{scale}/sd_flux_lab_finetune.log",
     conda:

@@ -100,6 +100,7 @@ rule train_flux_paper:
         data="data/paper/{name}",
     output:
         directory("runs/paper/flux_ft/{name}/lora"),
+        **curves("runs/paper/flux_ft/{name}", "sd_flux_lab", "train_flux_paper {name}"),
     log:
         "logs/train_flux_paper.{name}.log",
     conda:
