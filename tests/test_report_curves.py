@@ -105,3 +105,14 @@ def test_a_loss_within_a_decade_stays_linear_and_one_row_still_draws(monkeypatch
     assert sorted(csv_lines[1:]) == ["run,loss_dm,1,0.7", "run,loss_gan,1,0.2"]  # logged once, still drawn
     with pytest.raises(ValueError, match="no numeric metrics"):
         _drawn(monkeypatch, [{"step": 1, "stage": "stage1"}], tmp_path)
+
+
+def test_the_digits_feature_cnn_logs_its_training_and_draws_it(tmp_path, digits_tiny):
+    """shared/toy/train_features.py trains without shared.train.Trainer, so it logs and draws by itself."""
+    from shared.toy import train_features
+
+    train_features.main({"scale": "tiny", "data_dir": str(digits_tiny), "out_dir": str(tmp_path / "f")})
+    logged = [json.loads(line) for line in (tmp_path / "f/metrics.jsonl").read_text().splitlines()]
+    drawn = [line.split(",") for line in (tmp_path / "f/curves.csv").read_text().splitlines()[1:]]
+    assert [(int(s), float(v)) for _, k, s, v in drawn if k == "loss"] == [(r["step"], r["loss"]) for r in logged]
+    assert len(logged) >= 2 and (tmp_path / "f/curves.png").stat().st_size > 1000

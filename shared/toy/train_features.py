@@ -1,6 +1,7 @@
 """Train the digits CNN (digit + colour classifier) that scores toy-scale samples; report its test accuracy.
 
-Outputs in out_dir: features.safetensors (weights + id), metrics.json (test accuracies), config.yaml.
+Outputs in out_dir: features.safetensors (weights + id), metrics.json (test accuracies), config.yaml, the training
+loss and lr in metrics.jsonl (shared.train's StepLogger) and their curves in curves.png + curves.csv.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from shared import plots
 from shared.config import cli, resolve, save_resolved
+from shared.train.log import StepLogger
 from shared.toy import features
 from shared.toy.dataset import load_arrays
 from shared.io import write_json
@@ -78,6 +81,11 @@ def main(cfg=None):
     steps_per_epoch = int(np.ceil(len(x_train) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="digits features")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)  # a rerun trains afresh: its log too
+    # ~50 rows whatever the length (every step at tiny scale), for the training curves
+    logger = StepLogger(out, every=max(1, cfg.epochs * steps_per_epoch // 50), progress=False)
+    step = 0
     for _ in range(cfg.epochs):
         model.train()
         perm = torch.randperm(len(x_train), generator=gen)
@@ -89,9 +97,17 @@ def main(cfg=None):
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
+            logger.add({"loss": loss.detach()})
+            logger.end_step(step, lambda: {"lr": sched.get_last_lr()[0]})
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
+    if logger.pending:
+        logger.flush(step, {"lr": sched.get_last_lr()[0]})
+    logger.close()
+    plots.training_curves(out / "metrics.jsonl", out / "curves.png",
+                          title=f"Digits feature CNN training ({cfg.scale} scale, batch {cfg.batch_size})")
 
     metrics = accuracy(model, x_test, d_test, c_test)
     extractor_id = features.save(model, out / "features.safetensors")

@@ -17,7 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 SMOKE_REPORT = {
-    "Digits (toy data)": {"Tables": ["tables/digits.html"], "Provenance": ["digits_features/run.json"]},
+    "Digits (toy data)": {"Tables": ["tables/digits.html"], "Training": ["digits_features/curves.png"],
+                          "Provenance": ["digits_features/run.json"]},
     "Samplers": {"Tables": ["sampler_compare/results.html"], "Samples": ["sampler_compare/grid.png"],
                  "Plots": ["sampler_compare/fd_vs_nfe.png"],
                  "Training": ["digits_diffusion/curves.png", "digits_diffusion/curves.csv"],

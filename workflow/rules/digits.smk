@@ -21,6 +21,7 @@ rule train_digits_features:
         weights="results/{scale}/digits_features/features.safetensors",
         metrics="results/{scale}/digits_features/metrics.json",
         **provenance("results/{scale}/digits_features", "digits", "train_digits_features"),
+        **curves("results/{scale}/digits_features", "digits", "train_digits_features"),
     log:
         "logs/{scale}/train_digits_features.log",
     threads: train_threads
