@@ -108,7 +108,8 @@ def _paths(options: Any, root: Path) -> Iterator[Path]:
 
 
 def _step_folder(path: Path, root: Path) -> Path | None:
-    """The nearest folder at or above `path` (below `root`) that records a step's options."""
+    """The nearest folder at or above `path` that records a step's options; the search stops at `root` (the
+    workflow directory: results/, data/ hold no records), or at the filesystem root for a path outside it."""
     folder = path if path.is_dir() else path.parent
     root = root.resolve()
     while folder.resolve() != root and folder.resolve() != folder.resolve().parent:
