@@ -124,6 +124,7 @@ DRY_RUN = {
     ".venv/bin/snakemake --cores 2 sd_flux_lab",
     ".venv/bin/snakemake --profile slurm results/paper/sd_flux_lab/base_sdxl/pipeline/model_index.json",
     "snakemake --cores 2 titok --config scale=tiny", "snakemake --cores 2 titok", "snakemake --profile slurm titok",
+    "snakemake --profile slurm eval_maskgen",
 }
 _TOY_RUN = "a toy training run (minutes to hours); its tiny counterpart runs in the workflow tests"
 README_SKIPPED = {

@@ -17,9 +17,11 @@ text guidance, MaskGen's condition) and Inception (rFID). Generator half: the re
 (huggingface yucornetto/RAR, README_RAR.md), the released MaskGIT generators on TiTok-L-32/B-64/S-128 and their
 tokenizers (yucornetto/generator_titok_*_imagenet, yucornetto/tokenizer_titok_*_imagenet; the generator rules name
 the tokenizers `tokenizer_titok_*`, the same repositories as `titok_*`), and ADM's ImageNet-256 reference batch
-(VIRTUAL_imagenet256_labeled.npz, what OpenAI's evaluator compares against). For the latter the step also writes
-reference_stats.npz: ADM's own mu/sigma (TF Inception pool_3, resize inside the network) labelled with
-shared.metrics' `inception_inside` extractor, so shared.evaluate computes gFID against exactly them.
+(VIRTUAL_imagenet256_labeled.npz, what OpenAI's evaluator compares against), and MJHQ-30K (MaskGen's FID
+benchmark: meta_data.json + the unpacked reference images; the step also writes prompts.txt, one prompt a line).
+For the ADM batch the step also writes reference_stats.npz: ADM's own mu/sigma (TF Inception pool_3, resize inside
+the network) labelled with shared.metrics' `inception_inside` extractor, so shared.evaluate computes gFID against
+exactly them.
 """
 from __future__ import annotations
 
@@ -72,6 +74,11 @@ DOWNLOADS: dict[str, Download] = {
     **{f"generator_titok_{k}": Download(f"MaskGIT generator on TiTok-{k.upper()}",
                                         repo=f"yucornetto/generator_titok_{k}_imagenet", allow=_HUB_FILES)
        for k in ("l32", "b64", "s128")},
+    # MaskGen's FID benchmark (README_MaskGen.md: MJHQ-30K FID): 30k prompts with their reference images (a
+    # Hugging Face dataset repo, fetched by URL so that mirror= serves it too); the step also writes prompts.txt
+    "mjhq30k": Download("MJHQ-30K: 30k prompts + reference images (MaskGen's text-to-image FID)", urls=(
+        "https://huggingface.co/datasets/playgroundai/MJHQ-30K/resolve/main/meta_data.json",
+        "https://huggingface.co/datasets/playgroundai/MJHQ-30K/resolve/main/mjhq30k_imgs.zip"), unpack=True),
     "adm_imagenet256": Download("ADM ImageNet-256 reference batch (gFID statistics)", urls=(
         "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/256/"
         "VIRTUAL_imagenet256_labeled.npz",)),
@@ -118,6 +125,24 @@ def import_adm_reference(out: Path, inception: str) -> Path:
     return stats.save(out / "reference_stats.npz")
 
 
+def write_mjhq_prompts(out: Path) -> Path:
+    """prompts.txt (one a line, ordered by image id) from MJHQ-30K's meta_data.json ({id: {category, prompt}}), what
+    sample.py's `prompts=` reads; sample i takes prompt i, so the 30k samples are one per prompt."""
+    import json
+
+    meta_path = out / "meta_data.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        prompts = [" ".join(str(meta[k]["prompt"]).split()) for k in sorted(meta)]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{meta_path}: expected MJHQ-30K's {{id: {{category, prompt}}}} ({e})") from None
+    if not all(prompts):
+        raise ValueError(f"{meta_path}: {sum(not p for p in prompts)} empty prompts")
+    path = out / "prompts.txt"
+    path.write_text("\n".join(prompts) + "\n")
+    return path
+
+
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.item not in DOWNLOADS:
@@ -133,6 +158,8 @@ def main(cfg=None):
             raise FileNotFoundError(f"inception={cfg.inception}: the Inception file the reference is labelled with "
                                     "(run the dmd2_download item=inception rule first)")
         print(f"reference statistics -> {import_adm_reference(out, str(inception))}")
+    if cfg.item == "mjhq30k":
+        print(f"prompts -> {write_mjhq_prompts(out)}")
     print(f"{cfg.item}: {len(record)} files in {out}")
     return record
 

@@ -1,13 +1,14 @@
 # titok_rar, tokenizers (projects/titok_rar: prepare, train_tokenizer, evaluate, pretokenize, download).
 #   tiny:  the whole chain with tiny models for a few steps (smoke): VQGAN teacher -> TiTok stage 1 -> stage 2,
-#          a single-stage VAE, evaluation, pretokenization, a table
+#          a single-stage VAE, TA-TiTok, evaluation, pretokenization, tables
 #   toy:   the digits (80 digit-colour classes): a toy VQGAN as the proxy-code teacher, TiTok with K = 4/8/16/32
-#          through both stages, single-stage VQ and VAE at K = 16; tables rFID/PSNR vs K, stage 1 vs 1+2, VQ vs VAE,
-#          the VQGAN's own reconstruction beside TiTok's (long on 2 CPU cores: its own target `titok`)
+#          through both stages, single-stage VQ and VAE at K = 16, TA-TiTok (caption-guided decoder) at K = 16;
+#          tables rFID/PSNR vs K, stage 1 vs 1+2, VQ vs VAE, the VQGAN's own reconstruction beside TiTok's, TA-TiTok
+#          vs TiTok, with the paper's rFID beside the rows of its token count (long on 2 CPU cores: target `titok`)
 #   paper: the released tokenizers' rFID on ImageNet val beside the paper's, and the TiTok-B-64 recipe (stage 1,
 #          stage 2) on 8-GPU nodes; ImageNet class folders must be at data/paper/imagenet/{train,val}
 # Targets: titok (at config["scale"]); the tiny chain joins `smoke`. Token folders for the generators
-# (titok_rar_generators.smk): data/<scale>/titok_rar/tokens/<name>/meta.json, name = vqgan | k<K> (toy),
+# (titok_rar_generators.smk): data/<scale>/titok_rar/tokens/<name>/meta.json, name = vqgan | k<K> | tatitok_k<K> (toy),
 # vqgan | titok_l32 | titok_b64 | titok_s128 (paper, the released tokenizers).
 
 import glob
@@ -39,7 +40,7 @@ if TT_PAPER_RECIPE not in TT_PAPER_TRAIN:
                      f"{TT_CFG}/training/TiTok; expected one of {TT_PAPER_TRAIN}")
 # the released TiTok tokenizers (projects/titok_rar/download.py DOWNLOADS items titok_*)
 TT_RELEASED = [n for n in TT_DOWNLOADS if n.startswith("titok_")]
-TT_TABLES = ["tokens", "stages", "quantizer", "vqgan"]  # tt_tables() below: the toy tables, in target order
+TT_TABLES = ["tokens", "stages", "quantizer", "vqgan", "tatitok"]  # tt_tables() below: the toy tables, in target order
 
 # tiny: the recipes' shapes with tiny widths, 3 steps of 8 images (config.yaml titok_tiny_overrides)
 TT_TINY = " ".join(config["titok_tiny_overrides"])
@@ -54,7 +55,8 @@ def tt_data(scale):
 
 
 def tt_final(scale, run):
-    """config.json of a trained tokenizer; run = vqgan | k<K>/stage1 | k<K>/stage2 | k<K>_<vq|vae>/single."""
+    """config.json of a trained tokenizer; run = vqgan | k<K>/stage1 | k<K>/stage2 | k<K>_<vq|vae>/single |
+    tatitok_k<K>/single."""
     return f"results/{scale}/titok_rar/{run}/final/config.json"
 
 
@@ -179,8 +181,38 @@ rule titok_train_single:
                f"{{params.extra}}")
 
 
+rule titok_train_tatitok:
+    # TA-TiTok (configs/toy/tatitok.yaml): the single-stage VQ recipe of titok_train_single with the decoder attending
+    # to each digit's caption through the frozen toy text encoder, which final/ keeps (text_encoder.json +
+    # .safetensors) so that evaluation, pretokenization and MaskGen's sampling decode with the same guidance
+    input:
+        data="data/{scale}/titok_rar/digits/config.yaml",
+        features="results/{scale}/digits_features/features.safetensors",
+    output:
+        "results/{scale}/titok_rar/tatitok_k{k}/single/final/config.json",
+        **provenance("results/{scale}/titok_rar/tatitok_k{k}/single", "titok_rar", "titok_train_tatitok K={k}"),
+    wildcard_constraints:
+        scale="tiny|toy", k=r"\d+",
+    log:
+        "logs/{scale}/titok_train_tatitok_k{k}.log",
+    threads: train_threads
+    resources:
+        **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=120),
+    conda:
+        conda_env("titok_rar")
+    params:
+        extra=lambda w: tt_scale_opts(w.scale),
+    shell:
+        launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/tatitok.yaml scale={{wildcards.scale}} threads=1 progress=false "
+               f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
+               f"model.vq_model.num_latent_tokens={{wildcards.k}} losses.perceptual_loss=digits:{{input.features}} "
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/tatitok_k{{wildcards.k}}/single "
+               f"{{params.extra}}")
+
+
 def tt_run_of(name):
-    """Evaluation name -> run folder: vqgan, k16_stage1 -> k16/stage1, k16_vae_single -> k16_vae/single."""
+    """Evaluation name -> run folder: vqgan, k16_stage1 -> k16/stage1, k16_vae_single -> k16_vae/single,
+    tatitok_k16_single -> tatitok_k16/single."""
     if name == "vqgan":
         return "vqgan"
     head, _, tail = name.rpartition("_")
@@ -198,7 +230,7 @@ rule titok_evaluate:
         grid=reported("results/{scale}/titok_rar/eval/{name}_grid.png", "titok_rar", "Tokenizer reconstructions",
                       "{name}", "titok_recon"),
     wildcard_constraints:
-        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)})_single",
+        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)})_single|tatitok_k\d+_single",
     log:
         "logs/{scale}/titok_evaluate_{name}.log",
     threads: step_threads
@@ -215,14 +247,22 @@ rule titok_evaluate:
                f"out={{output.json}}")
 
 
+def tt_token_run(name):
+    """Token folder name -> the tokenizer run it encodes with: vqgan, k<K> (two-stage TiTok), tatitok_k<K> (MaskGen's
+    TA-TiTok: the folder keeps the captions and meta.json names its text guidance, pretokenize.py)."""
+    if name == "vqgan":
+        return "vqgan"
+    return f"{name}/single" if name.startswith("tatitok_") else f"{name}/stage2"
+
+
 rule titok_pretokenize:
     input:
-        tok=lambda w: tt_final(w.scale, "vqgan" if w.name == "vqgan" else f"{w.name}/stage2"),
+        tok=lambda w: tt_final(w.scale, tt_token_run(w.name)),
         data="data/{scale}/titok_rar/digits/config.yaml",
     output:
         "data/{scale}/titok_rar/tokens/{name}/meta.json",
     wildcard_constraints:
-        scale="tiny|toy", name=r"vqgan|k\d+",
+        scale="tiny|toy", name=r"vqgan|k\d+|tatitok_k\d+",
     log:
         "logs/{scale}/titok_pretokenize_{name}.log",
     threads: step_threads
@@ -238,16 +278,60 @@ rule titok_pretokenize:
                f"out_dir=data/{{wildcards.scale}}/titok_rar/tokens/{{wildcards.name}}")
 
 
-# toy tables: which -> (title, evaluation names, notes)
+# The paper's reconstruction numbers (ImageNet val 50k, 256 px) that stand beside a toy row of the same token count:
+# TiTok-L-32 2.21 (README_TiTok.md model zoo; TiTok arXiv:2406.07550 Table 2) and the MaskGIT-VQGAN at its 256 tokens
+# 2.28 (TiTok Table 2, its MaskGIT row). Other rows have no paper number at their K (the notes give the nearest).
+TT_TOY_PAPER_RFID = {"k32_stage2": ("TiTok-L-32", 2.21), "vqgan": ("the MaskGIT-VQGAN at 256 tokens", 2.28)}
+# (no ': ' and no quotes in the notes: each travels as a YAML string inside single quotes)
+TT_NOTES_QUANTIZER = ("the paper at K=64 (README_TiTok.md, single stage) - TiTok-BL-64 VQ 8k codes rFID 2.06, "
+                      "TiTok-BL-64 VAE 16 channels rFID 1.25 (no K=16 release)")
+TT_NOTES_TATITOK = ("both rows share the single-stage VQ recipe and K (configs/toy/titok_single_vq.yaml vs tatitok.yaml); "
+                    "TA-TiTok decodes each test image with its own caption. The paper (README_MaskGen.md) - TA-TiTok VQ "
+                    "at 32/64/128 tokens rFID 3.95/2.43/1.53 on ImageNet val (no K=16 release)")
+
+
+def tt_tatitok_k():
+    """K of the toy TA-TiTok: the single-stage comparison's (config titok_single_tokens), so its row stands beside
+    the single-stage VQ TiTok of the same recipe and K."""
+    return TT_SINGLE_K
+
+
+# toy tables: which -> (title, evaluation names, paper column {name: {rfid: value}}, notes)
 def tt_tables(scale):
     ks = TT_K[scale]
     k1 = TT_SINGLE_K if TT_SINGLE_K in ks else ks[-1]
-    return {
+    kt = tt_tatitok_k()
+
+    def paper(names):
+        return {n: {"rfid": TT_TOY_PAPER_RFID[n][1]} for n in names if n in TT_TOY_PAPER_RFID}
+
+    def paper_note(names):
+        rows = [f"{n} beside {TT_TOY_PAPER_RFID[n][0]} ({TT_TOY_PAPER_RFID[n][1]})" for n in names
+                if n in TT_TOY_PAPER_RFID]
+        return ("rfid (paper) is ImageNet val 50k at 256 px (TiTok paper Table 2, README_TiTok.md), for orientation "
+                "only - " + " and ".join(rows)) if rows else ""
+
+    tables = {
         "tokens": ("TiTok rFID and PSNR vs number of tokens K (stage 1 + 2)", [f"k{k}_stage2" for k in ks]),
         "stages": ("TiTok stage 1 only vs stage 1 + 2", [f"k{k}_stage{s}" for k in ks for s in (1, 2)]),
         "quantizer": (f"VQ vs VAE at K={k1} (single stage, pixel decoder)", [f"k{k1}_vq_single", f"k{k1}_vae_single"]),
         "vqgan": ("The VQGAN at its 64 codes beside TiTok at K tokens", ["vqgan"] + [f"k{k}_stage2" for k in ks]),
+        "tatitok": (f"TA-TiTok (text-guided decoder) vs TiTok at K={kt} (single stage, VQ)",
+                    [f"k{kt}_vq_single", f"tatitok_k{kt}_single"]),
     }
+    notes = {"quantizer": TT_NOTES_QUANTIZER, "tatitok": TT_NOTES_TATITOK}
+    return {w: (title, names, paper(names), notes.get(w, paper_note(names)))
+            for w, (title, names) in tables.items()}
+
+
+def tt_paper_arg(paper):
+    """{name: {metric: value}} as the YAML mapping shared/tables.py reads from paper='...'."""
+    return "{" + ", ".join(f"{n}: {{" + ", ".join(f"{m}: {v}" for m, v in ms.items()) + "}" for n, ms in paper.items()) + "}"
+
+
+def tt_opt(key, value):
+    """A quoted shared/tables.py option, or nothing when the value is empty."""
+    return f"{key}='{value}'" if value else ""
 
 
 rule titok_table:
@@ -267,11 +351,15 @@ rule titok_table:
     params:
         inputs=lambda w, input: ",".join(input),
         title=lambda w: tt_tables(w.scale)[w.which][0],
+        # paper='{...}' / notes='...' only where the table has them (an empty notes= would print an empty note)
+        paper=lambda w: tt_opt("paper", tt_paper_arg(tt_tables(w.scale)[w.which][2])
+                               if tt_tables(w.scale)[w.which][2] else ""),
+        notes=lambda w: tt_opt("notes", tt_tables(w.scale)[w.which][3]),
         # rFID and PSNR against K beside the K table (titok_tokens_{{rfid,psnr}}_vs_tokens.png)
         plots=lambda w: "[tokens]" if w.which == "tokens" else "[]",
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs=[{params.inputs}] title='{params.title}' "
-             "plots={params.plots} "
+             "plots={params.plots} {params.paper} {params.notes} "
              "metrics=[rfid,psnr,ssim,codebook_usage,tokens_per_image,encode_images_per_sec,decode_images_per_sec] "
              "out_md={output.md} out_csv={output.csv}")
 
@@ -446,6 +534,42 @@ rule titok_paper_train_tatitok:
                f"experiment.output_dir=results/paper/titok_rar/{{wildcards.name}}")
 
 
+def tt_recipe(folder, name):
+    path = os.path.join(TT_CFG, folder, f"{name}.yaml")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+# the VQ TA-TiToks: their tokens are MaskGen-VQ's (pretokenize.py refuses a VAE's continuous tokens)
+TT_PAPER_TATITOK_VQ = [n for n in TT_PAPER_TATITOK
+                       if tt_recipe("training/TA-TiTok", n)["model"]["vq_model"]["quantize_mode"] == "vq"]
+
+
+rule titok_paper_pretokenize_tatitok:
+    # MaskGen's training tokens: the DataComp shards of the TA-TiTok's own recipe (dataset.params, staged by hand as
+    # for its training) encoded by our trained TA-TiTok, captions kept; meta.json names its text guidance
+    input:
+        tok="results/paper/titok_rar/{name}/final/config.json",
+    output:
+        "data/paper/titok_rar/tokens/{name}/meta.json",
+    wildcard_constraints:
+        name=one_of(TT_PAPER_TATITOK_VQ),
+    log:
+        "logs/paper/titok_paper_pretokenize_tatitok_{name}.log",
+    resources:
+        **heavy(gpus=1, mem_mb=64000, runtime=600),
+    conda:
+        conda_env("titok_rar")
+    params:
+        # quoted in the command: the shard pattern's {000000..140089} must reach the loader, not bash's brace expansion
+        data=lambda w: tt_recipe("training/TA-TiTok", w.name)["dataset"]["params"]["train_shards_path_or_url"],
+        caption_key=lambda w: tt_recipe("training/TA-TiTok", w.name)["dataset"]["params"].get("caption_key", "txt"),
+    shell:
+        launch(f"{TT}/pretokenize.py scale=paper tokenizer=results/paper/titok_rar/{{wildcards.name}}/final device=cuda "
+               f"data='{{params.data}}' caption_key={{params.caption_key}} "
+               f"out_dir=data/paper/titok_rar/tokens/{{wildcards.name}}")
+
+
 rule titok_paper_tokenizers:
     # paper scale only (not part of `titok`): the single-stage and TA-TiTok trainings
     input:
@@ -479,7 +603,8 @@ def titok_targets(scale):
     if scale == "paper":
         return ["results/paper/tables/titok_rfid.md"]
     return [f"results/{scale}/tables/titok_{w}.md" for w in TT_TABLES] + [
-        f"data/{scale}/titok_rar/tokens/{n}/meta.json" for n in ["vqgan"] + [f"k{k}" for k in TT_K[scale]]]
+        f"data/{scale}/titok_rar/tokens/{n}/meta.json"
+        for n in ["vqgan"] + [f"k{k}" for k in TT_K[scale]] + [f"tatitok_k{tt_tatitok_k()}"]]
 
 
 rule titok:
@@ -492,4 +617,6 @@ def titok_smoke(scale):
     # in_default=False: toy runs are long (about an hour of training on 2 cores): `titok` and `toy`, never `all`
     if scale != "tiny":
         return titok_targets(scale)
-    return ["results/tiny/tables/titok_tokens.md", "data/tiny/titok_rar/tokens/k8/meta.json"]
+    # + the TA-TiTok table (its training, caption-guided evaluation) and its token folder (MaskGen's at tiny too)
+    return ["results/tiny/tables/titok_tokens.md", "results/tiny/tables/titok_tatitok.md",
+            "data/tiny/titok_rar/tokens/k8/meta.json", f"data/tiny/titok_rar/tokens/tatitok_k{tt_tatitok_k()}/meta.json"]
