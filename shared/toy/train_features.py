@@ -96,15 +96,16 @@ def main(cfg=None):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            used_lr = opt.param_groups[0]["lr"]  # the rate this update used (the schedule moves on below)
             sched.step()
             step += 1
             logger.add({"loss": loss.detach()})
-            logger.end_step(step, lambda: {"lr": sched.get_last_lr()[0]})
+            logger.end_step(step, lambda: {"lr": used_lr})
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     if logger.pending:
-        logger.flush(step, {"lr": sched.get_last_lr()[0]})
+        logger.flush(step, {"lr": used_lr})
     logger.close()
     plots.training_curves(out / "metrics.jsonl", out / "curves.png",
                           title=f"Digits feature CNN training ({cfg.scale} scale, batch {cfg.batch_size})")
