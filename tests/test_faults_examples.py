@@ -120,7 +120,7 @@ DRY_RUN = {
     "snakemake --profile slurm eval_sd15", "snakemake --profile slurm eval_imagenet64",
     ".venv/bin/snakemake --cores 2 glide --config scale=tiny", ".venv/bin/snakemake --cores 2 glide",
     ".venv/bin/snakemake --profile slurm glide",
-    ".venv/bin/snakemake --cores 2 glide_downloads --config glide_mirror=/staging/glide",
+    ".venv/bin/snakemake --cores 2 glide_downloads",
     ".venv/bin/snakemake --cores 2 sd_flux_lab",
     ".venv/bin/snakemake --profile slurm results/paper/sd_flux_lab/base_sdxl/pipeline/model_index.json",
     "snakemake --cores 2 titok --config scale=tiny", "snakemake --cores 2 titok", "snakemake --profile slurm titok",
