@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.report import SMOKE_REPORT, build_report, check_report, report_categories
+from tests.test_glide_workflow import check_tiny_outputs as check_glide_tiny_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -75,6 +76,7 @@ def check_smoke_outputs(work, *rerun_args):
     names = {m["metric"] for m in metrics["metrics"]}
     assert any(n.startswith("fd") for n in names) and any("accuracy" in n for n in names)
     assert (work / "results/tiny/digits_features/config.yaml").is_file()
+    check_glide_tiny_outputs(work)  # GLIDE's CLIP guidance, inpainting and upscale.py steps
     # its HTML report lists every project's tables, grids and provenance (tests/helpers/report.py)
     check_report(report_categories(build_report(work, "smoke")), SMOKE_REPORT)
     # a second run has nothing to do

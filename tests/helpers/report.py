@@ -30,12 +30,14 @@ SMOKE_REPORT = {
     "DMD2": {"Tables": ["tables/dmd2_imagenet64.html", "tables/dmd2_sdxl.html", "tables/dmd2_sd15.html"],
              "Samples": ["dmd2/grids/imagenet64.png"], "Plots": ["tables/dmd2_imagenet64_fd_vs_nfe.png"],
              "Training": ["dmd2/teacher/curves.png", "dmd2/runs/toy_sd15_1step/curves.png"], "Provenance": []},
-    "GLIDE": {"Tables": ["tables/glide_chain.html"], "Provenance": ["glide/runs/base/config.yaml",
+    "GLIDE": {"Tables": ["tables/glide_chain.html", "tables/glide_extras.html", "tables/glide_upscale.html"],
+              "Training": ["glide/runs/base/curves.png", "glide/clip/curves.png"], "Provenance": ["glide/runs/base/config.yaml",
                                                                    "glide/runs/upsample/run.json"]},
     "TiTok / RAR": {"Tables": ["tables/titok_tokens.html", "tables/titok_rar_gen_smoke.html"],
                     "Tokenizer reconstructions": ["titok_rar/eval/k8_stage2_grid.png"],
                     "Generator samples": ["titok_rar/gen/grids/smoke.png"],
                     "Plots": ["tables/titok_rar_gen_smoke_fd_bars.png"],
+                    "Training": ["titok_rar/vqgan/curves.png", "titok_rar/gen/runs/rar_annealed/curves.png"],
                     "Provenance": ["titok_rar/k8/stage2/config.yaml", "titok_rar/gen/runs/rar_annealed/run.json"]},
 }
 

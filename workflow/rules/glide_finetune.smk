@@ -99,6 +99,7 @@ rule glide_train:
     output:
         "results/{scale}/glide/runs/{glide_run}/model.safetensors",
         **provenance("results/{scale}/glide/runs/{glide_run}", "glide_finetune", "glide_train {glide_run}"),
+        **curves("results/{scale}/glide/runs/{glide_run}", "glide_finetune", "glide_train {glide_run}"),
     log:
         "logs/{scale}/glide_train_{glide_run}.log",
     wildcard_constraints:
@@ -172,6 +173,7 @@ rule glide_train_clip:
         "results/{scale}/glide/clip/clip.json",
         "results/{scale}/glide/clip/eval.json",
         **provenance("results/{scale}/glide/clip", "glide_finetune", "glide_train_clip"),
+        **curves("results/{scale}/glide/clip", "glide_finetune", "glide_train_clip"),
     log:
         "logs/{scale}/glide_train_clip.log",
     wildcard_constraints:
@@ -415,6 +417,7 @@ rule glide_paper_finetune:
         tokenizer="downloads/glide/gpt2_tokenizer/download.json",
     output:
         "results/paper/glide/runs/finetune_laion/model.safetensors",
+        **curves("results/paper/glide/runs/finetune_laion", "glide_finetune", "glide_paper_finetune"),
     log:
         "logs/paper/glide_paper_finetune.log",
     resources:

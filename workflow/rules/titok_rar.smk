@@ -82,6 +82,7 @@ rule titok_train_vqgan:
     output:
         "results/{scale}/titok_rar/vqgan/final/config.json",
         **provenance("results/{scale}/titok_rar/vqgan", "titok_rar", "titok_train_vqgan"),
+        **curves("results/{scale}/titok_rar/vqgan", "titok_rar", "titok_train_vqgan"),
     wildcard_constraints:
         scale="tiny|toy",
     log:
@@ -107,6 +108,7 @@ rule titok_train_stage1:
     output:
         "results/{scale}/titok_rar/k{k}/stage1/final/config.json",
         **provenance("results/{scale}/titok_rar/k{k}/stage1", "titok_rar", "titok_train_stage1 K={k}"),
+        **curves("results/{scale}/titok_rar/k{k}/stage1", "titok_rar", "titok_train_stage1 K={k}"),
     wildcard_constraints:
         scale="tiny|toy", k=r"\d+",
     log:
@@ -135,6 +137,7 @@ rule titok_train_stage2:
     output:
         "results/{scale}/titok_rar/k{k}/stage2/final/config.json",
         **provenance("results/{scale}/titok_rar/k{k}/stage2", "titok_rar", "titok_train_stage2 K={k}"),
+        **curves("results/{scale}/titok_rar/k{k}/stage2", "titok_rar", "titok_train_stage2 K={k}"),
     wildcard_constraints:
         scale="tiny|toy", k=r"\d+",
     log:
@@ -162,6 +165,7 @@ rule titok_train_single:
     output:
         "results/{scale}/titok_rar/k{k}_{mode}/single/final/config.json",
         **provenance("results/{scale}/titok_rar/k{k}_{mode}/single", "titok_rar", "titok_train_single K={k} {mode}"),
+        **curves("results/{scale}/titok_rar/k{k}_{mode}/single", "titok_rar", "titok_train_single K={k} {mode}"),
     wildcard_constraints:
         scale="tiny|toy", k=r"\d+", mode=one_of(TT_SINGLE_MODES),
     log:
@@ -191,6 +195,7 @@ rule titok_train_tatitok:
     output:
         "results/{scale}/titok_rar/tatitok_k{k}/single/final/config.json",
         **provenance("results/{scale}/titok_rar/tatitok_k{k}/single", "titok_rar", "titok_train_tatitok K={k}"),
+        **curves("results/{scale}/titok_rar/tatitok_k{k}/single", "titok_rar", "titok_train_tatitok K={k}"),
     wildcard_constraints:
         scale="tiny|toy", k=r"\d+",
     log:

@@ -71,6 +71,7 @@ rule titok_rar_gen_train:
     output:
         "results/{scale}/titok_rar/gen/runs/{run}/final/generator.yaml",
         **provenance("results/{scale}/titok_rar/gen/runs/{run}", "titok_rar", "titok_rar_gen_train {run}"),
+        **curves("results/{scale}/titok_rar/gen/runs/{run}", "titok_rar", "titok_rar_gen_train {run}"),
     wildcard_constraints:
         scale="tiny|toy", run=TRG_RUNS,
     log:
