@@ -338,3 +338,21 @@ def test_glide_finetune_training_commands_run_as_typed(setup, tmp_path, monkeypa
         saved = (tmp_path / name / "config.yaml").read_text()
         assert "learning_rate: 0.0001" in saved and "batch_size: 4" in saved
         assert f"uncond_p: {0.0 if name == 'up' else 0.2}" in saved
+
+
+def test_prepare_lists_enough_fine_tune_prompts_for_fd(digits_tiny, tmp_path):
+    """The fine-tuned colour's test captions, each repeated (one colour has fewer test images than the 64 feature
+    dimensions of the FD); the rest once; the fine-tune set holds only that colour's train images."""
+    from projects.glide_finetune import prepare
+    from shared.toy.dataset import COLOUR_NAMES, read_split
+
+    prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(tmp_path / "g"),
+                  "finetune_prompt_repeats": 3})
+    test = read_split(digits_tiny / "test")
+    magenta = [r.caption for r in test if r.colour == COLOUR_NAMES.index("magenta")]
+    lines = (tmp_path / "g/finetune_prompts.txt").read_text().splitlines()
+    assert magenta and lines == [c for c in magenta for _ in range(3)]
+    rest = (tmp_path / "g/rest_prompts.txt").read_text().splitlines()
+    assert rest and not set(rest) & set(magenta) and len(rest) <= 32  # the tiny preset's num_prompts
+    images = sorted((tmp_path / "g/finetune").glob("*.png"))
+    assert images and all("magenta" in p.with_suffix(".txt").read_text() for p in images)

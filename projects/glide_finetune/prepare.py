@@ -6,7 +6,8 @@ Writes into out_dir:
     tokenizer/           a byte-level BPE (vocab.json + merges.txt) trained on the train captions (tokenizer.py)
     eval_prompts.txt     the test captions (num_prompts of them, 0 = all), one per line
     finetune/            the train images of one colour (`finetune_colour`) with their captions: the fine-tune set
-    finetune_prompts.txt the test captions of that colour (the fine-tuned subset's evaluation prompts)
+    finetune_prompts.txt the test captions of that colour, each `finetune_prompt_repeats` times (the fine-tuned
+                         subset's evaluation prompts; each line is sampled with its own seed)
     rest_prompts.txt     the other test captions (drift of the fine-tune on what it was not shown)
 At paper scale the tokenizer is GPT-2's (download step) and the data a LAION-style WebDataset, so this step is
 only used at tiny/toy scale.
@@ -31,6 +32,9 @@ class Config:
     vocab_size: int = 320
     num_prompts: int = option(0, help="evaluation prompts from the test split; 0 = all")
     finetune_colour: str = option("magenta", choices=tuple(COLOUR_NAMES))
+    # one colour has ~44 of the 360 toy test captions: fewer samples than the digits CNN's 64 feature dimensions,
+    # where the FD covariance is singular (shared.metrics refuses it); 8 repeats give 352 samples
+    finetune_prompt_repeats: int = option(8, help="times each test caption of the fine-tuned colour is listed")
 
 
 PRESETS = {"tiny": {"vocab_size": 300, "num_prompts": 32}, "toy": {"num_prompts": 500}, "paper": {}}
@@ -52,7 +56,7 @@ def main(cfg=None):
         for r in chosen:
             os.link(digits / "train" / r.file, tmp / Path(r.file).name)  # a second name, not a copy
             (tmp / Path(r.file).with_suffix(".txt").name).write_text(r.caption + "\n")
-    ft_test = [r.caption for r in test if r.colour == colour]
+    ft_test = [r.caption for r in test if r.colour == colour for _ in range(cfg.finetune_prompt_repeats)]
     rest = [r.caption for r in test if r.colour != colour][: cfg.num_prompts or None]
     write_text(out / "finetune_prompts.txt", "\n".join(ft_test) + "\n")
     write_text(out / "rest_prompts.txt", "\n".join(rest) + "\n")
