@@ -441,3 +441,42 @@ def test_compare_writes_grid_and_one_table_row_per_sampler_and_steps(trained_tin
         compare.main({"scale": "tiny", "model_dir": str(trained_tiny[0] / "model"), "out_dir": str(out),
                       "features": str(features_path), "reference_dir": str(digits_tiny / "test"),
                       "labels": [], "prompts": ["a handwritten something"]})
+
+
+def test_clip_denoised_clamps_every_x0_estimate_and_leaves_eps_inside_the_range_alone():
+    """GLIDE's clip_denoised for the diffusers samplers: on a cosine schedule a 1e-3 eps error at t=999 puts the
+    x0 estimate ~20 off (1/sqrt(alpha_bar) ~ 2e4); with clip_denoised=1 Euler's every estimate is inside [-1, 1],
+    and DDIM equals diffusers' own GLIDE mode (clip_sample + use_clipped_model_output=True)."""
+    from shared.samplers.sampling import _alpha_bar, clamped_x0_eps
+
+    schedule = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
+    x0 = torch.full((2, 3, 4, 4), 0.5)
+    ac = make_scheduler("ddim", schedule=schedule).alphas_cumprod
+
+    def denoiser(x, t):
+        a = ac[t.round().long().clamp(0, 999)].view(-1, 1, 1, 1)
+        return (x - a.sqrt() * x0) / (1 - a).sqrt() + 1e-3
+
+    def run(name, clip, **kw):
+        worst = []
+        out = sample(denoiser, x0.shape, name, 10, generator=torch.Generator().manual_seed(0), schedule=schedule,
+                     progress=False, clip_denoised=clip, timestep_spacing="trailing",
+                     callback=lambda info: worst.append(float(info.pred_original_sample.abs().max())), **kw)
+        return out, max(worst)
+
+    assert run("euler", None)[1] > 10
+    assert run("euler", 1.0)[1] <= 1.01  # fp32 round-off: at alpha_bar ~ 2e-9 x0 is recomputed to about 1e-3
+    ours, _ = run("ddim", 1.0)
+    scheduler = make_scheduler("ddim", schedule=schedule, timestep_spacing="trailing")
+    scheduler.set_timesteps(10)
+    x = randn_tensor(tuple(x0.shape), generator=torch.Generator().manual_seed(0))
+    for t in scheduler.timesteps:
+        x = scheduler.step(denoiser(x, t.expand(2)), t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+    torch.testing.assert_close(ours, x, atol=1e-4, rtol=0)
+    # inside the range the eps is returned unchanged; at a fractional t alpha_bar sits between its neighbours
+    eps, a = torch.randn(2, 3, 4, 4), ac[500]
+    x_t = a.sqrt() * torch.rand(2, 3, 4, 4).mul(1.8).sub(0.9) + (1 - a).sqrt() * eps
+    torch.testing.assert_close(clamped_x0_eps(eps, x_t, a, 1.0), eps, atol=1e-5, rtol=0)
+    sched = make_scheduler("ddim", schedule=schedule)
+    assert float(_alpha_bar(sched, torch.tensor(500))) == pytest.approx(float(ac[500]), rel=1e-6)
+    assert float(ac[501]) < float(_alpha_bar(sched, torch.tensor(500.5))) < float(ac[500])

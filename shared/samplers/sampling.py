@@ -110,7 +110,8 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
            schedule: Mapping[str, Any] | None = None, eta: float | None = None,
            x_T: torch.Tensor | None = None, device: torch.device | str | None = None,
            dtype: torch.dtype = torch.float32, progress: bool = True,
-           callback: Callable[[StepInfo], None] | None = None, **scheduler_overrides: Any) -> torch.Tensor:
+           callback: Callable[[StepInfo], None] | None = None, clip_denoised: float | None = None,
+           **scheduler_overrides: Any) -> torch.Tensor:
     """Draw samples of `shape` (B, C, ...) from `denoiser` with sampler `sampler` in `steps` steps.
 
     cond / uncond: keyword arguments for the denoiser (text embeddings, class labels, low-res images...),
@@ -128,10 +129,16 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
     x_T: the starting noise at unit scale (multiplied by the scheduler's init_noise_sigma, as diffusers
         pipelines do with `latents=`); default: drawn from `generator` on `device` (default: the generator's).
     callback: called after every step with a `StepInfo` (trajectories, tests, previews).
+    clip_denoised: clamp every step's x0 estimate to [-c, c] (epsilon models; the guided eps is rewritten to the
+        clamped x0's), what GLIDE/ADM's own samplers do with clip_denoised=True. diffusers' Euler, PNDM and
+        DPM-Solver have no such option (DDIM's clip_sample only clips its own update); a cosine-schedule model
+        needs it once a sampler starts at t=999, where 1/sqrt(alpha_bar) ~ 2e4 multiplies any eps error.
     scheduler_overrides: more scheduler kwargs (timestep_spacing, use_karras_sigmas, thresholding, ...).
     Returns the final sample in model space (for pixel models, roughly -1..1).
     """
     preset = get_preset(sampler)
+    if clip_denoised is not None and prediction_type != "epsilon":
+        raise ValueError(f"clip_denoised is implemented for epsilon models, not prediction_type={prediction_type!r}")
     if guidance not in GUIDANCE_FORMS:
         raise ValueError(f"unknown guidance form {guidance!r}; use one of {', '.join(GUIDANCE_FORMS)}")
     if guidance == "auto":
@@ -188,6 +195,9 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
                     if out.shape[1] == 2 * channels else "")
             raise ValueError(f"denoiser returned {out.shape[1]} channels for a {channels}-channel sample; "
                              f"expected {expected_channels}{hint}")
+        if clip_denoised is not None:
+            out = torch.cat([clamped_x0_eps(out[:, :channels], model_in, _alpha_bar(scheduler, t), clip_denoised),
+                             out[:, channels:]], dim=1)
         if learned_variance and not scheduler_eats_variance:
             out = out[:, :channels]
         result = scheduler.step(out, t, x, **step_kwargs)
@@ -197,3 +207,23 @@ def sample(denoiser: Denoiser, shape: Sequence[int], sampler: str = "ddim", step
         x = result.prev_sample
     return x
 
+
+
+def _alpha_bar(scheduler, t: torch.Tensor) -> torch.Tensor:
+    """alpha_bar of the (VP-scaled) model input at timestep t: the training sigmas interpolated linearly in t, as
+    diffusers' sigma schedulers place a fractional t (exact at integer t, where it is alphas_cumprod[t])."""
+    ac = scheduler.alphas_cumprod.double()
+    sigmas = ((1 - ac) / ac).sqrt()
+    tf = float(t)
+    lo = min(int(tf), len(ac) - 1)
+    hi = min(lo + 1, len(ac) - 1)
+    sigma = sigmas[lo] + (tf - lo) * (sigmas[hi] - sigmas[lo])
+    return (1 / (1 + sigma ** 2)).float()
+
+
+def clamped_x0_eps(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, limit: float) -> torch.Tensor:
+    """eps whose x0 estimate (x_t - sqrt(1 - a) eps) / sqrt(a) is clamped to [-limit, limit]; eps itself where
+    the estimate is inside."""
+    a, s = alpha_bar.sqrt().to(x_t.dtype), (1 - alpha_bar).sqrt().to(x_t.dtype)
+    x0 = ((x_t - s * eps) / a).clamp(-limit, limit)
+    return (x_t - a * x0) / s
