@@ -119,9 +119,10 @@ READMES: dict[str, Readme] = {
         *_tables("glide_", ("coco30k",), "glide", ("paper",), {"coco30k": "Zero-shot MS-COCO 30k"}),
     )),
     "titok_rar": Readme("projects/titok_rar/README.md", "projects/titok_rar/results", (
-        *_tables("titok_", ("tokens", "stages", "quantizer", "vqgan"), "titok", titles={
+        *_tables("titok_", ("tokens", "stages", "quantizer", "vqgan", "tatitok"), "titok", titles={
             "tokens": "rFID vs number of tokens K", "stages": "Stage 1 only vs stage 1 + 2",
-            "quantizer": "VQ vs VAE", "vqgan": "The VQGAN beside TiTok"}),
+            "quantizer": "VQ vs VAE", "vqgan": "The VQGAN beside TiTok",
+            "tatitok": "TA-TiTok (text-aware) vs single-stage VQ TiTok"}),
         *_tables("titok_", ("rfid",), "titok", ("paper",), {"rfid": "Released tokenizers, ImageNet val"}),
         *_tables("titok_rar_gen_", ("rar_order", "kv_cache", "cfg_sweep"), "eval_rar", titles={
             "rar_order": "RAR order ablation", "kv_cache": "KV cache", "cfg_sweep": "Guidance sweep"}),
