@@ -159,7 +159,8 @@ def test_evaluate_reports_the_intervals_beside_fd_and_prompt_accuracy(digits_tin
     ref = ReferenceStats.load(tmp_path / "ref.npz")
     idx = bs.resample_indices(len(feats), 50, seed=7)
     loop = [frechet_distance(feats[i].mean(0), np.cov(feats[i], rowvar=False), ref.mu, ref.sigma) for i in idx]
-    np.testing.assert_allclose(fd["bootstrap_values"], loop, rtol=1e-6)
+    # rtol 1e-5: evaluate extracts the float32 features in its own batches, the loop in one (1.2e-6 seen on FDs ~0.1)
+    np.testing.assert_allclose(fd["bootstrap_values"], loop, rtol=1e-5)
 
     # bootstrap=0: the entries carry no interval, the values are unchanged
     r0 = evaluate.main({**cfg, "bootstrap": 0, "out": str(tmp_path / "out0.json")})
