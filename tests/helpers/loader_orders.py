@@ -91,8 +91,9 @@ def map_cases():
 
 def trainer_case(workdir: Path):
     from shared.train import TrainConfig, Trainer
-    trainer = Trainer(TrainConfig(run_dir=str(workdir / "run"), seed=5, progress=False))
-    return {"Trainer.loader/s5/b8": _epochs(trainer.loader((torch.arange(50),), 8), 3)}
+    # `with`: a Trainer installs preemption signal handlers; leaving them set broke test_train's later checks
+    with Trainer(TrainConfig(run_dir=str(workdir / "run"), seed=5, progress=False)) as trainer:
+        return {"Trainer.loader/s5/b8": _epochs(trainer.loader((torch.arange(50),), 8), 3)}
 
 
 def _write_folder(root: Path, n: int) -> Path:
