@@ -21,12 +21,7 @@ FIXTURE = json.loads((Path(__file__).parent / "data" / "glide_noised_clip_state_
 PROMPTS = ["a red handwritten seven", "a blue handwritten two", "a green handwritten four", "a white handwritten one"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

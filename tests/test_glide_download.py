@@ -21,12 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SWINIR_ITEMS = {"swinir_classical_x4": "classical_x4", "swinir_real_x4": "real_x4"}  # item -> upscale.py preset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _file_name(item: str) -> str:

@@ -19,12 +19,7 @@ from projects.glide_finetune.unet import create_model, tiny_options
 REFERENCE = "/work/shared/reference/glide_checkpoints.json"
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
