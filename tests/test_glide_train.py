@@ -354,5 +354,8 @@ def test_prepare_lists_enough_fine_tune_prompts_for_fd(digits_tiny, tmp_path):
     assert magenta and lines == [c for c in magenta for _ in range(3)]
     rest = (tmp_path / "g/rest_prompts.txt").read_text().splitlines()
     assert rest and not set(rest) & set(magenta) and len(rest) <= 32  # the tiny preset's num_prompts
+    with pytest.raises(ValueError, match="finetune_prompt_repeats=0"):
+        prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(tmp_path / "h"),
+                      "finetune_prompt_repeats": 0})
     images = sorted((tmp_path / "g/finetune").glob("*.png"))
     assert images and all("magenta" in p.with_suffix(".txt").read_text() for p in images)

@@ -42,6 +42,8 @@ PRESETS = {"tiny": {"vocab_size": 300, "num_prompts": 32}, "toy": {"num_prompts"
 
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
+    if cfg.finetune_prompt_repeats < 1:
+        raise ValueError(f"finetune_prompt_repeats={cfg.finetune_prompt_repeats}: each caption at least once (>= 1)")
     digits, out = Path(cfg.digits), Path(cfg.out_dir)
     train, test = read_split(digits / "train"), read_split(digits / "test")
     out.mkdir(parents=True, exist_ok=True)
