@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -441,6 +442,40 @@ def test_compare_writes_grid_and_one_table_row_per_sampler_and_steps(trained_tin
         compare.main({"scale": "tiny", "model_dir": str(trained_tiny[0] / "model"), "out_dir": str(out),
                       "features": str(features_path), "reference_dir": str(digits_tiny / "test"),
                       "labels": [], "prompts": ["a handwritten something"]})
+
+
+def test_compare_gives_every_sampler_the_clamp_of_the_models_schedule(trained_tiny, digits_tiny, tmp_path,
+                                                                       monkeypatch):
+    """train_diffusion saves clip_sample=True, so DDPM/DDIM clamp x0 each step; the ODE solvers must get the same
+    clamp (clip_denoised) or the table compares clamped DDPM with unclamped Euler/DPM++."""
+    from shared.samplers import sampling
+    from shared.toy import features
+    from shared.toy import sampler_compare as compare
+
+    assert compare.clip_limit("schedule", {"clip_sample": True, "clip_sample_range": 1.0}) == 1.0
+    assert compare.clip_limit("schedule", {"clip_sample": False}) is None
+    assert compare.clip_limit("none", {"clip_sample": True}) is None and compare.clip_limit("2.5", {}) == 2.5
+    for bad in ("yes", "0", "-1"):
+        with pytest.raises(ValueError, match="clip_denoised"):
+            compare.clip_limit(bad, {})
+    seen = []
+
+    def recording_sample(*args, **kwargs):
+        seen.append((args[2], kwargs["clip_denoised"]))
+        return sampling.sample(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "sample", recording_sample)
+    features_path = tmp_path / "features.safetensors"
+    features.save(features.DigitsNet(width=8, feature_dim=16), features_path)
+    common = {"scale": "tiny", "model_dir": str(trained_tiny[0] / "model"), "features": str(features_path),
+              "reference_dir": str(digits_tiny / "test"), "samplers": ["euler"], "steps": [2], "labels": [3, 17],
+              "guidance_sweep": [], "grid_per_cell": 1, "threads": 1}
+    assert json.loads((trained_tiny[0] / "model/scheduler/scheduler_config.json").read_text())["clip_sample"]
+    compare.main({**common, "out_dir": str(tmp_path / "a")})
+    compare.main({**common, "out_dir": str(tmp_path / "b"), "clip_denoised": "none"})
+    assert seen == [("euler", 1.0), ("euler", None)]
+    with pytest.raises(ValueError, match="clip_denoised='x'"):
+        compare.main({**common, "out_dir": str(tmp_path / "c"), "clip_denoised": "x"})
 
 
 def test_clip_denoised_clamps_every_x0_estimate_and_leaves_eps_inside_the_range_alone():

@@ -35,7 +35,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image, ImageDraw, ImageFont
 
 from shared import plots
-from shared.config import cli, resolve, save_resolved
+from shared.config import cli, option, resolve, save_resolved
 from shared.toy import features as digits_features
 from shared.toy.dataset import caption, load_arrays, parse_caption
 from shared.io import atomic_path, read_json, write_json, write_text
@@ -74,6 +74,11 @@ class Config:
     save_images: bool = False
     seed: int = 0
     threads: int = 0  # 0 = torch default
+    # The same x0 clamp for every sampler. The model's DDPM/DDIM scheduler configs clip x0 to the data range at
+    # each step (clip_sample=True, what train_diffusion saves); diffusers' Euler, Heun, DPM++ and UniPC have no such
+    # option, so without this the table compares clamped DDPM with unclamped ODE solvers.
+    clip_denoised: str = option("schedule", help="'schedule' = the scheduler config's clip_sample_range when it "
+                                "sets clip_sample, applied to every sampler; 'none'; or a number (clamp to [-c, c])")
 
 
 PRESETS = {
@@ -236,6 +241,21 @@ def _save_png(image: Image.Image, path: Path) -> None:
         image.save(tmp, format="PNG")
 
 
+def clip_limit(setting: str, schedule: dict) -> float | None:
+    """The x0 clamp every sampler gets (`clip_denoised` of Config), or None for no clamp."""
+    if setting == "schedule":
+        return float(schedule.get("clip_sample_range", 1.0)) if schedule.get("clip_sample") else None
+    if setting == "none":
+        return None
+    try:
+        limit = float(setting)
+    except ValueError:
+        raise ValueError(f"clip_denoised={setting!r}: expected 'schedule', 'none' or a positive number") from None
+    if not limit > 0:
+        raise ValueError(f"clip_denoised={setting!r}: the clamp must be a positive number")
+    return limit
+
+
 @torch.no_grad()
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
@@ -243,10 +263,12 @@ def main(cfg=None):
         torch.set_num_threads(cfg.threads)
     for name in cfg.samplers:
         get_preset(name)  # fail on a typo before any sampling
+    clip_limit(cfg.clip_denoised, {})  # and on a bad clamp
     model_dir, out = Path(cfg.model_dir), Path(cfg.out_dir)
     encoding = read_json(model_dir / "labels.json")
     unet = UNet2DModel.from_pretrained(model_dir / "unet").eval()
     schedule = dict(DDPMScheduler.load_config(model_dir / "scheduler"))
+    clip = clip_limit(cfg.clip_denoised, schedule)
     net = digits_features.load(cfg.features)
     labels = resolve_labels(cfg, encoding)
     n_colours = len(encoding["colours"])
@@ -279,7 +301,7 @@ def main(cfg=None):
                      "guidance_scale": guidance} if guidance != 1.0 else {}
             t0 = time.perf_counter()
             x = sample(denoiser, (len(batch), *shape_tail), name, n_steps, generator=generator,
-                       cond={"class_labels": batch}, schedule=schedule, progress=False, **guide)
+                       cond={"class_labels": batch}, schedule=schedule, progress=False, clip_denoised=clip, **guide)
             elapsed += time.perf_counter() - t0
             images.append(to_uint8(x, image_size))
         images = torch.cat(images)
