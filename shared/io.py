@@ -93,6 +93,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with reporting_disk_full(path), atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from shared.config import ConfigError, cli, option, provenance, resolve
-from shared.io import write_json, write_text
+from shared.io import write_bytes, write_json, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -376,9 +376,11 @@ def collect_table(entry: Readme, table: Table, scale: str, results_dir: Path, re
     if same and (not claims.is_file() or (_claims_path(out).is_file()
                                           and _sha256(_claims_path(out)) == prov["claims_sha256"])):
         return out  # the same table from the same step: leave the committed files (and their history) alone
-    write_text(out, source.read_text())
+    # byte for byte: the sha256 in the provenance is the source's (csv.writer ends lines with \r\n, which a text
+    # round trip would turn into \n)
+    write_bytes(out, source.read_bytes())
     if claims.is_file():
-        write_text(_claims_path(out), claims.read_text())
+        write_bytes(_claims_path(out), claims.read_bytes())
     elif _claims_path(out).is_file():
         _claims_path(out).unlink()  # the verdicts of an older table
     write_json(prov_path, {**prov, "collected": {k: v for k, v in provenance().items()

@@ -97,7 +97,8 @@ def fixture_repo(tmp_path, monkeypatch):
                             "claims": [["student", "teacher"]], "out_claims": str(tdir / "fix_a.claims.json"),
                             "out_md": str(tdir / "fix_a.md"), "out_csv": str(tdir / "fix_a.csv")})
     (results / "toy" / "plots").mkdir(parents=True)
-    (results / "toy" / "plots" / "curve.csv").write_text("series,x,y\nddpm,1.0,0.7\nddpm,3.0,1.0\n")
+    # csv.writer's line ends (\r\n), as sampler_compare writes them: the committed copy must keep them
+    (results / "toy" / "plots" / "curve.csv").write_bytes(b"series,x,y\r\nddpm,1.0,0.7\r\nddpm,3.0,1.0\r\n")
     (results / "toy" / "plots" / "run.json").write_text(json.dumps(
         {"git_commit": "c0ffee" * 6 + "abcd", "time": "2026-12-01T10:00:00+00:00", "argv": ["compare.py"]}))
     cfg = {"readme": "fixture", "repo": str(repo), "results_dir": str(results)}
@@ -113,6 +114,9 @@ def test_collect_copies_the_tables_with_provenance_and_writes_the_section(fixtur
     assert results_md.main({**cfg, "mode": "collect"}) == []
     committed = repo / "proj" / "results" / "toy" / "fix_a.csv"
     assert committed.read_bytes() == (results / "toy" / "tables" / "fix_a.csv").read_bytes()
+    curve = repo / "proj" / "results" / "toy" / "curve.csv"
+    assert curve.read_bytes() == (results / "toy" / "plots" / "curve.csv").read_bytes()
+    assert results_md.main({**cfg, "mode": "check"}) == []  # the provenance's sha256 matches the committed copy
     prov = json.loads(committed.with_suffix(".provenance.json").read_text())
     step = json.loads((results / "toy" / "tables" / "fix_a.config.run.json").read_text())
     assert prov["source"] == "results/toy/tables/fix_a.csv" and prov["target"] == "snakemake --cores 2 eval_a"
