@@ -421,14 +421,23 @@ def test_compare_writes_grid_and_one_table_row_per_sampler_and_steps(trained_tin
                          "features": str(features_path), "reference_dir": str(digits_tiny / "test"),
                          "samplers": ["ddim", "heun", "dpm++"], "steps": [2, 3], "labels": [], "per_label": 2,
                          "prompts": ["a red handwritten seven", "a white handwritten zero"],
-                         "guidance_scale": 2.0, "grid_per_cell": 2, "save_images": True, "threads": 1})
-    # 80 px of names + 2 columns of 2 images of 32 px + 3 gaps; 16 px header + 3 rows of 32 px + 4 gaps
-    assert Image.open(out / "grid.png").size == (80 + 2 * 2 * 32 + 3 * 2, 16 + 3 * 32 + 4 * 2)
+                         "guidance_scale": 2.0, "grid_per_cell": 2, "save_images": True, "threads": 1,
+                         "reference": "ddpm:4"})
+    # 80 px of names + 2 columns of 2 images of 32 px + 3 gaps; 16 px header + 3 rows + the reference row
+    assert Image.open(out / "grid.png").size == (80 + 2 * 2 * 32 + 3 * 2, 16 + 4 * 32 + 5 * 2)
+    *rows, ref = rows
+    assert (ref["sampler"], ref["steps"], ref["fd_minus_reference"]) == ("ddpm", 4, None)
+    for r in rows:  # FD's bootstrap interval, and the paired interval of its difference to the reference row
+        assert r["fd_ci_low"] <= r["fd"] <= r["fd_ci_high"] and r["fd_ci_low"] < r["fd_ci_high"]
+        assert r["fd_minus_reference"] == pytest.approx(r["fd"] - ref["fd"])
+        assert r["fd_minus_reference_ci_low"] <= r["fd_minus_reference"] <= r["fd_minus_reference_ci_high"]
+    fd_entry = json.loads((out / "eval" / "heun_3.json").read_text())["metrics"][0]
+    assert fd_entry["ci"] == [rows[3]["fd_ci_low"], rows[3]["fd_ci_high"]]
     expected = [("ddim", 2), ("ddim", 3), ("heun", 2), ("heun", 3), ("dpm++", 2), ("dpm++", 3)]
     assert [(r["sampler"], r["steps"]) for r in rows] == expected
     assert [r["nfe"] for r in rows] == [2, 3, 3, 5, 2, 3]  # heun: 2 evaluations per step but the last
     with open(out / "results.csv") as f:
-        table = list(csv.DictReader(f))
+        *table, _ = list(csv.DictReader(f))
     assert [(r["sampler"], int(r["steps"])) for r in table] == expected
     assert all(int(r["images"]) == 4 and float(r["seconds_per_image"]) > 0 and np.isfinite(float(r["fd"]))
                for r in table)

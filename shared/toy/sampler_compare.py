@@ -9,7 +9,11 @@ Outputs in out_dir:
                   colour i); the `reference` row (many-step DDPM) below, in the first column
     results.md    time per image, model evaluations, Frechet distance (digits features vs the reference
     results.csv   split) and label accuracy from the digits classifier, one row per sampler x steps (+ reference;
-                  results.md also has the guidance sweep; results.html = the table as a page, for the report)
+                  results.md also has the guidance sweep; results.html = the table as a page, for the report).
+                  FD carries a 95% bootstrap interval over the row's samples (`bootstrap` resamples,
+                  shared/metrics/bootstrap.py), and `fd_minus_reference` the row's FD minus the reference row's
+                  with the interval of that difference: every row samples the same labels from the same noise
+                  seeds, so the two rows are resampled in pairs (an interval that excludes 0 = a real gap).
     fd_vs_nfe.png, accuracy_vs_nfe.png            quality against NFE per sampler (+ .csv, shared/plots.py)
     fd_vs_guidance.png, accuracy_vs_guidance.png  with guidance_sweep: quality against the guidance scale
     eval/<sampler>_<steps>.json   each row in shared/evaluate.py's format (+ NFE, s/image, parameters, training
@@ -30,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image, ImageDraw, ImageFont
@@ -40,6 +45,7 @@ from shared.toy import features as digits_features
 from shared.toy.dataset import caption, load_arrays, parse_caption
 from shared.io import atomic_path, read_json, write_json, write_text
 from shared.metrics import frechet_from_features
+from shared.metrics.bootstrap import frechet_bootstrap, resample_indices, summary
 from shared.metrics.images import image_files, set_id
 from shared.toy.prompt_accuracy import PromptAccuracy
 from shared.samplers.registry import get_preset
@@ -49,8 +55,9 @@ from shared.tables import markdown_to_html
 LABEL_WIDTH = 80  # px left of the grid for sampler names
 HEADER_HEIGHT = 16  # px above the grid for step counts
 PAD = 2  # px between cells
-COLUMNS = ("sampler", "steps", "nfe", "images", "seconds_per_image", "fd", "digit_accuracy", "colour_accuracy",
-           "label_accuracy")
+COLUMNS = ("sampler", "steps", "nfe", "images", "seconds_per_image", "fd", "fd_ci_low", "fd_ci_high",
+           "fd_minus_reference", "fd_minus_reference_ci_low", "fd_minus_reference_ci_high", "digit_accuracy",
+           "colour_accuracy", "label_accuracy")
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Config:
     batch_size: int = 160
     save_images: bool = False
     seed: int = 0
+    bootstrap: int = option(200, help="bootstrap resamples for the FD intervals; 0 = none", min=0)
     threads: int = 0  # 0 = torch default
     # The same x0 clamp for every sampler. The model's DDPM/DDIM scheduler configs clip x0 to the data range at
     # each step (clip_sample=True, what train_diffusion saves); diffusers' Euler, Heun, DPM++ and UniPC have no such
@@ -174,11 +182,24 @@ def draw_grid(cells: dict[tuple[str, int], torch.Tensor], samplers: list[str], s
 
 def markdown_table(rows: list[dict], title: str, columns: tuple[str, ...] = COLUMNS) -> str:
     def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        return f"{v:.4g}" if isinstance(v, float) else ("–" if v is None else str(v))
 
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r[k]) for k in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def add_reference_difference(rows: list[dict], boot: dict, reference: tuple[str, int], guidance: float) -> None:
+    """Each row's FD minus the reference row's, with the 95% interval of that difference over paired resamples."""
+    ref_row = next(r for r in rows if (r["sampler"], r["steps"]) == reference)
+    ref_values = boot.get((*reference, guidance))
+    for r in rows:
+        values = boot.get((r["sampler"], r["steps"], guidance))
+        if r is ref_row or values is None or ref_values is None:
+            continue
+        r["fd_minus_reference"] = r["fd"] - ref_row["fd"]
+        r["fd_minus_reference_ci_low"], r["fd_minus_reference_ci_high"] = \
+            summary(r["fd_minus_reference"], values - ref_values, 0)["ci"]
 
 
 def write_plots(rows: list[dict], guidance_rows: list[dict], reference: tuple[str, int] | None, out: Path,
@@ -220,7 +241,9 @@ def evaluation_json(row: dict, cfg, info: dict, ids: dict) -> dict:
         "experiment": "digits_diffusion", "checkpoint": str(cfg.model_dir), "sampler": row["sampler"],
         "steps": row["steps"], "scale": cfg.scale, "images": "", "reference": str(cfg.reference_dir),
         "resolution": "", "num_images_found": n, "num_images_read": n, "num_unreadable": 0, "unreadable": [],
-        "metrics": [{"metric": "fd", "value": row["fd"], "num_samples": n, **ids},
+        "metrics": [{"metric": "fd", "value": row["fd"], "num_samples": n, **ids,
+                     **({"ci": [row["fd_ci_low"], row["fd_ci_high"]], "ci_level": 0.95}
+                        if row.get("fd_ci_low") is not None else {})},
                     {"metric": "prompt_accuracy", "value": row["label_accuracy"], "num_samples": n,
                      "reference_id": None, "extractor_id": ids["extractor_id"], "digit": row["digit_accuracy"],
                      "colour": row["colour_accuracy"]}],
@@ -275,6 +298,7 @@ def main(cfg=None):
 
     ref_images = torch.from_numpy(load_arrays(cfg.reference_dir)[0]).permute(0, 3, 1, 2).float()
     ref_feats = torch.cat([net.features(ref_images[i:i + 256]) for i in range(0, len(ref_images), 256)]).numpy()
+    ref_mu, ref_sigma = ref_feats.astype("float64").mean(0), np.cov(ref_feats.astype("float64"), rowvar=False)
 
     all_labels = torch.tensor(labels).repeat_interleave(cfg.per_label)
     captions = [caption(int(label) // n_colours, encoding["colours"][int(label) % n_colours]) for label in all_labels]
@@ -315,10 +339,17 @@ def main(cfg=None):
         accuracy = PromptAccuracy()
         accuracy.update(torch.cat(digit_logits).numpy(), torch.cat(colour_logits).numpy(), captions)
         acc = accuracy.compute()
-        fd = frechet_from_features(torch.cat(feats).numpy(), ref_feats) if len(images) > 1 else float("nan")
+        feats = torch.cat(feats).numpy()
+        fd = frechet_from_features(feats, ref_feats) if len(images) > 1 else float("nan")
         row = {"sampler": name, "steps": n_steps, "nfe": nfe, "images": len(images),
-               "seconds_per_image": elapsed / len(images), "fd": fd, "digit_accuracy": acc["digit"],
-               "colour_accuracy": acc["colour"], "label_accuracy": acc["joint"]}
+               "seconds_per_image": elapsed / len(images), "fd": fd, "fd_ci_low": None, "fd_ci_high": None,
+               "fd_minus_reference": None, "fd_minus_reference_ci_low": None, "fd_minus_reference_ci_high": None,
+               "digit_accuracy": acc["digit"], "colour_accuracy": acc["colour"], "label_accuracy": acc["joint"]}
+        if cfg.bootstrap and len(images) > 1:
+            # the same draws for every row (same n and seed): rows are resampled in pairs
+            boot[(name, n_steps, guidance)] = frechet_bootstrap(feats, ref_mu, ref_sigma,
+                                                                resample_indices(len(feats), cfg.bootstrap))
+            row["fd_ci_low"], row["fd_ci_high"] = summary(fd, boot[(name, n_steps, guidance)], 0)["ci"]
         print(f"{name:>12} {n_steps:>4} steps, guidance {guidance:g}: {row['seconds_per_image'] * 1000:.1f} "
               f"ms/image, FD {fd:.3f}, label accuracy {acc['joint']:.3f}", flush=True)
         return row, images
@@ -328,7 +359,7 @@ def main(cfg=None):
     reference = parse_reference(cfg.reference)
     if reference is not None:
         runs.append(reference)
-    rows, cells = [], {}
+    rows, cells, boot = [], {}, {}
     for name, n_steps in runs:
         row, images = run(name, n_steps, cfg.guidance_scale)
         rows.append(row)
@@ -338,6 +369,9 @@ def main(cfg=None):
             for i, (im, text) in enumerate(zip(images, captions)):
                 _save_png(Image.fromarray(im.permute(1, 2, 0).numpy()), folder / f"{i:05d}.png")
                 write_text(folder / f"{i:05d}.txt", text + "\n")
+
+    if reference is not None and cfg.bootstrap:
+        add_reference_difference(rows, boot, reference, cfg.guidance_scale)
 
     guidance_rows = []
     if cfg.guidance_sweep:
