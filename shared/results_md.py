@@ -117,6 +117,8 @@ READMES: dict[str, Readme] = {
             "upsampler": "Upsampler vs bicubic", "uncond": "What classifier-free guidance needs",
             "clip": "Noised-CLIP guidance vs classifier-free guidance"}),
         *_tables("glide_", ("coco30k",), "glide", ("paper",), {"coco30k": "Zero-shot MS-COCO 30k"}),
+        Table("glide_compare", "glide/compare/results.csv", "compare_samplers.py: samplers x steps in one process "
+              "(wall time per image on 1 thread)", "glide", after="glide/compare/grid.png"),
     )),
     "titok_rar": Readme("projects/titok_rar/README.md", "projects/titok_rar/results", (
         *_tables("titok_", ("tokens", "stages", "quantizer", "vqgan", "tatitok"), "titok", titles={
