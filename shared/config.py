@@ -249,6 +249,14 @@ def _yaml_layer(arg: str, schema: type | None) -> DictConfig:
     return loaded
 
 
+def _is_existing_path(text: str) -> bool:
+    """True when `text` names a file; a long `key=value` override (over NAME_MAX) is not one, not an OSError."""
+    try:
+        return Path(text).exists()
+    except OSError:
+        return False
+
+
 def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping[str, Any] | None = None,
                positional: Sequence[str] = ()) -> DictConfig:
     """`[file.yaml ...] [key=value | --key value | --key=value | --flag | --no-flag ...]` -> one DictConfig.
@@ -320,7 +328,7 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
                 if takes_no_value and text.lower() in _TRUE + _FALSE:
                     text = "true" if text.lower() in _TRUE else "false"
                 layers.append(_value_layer(key, text, kind, "command line"))
-        elif "=" in arg and not arg.startswith("-") and not Path(arg).exists():
+        elif "=" in arg and not arg.startswith("-") and not _is_existing_path(arg):
             key, _, value = arg.partition("=")
             if key == "config" and ("config" not in fields or _is_yaml_file(value)):
                 config_files.append(_yaml_layer(value, schema))

@@ -80,6 +80,13 @@ def test_string_options_keep_text_as_typed():
     assert cfg.name == "Ablation: no GAN, 4 steps" and list(cfg.sizes) == [3, 4]
 
 
+def test_override_longer_than_a_file_name_is_an_override():
+    # the sd_flux_lab table rule passes a ~400-character notes=[...]; checking it as a path raised ENAMETOOLONG
+    long_name = "x" * 400
+    cfg = resolve(Cfg, parse_argv([f"name={long_name}", f"sizes=[{','.join(['1'] * 200)}]"], Cfg), PRESETS)
+    assert cfg.name == long_name and len(cfg.sizes) == 200
+
+
 # ---- GNU-style options, other tools' option names, checks, presets by recipe, file modes --------------------
 from shared.config import Alias, Presets, Refused, option  # noqa: E402
 
