@@ -243,6 +243,24 @@ def test_win_rate(tmp_path, monkeypatch):
     monkeypatch.setattr(winrate, "scores", lambda *a, **k: next(fake))
     r = winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / "b")})
     assert {m["metric"]: m["value"] for m in r["metrics"]}["win_rate"] == (1 + 0.5 + 1 + 0) / 4
+    # win rates on two prompt sets against the same opponent share one table column (the toy finetune table)
+    from shared.tables import TableError, collect
+
+    rows = []
+    for prompts, b in (("finetune", "b"), ("rest", "b_rest")):
+        (tmp_path / b).mkdir(exist_ok=True)
+        for f in (tmp_path / "a").iterdir():
+            (tmp_path / b / f.name).write_bytes(f.read_bytes())
+        fake = iter([(np.ones(4), "x"), (np.zeros(4), "x")])
+        rows.append(tmp_path / f"w_{prompts}.json")
+        winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / b), "out": str(rows[-1]),
+                      "opponent": "base__glide_27_g3.0", "experiment": f"winrate__{prompts}"})
+    assert len(collect(rows, "tiny")[0]) == 2
+    fake = iter([(np.ones(4), "x"), (np.zeros(4), "x")])
+    winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / "b_rest"), "out": str(rows[-1]),
+                  "experiment": "winrate__rest"})  # no opponent: b's folder name, a different reference
+    with pytest.raises(TableError, match="not comparable"):
+        collect(rows, "tiny")
     (tmp_path / "b" / "000001.txt").write_text("a blue handwritten one\n")
     with pytest.raises(ValueError, match="not sampled from the same prompts"):
         winrate.main({"scale": "tiny", "a": str(tmp_path / "a"), "b": str(tmp_path / "b")})

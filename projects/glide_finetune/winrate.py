@@ -31,6 +31,9 @@ class Config:
     b: str = option("", help="sample folder it is compared with (e.g. the base), same prompts and seeds")
     scorer: str = option("digits:results/toy/digits_features/features.safetensors",
                          help="digits:<weights> (prompt correctness) | clip:<transformers CLIP folder>")
+    opponent: str = option("", help="what b is, the same for every prompt set (e.g. base__glide_27_g3.0): the "
+                           "column's reference, so win rates on several prompt sets share a table (default: b's "
+                           "folder name)")
     experiment: str = ""
     out: str = ""
     batch_size: int = 64
@@ -96,7 +99,8 @@ def main(cfg=None):
     sa, extractor = scores([p for p, _, _ in pairs], prompts, cfg.scorer, cfg.batch_size, cfg.device)
     sb, _ = scores([p for _, p, _ in pairs], prompts, cfg.scorer, cfg.batch_size, cfg.device)
     win = float(np.mean((sa > sb) + 0.5 * (sa == sb)))
-    ref = f"paired:{Path(cfg.b).name}"
+    # a win rate is paired by construction: what must match across a table's rows is the opponent, not its prompts
+    ref = f"paired:{cfg.opponent or Path(cfg.b).name}"
     entry = {"reference_id": ref, "extractor_id": extractor, "num_samples": len(pairs)}
     result = {"experiment": cfg.experiment or f"{Path(cfg.a).name} vs {Path(cfg.b).name}", "checkpoint": "none",
               "sampler": "none", "steps": 0, "scale": cfg.scale, "images": cfg.a, "reference": cfg.b,

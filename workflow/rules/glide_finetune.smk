@@ -331,7 +331,8 @@ rule glide_winrate:
         b=lambda w, input: os.path.dirname(input.b),
     shell:
         launch(f"{GLIDE}/winrate.py scale={{wildcards.scale}} a={{params.a}} b={{params.b}} "
-               f"scorer=digits:{{input.features}} experiment=winrate_finetune_vs_base__{{wildcards.glide_prompts}} "
+               f"scorer=digits:{{input.features}} opponent=base__glide_27_g3.0 "
+               f"experiment=winrate_finetune_vs_base__{{wildcards.glide_prompts}} "
                f"out={{output}}")
 
 
