@@ -377,3 +377,50 @@ def test_prepare_lists_enough_fine_tune_prompts_for_fd(digits_tiny, tmp_path):
                       "finetune_prompt_repeats": 0})
     images = sorted((tmp_path / "g/finetune").glob("*.png"))
     assert images and all("magenta" in p.with_suffix(".txt").read_text() for p in images)
+
+
+def test_fine_tune_rows_compare_with_the_real_images_of_their_prompts(tmp_path):
+    """The finetune/rest prompt sets are one colour / the others: evaluate.py reference_captions= keeps only the
+    reference images with those captions (before, FD of magenta samples was taken against every colour: ~41)."""
+    import numpy as np
+
+    from projects.glide_finetune import evaluate
+    from shared.toy import features as digits_features
+
+    ref, samples = tmp_path / "test", tmp_path / "samples"
+    ref.mkdir(), samples.mkdir()
+    # 210 reference images, 140 of them with the prompts' captions: more than the 64-d features need
+    captions = ["a magenta handwritten one", "a red handwritten two", "a magenta handwritten three"] * 70
+    rng = np.random.default_rng(0)
+    for i, cap in enumerate(captions):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(ref / f"{i:05d}.png")
+        (ref / f"{i:05d}.txt").write_text(cap + "\n")
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(samples / f"{i:06d}.png")
+        (samples / f"{i:06d}.txt").write_text(cap + "\n")
+    (ref / "metadata.jsonl").write_text("".join(json.dumps({"file": f"{i:05d}.png", "caption": c}) + "\n"
+                                                for i, c in enumerate(captions)))
+    (samples / "samples.json").write_text(json.dumps({"sampler": "glide", "steps": "27"}))
+    prompts = tmp_path / "finetune_prompts.txt"
+    prompts.write_text("a magenta handwritten one\n" * 3 + "a magenta handwritten three\n")
+
+    subset = evaluate.captioned_subset(ref, prompts)
+    assert subset == tmp_path / "test__finetune_prompts"
+    kept = [f"{i:05d}.png" for i, c in enumerate(captions) if "magenta" in c]
+    assert sorted(p.name for p in subset.glob("*.png")) == kept and len(kept) == 140
+    assert (subset / "00002.png").stat().st_ino == (ref / "00002.png").stat().st_ino  # a link, not a copy
+    assert [json.loads(line)["file"] for line in (subset / "metadata.jsonl").read_text().splitlines()] == kept
+
+    torch.manual_seed(0)
+    digits_features.save(digits_features.DigitsNet(), tmp_path / "net.safetensors")
+    common = {"scale": "tiny", "images": str(samples), "reference": str(ref), "metrics": ["fd"],
+              "extractor": f"digits:{tmp_path / 'net.safetensors'}"}
+    whole = evaluate.main(common)["metrics"][0]["reference_id"]
+    part = evaluate.main({**common, "reference_captions": str(prompts)})["metrics"][0]["reference_id"]
+    assert whole.startswith("test:210:") and part.startswith("test__finetune_prompts:140:")
+
+    other = tmp_path / "blue_prompts.txt"
+    other.write_text("a blue handwritten four\n")
+    with pytest.raises(ValueError, match="no image has a caption of"):
+        evaluate.captioned_subset(ref, other)
+    with pytest.raises(FileNotFoundError, match="reference_captions="):
+        evaluate.captioned_subset(ref, tmp_path / "missing.txt")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import cli, resolve
+from shared.config import cli, option, resolve
 from shared.io import atomic_dir, read_json
 
 
@@ -26,6 +26,8 @@ class Config:
     metrics: list[str] = field(default_factory=lambda: ["fd", "prompt_accuracy"])
     extractor: str = "digits:results/toy/digits_features/features.safetensors"
     clip: str = ""
+    reference_captions: str = option("", help="a prompts file: compare only with the reference images whose caption "
+                                     "is in it (the fine-tune's colour, or the rest); '' = the whole folder")
     experiment: str = ""
     checkpoint: str = "none"
     out: str = ""
@@ -91,6 +93,41 @@ def resized_reference(folder: Path, size: int) -> Path:
     return dst
 
 
+def captioned_subset(folder: Path, prompts_file: Path) -> Path:
+    """The images of `folder` whose `.txt` caption is a line of `prompts_file`, as hard links cached in
+    <folder>__<prompts file stem> (with their captions and metadata.jsonl lines): the real images of what was
+    sampled. FD of the magenta prompts' samples against all colours' test images measures the colour mix, not
+    the fine-tune (the toy finetune table read ~41 for both models that way)."""
+    import json
+    import os
+
+    if not prompts_file.is_file():
+        raise FileNotFoundError(f"reference_captions={prompts_file}: no such prompts file")
+    wanted = {line.strip() for line in prompts_file.read_text().splitlines() if line.strip()}
+    dst = folder.parent / f"{folder.name}__{prompts_file.stem}"
+    if dst.is_dir():
+        return dst
+    kept = set()
+    with atomic_dir(dst) as tmp:
+        for cap in sorted(folder.glob("*.txt")):
+            image = next((cap.with_suffix(e) for e in (".png", ".jpg", ".jpeg", ".webp")
+                          if cap.with_suffix(e).exists()), None)
+            if image is None or cap.read_text().strip() not in wanted:
+                continue
+            os.link(image, tmp / image.name)
+            os.link(cap, tmp / cap.name)
+            kept.add(image.name)
+        if not kept:
+            raise ValueError(f"{folder}: no image has a caption of {prompts_file} ({len(wanted)} prompts); "
+                             f"reference_captions must list captions of the reference folder")
+        meta = folder / "metadata.jsonl"
+        if meta.is_file():
+            lines = [line for line in meta.read_text().splitlines()
+                     if line.strip() and json.loads(line).get("file") in kept]
+            (tmp / meta.name).write_text("".join(f"{line}\n" for line in lines))
+    return dst
+
+
 def main(cfg=None):
     from shared import evaluate as shared_eval
 
@@ -111,6 +148,10 @@ def main(cfg=None):
     reference = Path(cfg.reference)
     if reference.is_dir():
         reference = resized_reference(reference, size)
+        if cfg.reference_captions:
+            reference = captioned_subset(reference, Path(cfg.reference_captions))
+    elif cfg.reference_captions:
+        raise ValueError(f"reference_captions={cfg.reference_captions}: needs a reference folder, not {reference}")
     steps = info["steps"]
     from projects.glide_finetune.diffusion import respacing_steps
 
