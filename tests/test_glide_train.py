@@ -424,3 +424,27 @@ def test_fine_tune_rows_compare_with_the_real_images_of_their_prompts(tmp_path):
         evaluate.captioned_subset(ref, other)
     with pytest.raises(FileNotFoundError, match="reference_captions="):
         evaluate.captioned_subset(ref, tmp_path / "missing.txt")
+
+
+def test_compare_samplers_takes_the_reference_at_the_samples_size(digits_tiny, tmp_path):
+    """compare_samplers.py's FD reference is resized to the model's size as evaluate.py does (it compared 8 px
+    samples with 32 px test images: an FD floor of ~1.7 where evaluate.py reads ~0.6)."""
+    import shutil
+
+    import numpy as np
+
+    from projects.glide_finetune.compare_samplers import reference_features
+    from shared.toy import features as digits_features
+    from shared.toy.dataset import load_arrays
+
+    ref = tmp_path / "test"
+    shutil.copytree(digits_tiny / "test", ref)
+    torch.manual_seed(0)
+    net = digits_features.DigitsNet().eval()
+    feats = reference_features(net, ref, 8)
+    small = torch.from_numpy(load_arrays(tmp_path / "test__8px")[0]).permute(0, 3, 1, 2).float()
+    full = torch.from_numpy(load_arrays(ref)[0]).permute(0, 3, 1, 2).float()
+    assert small.shape[-1] == 8 and full.shape[-1] > 8 and feats.shape[0] == len(small)
+    with torch.no_grad():
+        np.testing.assert_allclose(feats, net.features(small).numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(feats, net.features(full).numpy(), atol=1e-3)
