@@ -448,3 +448,25 @@ def test_compare_samplers_takes_the_reference_at_the_samples_size(digits_tiny, t
     with torch.no_grad():
         np.testing.assert_allclose(feats, net.features(small).numpy(), rtol=1e-5, atol=1e-6)
         assert not np.allclose(feats, net.features(full).numpy(), atol=1e-3)
+
+
+def test_compare_samplers_scores_with_the_digits_cnn(setup, tmp_path):
+    """The toy path (features=): prompt accuracy per row; FD needs more images than the 64 feature dimensions,
+    so with 4 it is NaN (the toy table's rows have 360)."""
+    import math
+    import shutil
+
+    from projects.glide_finetune import compare_samplers
+    from shared.toy import features as digits_features
+
+    root, _, digits = setup
+    shutil.copytree(digits / "test", tmp_path / "test")
+    torch.manual_seed(0)
+    digits_features.save(digits_features.DigitsNet(), tmp_path / "net.safetensors")
+    rows = compare_samplers.main({"scale": "tiny", "model": str(root / "base"), "prompt": "a red handwritten seven",
+                                  "steps": "2", "samplers": ["ddim"], "num_images": 4,
+                                  "features": str(tmp_path / "net.safetensors"),
+                                  "reference_dir": str(tmp_path / "test"), "output_dir": str(tmp_path / "out")})
+    (row,) = rows
+    assert row["images"] == 4 and 0.0 <= row["prompt_accuracy"] <= 1.0 and math.isnan(row["fd"])
+    assert (tmp_path / "test__8px").is_dir()  # the reference taken at the samples' size

@@ -80,7 +80,6 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@torch.no_grad()
 def reference_features(net, reference_dir: Path, size: int) -> "numpy.ndarray":
     """Digits-CNN features of the reference images at the samples' size (evaluate.py's bicubic cache). The CNN
     pools over any size, so 32 px test images against 8 px samples gave an FD floor of ~1.7 where evaluate.py,
@@ -93,6 +92,7 @@ def reference_features(net, reference_dir: Path, size: int) -> "numpy.ndarray":
         return torch.cat([net.features(ref[i:i + 256]) for i in range(0, len(ref), 256)]).numpy()
 
 
+@torch.no_grad()
 def main(cfg=None):
     cfg = resolve(Config, cfg, PRESETS)
     if cfg.threads:
