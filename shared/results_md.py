@@ -112,8 +112,10 @@ READMES: dict[str, Readme] = {
         "sd_flux_lab_", ("subset", "rest"), "sd_flux_lab", ("toy", "paper"),
         {"subset": "Fine-tuned on blue: blue prompts", "rest": "Fine-tuned on blue: the other colours"})),
     "glide_finetune": Readme("projects/glide_finetune/README.md", "projects/glide_finetune/results", (
-        *_tables("glide_", ("guidance", "samplers", "finetune", "upsampler", "uncond", "clip"), "glide", titles={
+        *_tables("glide_", ("guidance", "samplers", "finetune", "drift", "upsampler", "uncond", "clip"), "glide",
+                 titles={
             "guidance": "Guidance scale sweep", "samplers": "Samplers x steps", "finetune": "Fine-tune on magenta",
+            "drift": "Fine-tune on magenta: drift on the other colours",
             "upsampler": "Upsampler vs bicubic", "uncond": "What classifier-free guidance needs",
             "clip": "Noised-CLIP guidance vs classifier-free guidance"}),
         *_tables("glide_", ("coco30k",), "glide", ("paper",), {"coco30k": "Zero-shot MS-COCO 30k"}),

@@ -25,7 +25,7 @@ def dry_run(*args):
 
 def test_toy_target_and_smoke_plan():
     out = dry_run("glide", "smoke", "--config", "scale=toy")
-    for which in ("guidance", "samplers", "finetune", "upsampler", "uncond"):
+    for which in ("guidance", "samplers", "finetune", "drift", "upsampler", "uncond"):
         assert f"results/toy/tables/glide_{which}.md" in out, which
     assert "results/toy/glide/compare/grid.png" in out
     assert "results/tiny/tables/glide_chain.md" in out  # the tiny chain joins smoke
