@@ -112,15 +112,16 @@ READMES: dict[str, Readme] = {
         "sd_flux_lab_", ("subset", "rest"), "sd_flux_lab", ("toy", "paper"),
         {"subset": "Fine-tuned on blue: blue prompts", "rest": "Fine-tuned on blue: the other colours"})),
     "glide_finetune": Readme("projects/glide_finetune/README.md", "projects/glide_finetune/results", (
-        *_tables("glide_", ("guidance", "samplers", "finetune", "drift", "upsampler", "uncond", "clip"), "glide",
+        *_tables("glide_", ("guidance", "finetune", "drift", "upsampler", "uncond", "clip"), "glide",
                  titles={
-            "guidance": "Guidance scale sweep", "samplers": "Samplers x steps", "finetune": "Fine-tune on magenta",
-            "drift": "Fine-tune on magenta: drift on the other colours",
+            "guidance": "Guidance scale sweep", "finetune": "Fine-tune on magenta (a colour the base never saw)",
+            "drift": "Fine-tune on magenta: drift on the base's colours",
             "upsampler": "Upsampler vs bicubic", "uncond": "What classifier-free guidance needs",
             "clip": "Noised-CLIP guidance vs classifier-free guidance"}),
         *_tables("glide_", ("coco30k",), "glide", ("paper",), {"coco30k": "Zero-shot MS-COCO 30k"}),
         Table("glide_compare", "glide/compare/results.csv", "compare_samplers.py: samplers x steps in one process "
-              "(wall time per image on 1 thread)", "glide", after="glide/compare/grid.png"),
+              "(wall time per image on 1 thread, FD with its 95% bootstrap interval)", "glide",
+              after="glide/compare/grid.png"),
     )),
     "titok_rar": Readme("projects/titok_rar/README.md", "projects/titok_rar/results", (
         *_tables("titok_", ("tokens", "stages", "quantizer", "vqgan", "tatitok"), "titok", titles={

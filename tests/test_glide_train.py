@@ -359,28 +359,39 @@ def test_glide_finetune_training_commands_run_as_typed(setup, tmp_path, monkeypa
 
 
 def test_prepare_lists_enough_fine_tune_prompts_for_fd(digits_tiny, tmp_path):
-    """The fine-tuned colour's test captions, each repeated (one colour has fewer test images than the 64 feature
-    dimensions of the FD); the rest once; the fine-tune set holds only that colour's train images."""
+    """The base's set leaves the fine-tune colour out (its prompts are the other colours' test captions); the
+    fine-tune colour's test captions are each repeated (one colour has fewer test images than the 64 feature
+    dimensions of the FD); its train images split into the fine-tune set and a held-out FD reference."""
     from projects.glide_finetune import prepare
     from shared.toy.dataset import COLOUR_NAMES, read_split
 
     prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(tmp_path / "g"),
-                  "finetune_prompt_repeats": 3})
-    test = read_split(digits_tiny / "test")
-    magenta = [r.caption for r in test if r.colour == COLOUR_NAMES.index("magenta")]
+                  "finetune_prompt_repeats": 3, "finetune_reference_fraction": 0.5})
+    train, test = read_split(digits_tiny / "train"), read_split(digits_tiny / "test")
+    colour = COLOUR_NAMES.index("magenta")
+    magenta = [r.caption for r in test if r.colour == colour]
     lines = (tmp_path / "g/finetune_prompts.txt").read_text().splitlines()
     assert magenta and lines == [c for c in magenta for _ in range(3)]
-    rest = (tmp_path / "g/rest_prompts.txt").read_text().splitlines()
-    assert rest and not set(rest) & set(magenta) and len(rest) <= 32  # the tiny preset's num_prompts
-    with pytest.raises(ValueError, match="finetune_prompt_repeats=0"):
-        prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(tmp_path / "h"),
-                      "finetune_prompt_repeats": 0})
-    images = sorted((tmp_path / "g/finetune").glob("*.png"))
-    assert images and all("magenta" in p.with_suffix(".txt").read_text() for p in images)
+    prompts = (tmp_path / "g/eval_prompts.txt").read_text().splitlines()
+    assert prompts == [r.caption for r in test if r.colour != colour][:32]  # the tiny preset's num_prompts
+    base = read_split(tmp_path / "g/base")
+    assert len(base) == sum(r.colour != colour for r in train) and all("magenta" not in r.caption for r in base)
+    assert all((tmp_path / "g/base" / r.file).with_suffix(".txt").read_text().strip() == r.caption for r in base)
+    tune, ref = read_split(tmp_path / "g/finetune"), read_split(tmp_path / "g/finetune_reference")
+    n = sum(r.colour == colour for r in train)
+    assert len(tune) == n - n // 2 and all(r.colour == colour for r in tune + ref)
+    assert len(ref) == n // 2 + len(magenta)  # held-out train images + the colour's test images
+    # the reference shares no image with the fine-tune set (hard links: the same inode would be the same file)
+    inodes = {(tmp_path / "g/finetune" / r.file).stat().st_ino for r in tune}
+    assert not inodes & {(tmp_path / "g/finetune_reference" / r.file).stat().st_ino for r in ref}
+    for bad, match in (({"finetune_prompt_repeats": 0}, "finetune_prompt_repeats=0"),
+                       ({"finetune_reference_fraction": 1.0}, "finetune_reference_fraction=1.0")):
+        with pytest.raises(ValueError, match=match):
+            prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(tmp_path / "h"), **bad})
 
 
 def test_fine_tune_rows_compare_with_the_real_images_of_their_prompts(tmp_path):
-    """The finetune/rest prompt sets are one colour / the others: evaluate.py reference_captions= keeps only the
+    """The eval prompt set is the base's colours (all but magenta): evaluate.py reference_captions= keeps only the
     reference images with those captions (before, FD of magenta samples was taken against every colour: ~41)."""
     import numpy as np
 
@@ -469,4 +480,25 @@ def test_compare_samplers_scores_with_the_digits_cnn(setup, tmp_path):
                                   "reference_dir": str(tmp_path / "test"), "output_dir": str(tmp_path / "out")})
     (row,) = rows
     assert row["images"] == 4 and 0.0 <= row["prompt_accuracy"] <= 1.0 and math.isnan(row["fd"])
+    assert row["fd_ci95"] == ""  # no FD, no interval
     assert (tmp_path / "test__8px").is_dir()  # the reference taken at the samples' size
+
+
+def test_compare_samplers_fd_interval_is_evaluates():
+    """compare_samplers.py's FD interval is evaluate.py's statistic: the bootstrap of shared/metrics over the
+    samples with the reference fixed, centred on the point FD (checked against a resample-by-resample loop)."""
+    import numpy as np
+
+    from projects.glide_finetune.compare_samplers import BOOTSTRAP_RESAMPLES, frechet_with_interval
+    from shared.metrics import frechet_from_features
+    from shared.metrics.frechet import frechet_distance
+
+    rng = np.random.default_rng(0)
+    ref, feats = rng.normal(size=(400, 8)), rng.normal(0.3, 1.1, size=(150, 8))
+    fd, ci = frechet_with_interval(feats, ref, seed=3)
+    assert fd == pytest.approx(frechet_from_features(feats, ref))
+    idx = np.random.default_rng(3).integers(0, len(feats), size=(BOOTSTRAP_RESAMPLES, len(feats)))
+    mu, sigma = ref.mean(0), np.cov(ref, rowvar=False)
+    loop = np.array([frechet_distance(feats[i].mean(0), np.cov(feats[i], rowvar=False), mu, sigma) for i in idx])
+    lo, hi = np.quantile(loop - (loop.mean() - fd), [0.025, 0.975])
+    assert ci == f"[{lo:.4g}, {hi:.4g}]" and lo < fd < hi

@@ -25,9 +25,19 @@ def dry_run(*args):
 
 def test_toy_target_and_smoke_plan():
     out = dry_run("glide", "smoke", "--config", "scale=toy")
-    for which in ("guidance", "samplers", "finetune", "drift", "upsampler", "uncond"):
+    for which in ("guidance", "finetune", "drift", "upsampler", "uncond"):
         assert f"results/toy/tables/glide_{which}.md" in out, which
+    # samplers x steps: compare_samplers.py only (the sample/evaluate grid measured the same 24 cells twice)
+    assert "results/toy/tables/glide_samplers.md" not in out and "plms_10_g3.0" not in out
+    assert ("reference_dir=data/toy/digits/test reference_captions=data/toy/glide/eval_prompts.txt "
+            "output_dir=results/toy/glide/compare") in out
     assert "results/toy/glide/compare/grid.png" in out
+    # the base never sees the fine-tune colour; its prompts and their FD reference are the other colours
+    assert "train.py scale=toy data_dir=data/toy/glide/base tokenizer=data/toy/glide/tokenizer  run_dir" in out
+    assert ("reference=data/toy/digits/test reference_captions=data/toy/glide/eval_prompts.txt "
+            "extractor=digits") in out
+    assert "reference=data/toy/glide/finetune_reference extractor=digits" in out
+    assert "train_upsample=true uncond_p=0.0 max_steps=500" in out
     assert "results/tiny/tables/glide_chain.md" in out  # the tiny chain joins smoke
     assert "train_upsample=true uncond_p=0.0" in out and "upsampler=bicubic:4" in out
     assert "init=results/toy/glide/runs/base" in out  # the fine-tune starts from the toy base

@@ -2,7 +2,8 @@
 
 Every (sampler, steps) cell starts from the same per-sample seeds. Per row: model forward calls (NFE; one call
 evaluates the doubled [uncond; cond] batch under guidance), wall time per image (after an untimed warm-up), and,
-when the digits feature CNN is given (toy), FD against the reference split and prompt accuracy. These are the
+when the digits feature CNN is given (toy), FD against the reference split with its 95% bootstrap interval over
+the row's images (shared/metrics/bootstrap.py, as evaluate.py) and prompt accuracy. These are the
 numbers behind the claims "Euler is ~15-20% faster than PLMS" and "DPM++ reaches good quality in 20-30 steps
 instead of 50-100": the table tests them on this model instead of repeating them.
 
@@ -29,8 +30,9 @@ from shared.toy.sampler_compare import draw_grid, to_uint8
 from projects.glide_finetune.glide_util import load_model
 from projects.glide_finetune.sampling import SAMPLERS, generate
 
-COLUMNS = ("sampler", "steps", "nfe", "images", "seconds_per_image", "fd", "digit_accuracy", "colour_accuracy",
-           "prompt_accuracy")
+COLUMNS = ("sampler", "steps", "nfe", "images", "seconds_per_image", "fd", "fd_ci95", "digit_accuracy",
+           "colour_accuracy", "prompt_accuracy")
+BOOTSTRAP_RESAMPLES = 200  # evaluate.py's default
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Config:
     output_dir: str = "results/toy/glide/compare"
     features: str = option("", help="digits CNN (toy): adds FD and prompt accuracy")
     reference_dir: str = "data/toy/digits/test"
+    reference_captions: str = option("", help="prompts file: keep only the reference images with these captions "
+                                              "(evaluate.py's reference_captions)")
     grid_per_cell: int = 8
     batch_size: int = 64
     seed: int = 0
@@ -57,7 +61,8 @@ class Config:
 
 PRESETS = {"tiny": {"samplers": ["plms", "euler", "dpm++", "glide"], "steps": "2,3", "grid_per_cell": 2,
                     "threads": 1},
-           "toy": {"steps": "10,25,50,100"},
+           # 200 images per cell: the 24 cells at 360 took 26 of the toy chain's ~40 min (commit 54706a6)
+           "toy": {"steps": "10,25,50,100", "num_images": 200},
            "paper": {"steps": "25,50,100", "batch_size": 16}}
 
 
@@ -80,16 +85,34 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reference_features(net, reference_dir: Path, size: int) -> "numpy.ndarray":
-    """Digits-CNN features of the reference images at the samples' size (evaluate.py's bicubic cache). The CNN
-    pools over any size, so 32 px test images against 8 px samples gave an FD floor of ~1.7 where evaluate.py,
-    which resizes, reads ~0.6 for the same sampler."""
-    from projects.glide_finetune.evaluate import resized_reference
+def reference_features(net, reference_dir: Path, size: int, captions: str = "") -> "numpy.ndarray":
+    """Digits-CNN features of the reference images at the samples' size (evaluate.py's bicubic cache), only those
+    with a caption in the `captions` prompts file if given. The CNN pools over any size, so 32 px test images
+    against 8 px samples gave an FD floor of ~1.7 where evaluate.py, which resizes, reads ~0.6 for the same
+    sampler."""
+    from projects.glide_finetune.evaluate import captioned_subset, resized_reference
     from shared.toy.dataset import load_arrays
 
+    if captions:
+        reference_dir = captioned_subset(reference_dir, Path(captions))
     ref = torch.from_numpy(load_arrays(resized_reference(reference_dir, size))[0]).permute(0, 3, 1, 2).float()
     with torch.no_grad():
         return torch.cat([net.features(ref[i:i + 256]) for i in range(0, len(ref), 256)]).numpy()
+
+
+def frechet_with_interval(feats, ref_feats, seed: int) -> tuple[float, str]:
+    """FD of `feats` to the reference and its 95% bootstrap interval as "[lo, hi]" (evaluate.py's statistic: the
+    samples resampled, the reference fixed)."""
+    import numpy as np
+
+    from shared.metrics import frechet_from_features
+    from shared.metrics.bootstrap import frechet_bootstrap, resample_indices, summary
+
+    fd = frechet_from_features(feats, ref_feats)
+    values = frechet_bootstrap(feats, ref_feats.mean(0), np.cov(ref_feats, rowvar=False),
+                               resample_indices(len(feats), BOOTSTRAP_RESAMPLES, seed))
+    lo, hi = summary(fd, values, seed)["ci"]
+    return fd, f"[{lo:.4g}, {hi:.4g}]"
 
 
 @torch.no_grad()
@@ -121,7 +144,7 @@ def main(cfg=None):
         from shared.toy import features as digits_features
 
         net = digits_features.load(cfg.features)
-        ref_feats = reference_features(net, Path(cfg.reference_dir), size)
+        ref_feats = reference_features(net, Path(cfg.reference_dir), size, cfg.reference_captions)
     generate(model, opts, model.tokenizer, prompts[:1], seeds=seeds[:1], sampler="ddim", steps=2,
              guidance_scale=cfg.guidance_scale)  # warm-up, untimed
 
@@ -141,15 +164,16 @@ def main(cfg=None):
             row = {"sampler": name, "steps": n_steps, "nfe": calls[0] // -(-n // cfg.batch_size), "images": n,
                    "seconds_per_image": elapsed / n}
             if net is not None:
-                from shared.metrics import frechet_from_features
                 from shared.toy.prompt_accuracy import PromptAccuracy
 
                 f = net.features(images.float())
                 acc = PromptAccuracy()
                 acc.update(net.digit_head(f).numpy(), net.colour_head(f).numpy(), prompts)
                 a = acc.compute()
-                row.update(fd=frechet_from_features(f.numpy(), ref_feats) if n > f.shape[1] else float("nan"),
-                           digit_accuracy=a["digit"], colour_accuracy=a["colour"], prompt_accuracy=a["joint"])
+                fd, ci = (frechet_with_interval(f.numpy(), ref_feats, cfg.seed) if n > f.shape[1]
+                          else (float("nan"), ""))
+                row.update(fd=fd, fd_ci95=ci, digit_accuracy=a["digit"], colour_accuracy=a["colour"],
+                           prompt_accuracy=a["joint"])
             rows.append(row)
             cells[(name, n_steps)] = images[:cfg.grid_per_cell]
             print(f"{name:>8} {n_steps:>4} steps: {row['nfe']} NFE, {row['seconds_per_image'] * 1000:.1f} ms/image"

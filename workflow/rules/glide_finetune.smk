@@ -2,8 +2,9 @@
 #
 #   tiny:  random tiny GLIDE-architecture networks trained a few steps on the digits; one chained sample (base ->
 #          upsampler), evaluated and tabled (joins `smoke`)
-#   toy:   a base (8 px) and an upsampler (8 -> 32 px) trained from scratch on the digits, a fine-tune on the
-#          magenta digits; tables: guidance sweep, samplers x steps, fine-tune, upsampler vs bicubic, uncond_p
+#   toy:   a base (8 px) trained from scratch on the digits of every colour but magenta, an upsampler (8 -> 32 px)
+#          on all digits, a fine-tune of the base on the magenta digits; tables: guidance sweep, fine-tune (gain on
+#          magenta, drift on the rest), upsampler vs bicubic, uncond_p, and compare_samplers.py's samplers x steps
 #   paper: the released GLIDE (filtered) base + upsampler sampled on COCO-30k prompts, FID at 256 px, unguided and
 #          guided by the released noised CLIP (glide_paper.clip_sample); a fine-tune of the released base on
 #          LAION-style shards in data/paper/glide/laion/ when that folder exists
@@ -45,7 +46,11 @@ GLIDE_SAMPLE_MODELS = [r for r in GLIDE_RUNS if r != "upsample" and r not in GLI
 # tiny, refused at toy (no SwinIR weights there)
 GLIDE_UPSCALERS = ["swinir", "bicubic"]
 # the prompt files prepare.py writes (data/<scale>/glide/<name>_prompts.txt); "test" = the held-out test images
-GLIDE_PROMPT_SETS = ["eval", "finetune", "rest", "test"]
+# (eval: the base's colours, also the fine-tune's drift set; finetune: the fine-tune colour)
+GLIDE_PROMPT_SETS = ["eval", "finetune", "test"]
+# a glide_runs entry's `data`: the training image folder (prepare.py writes base/ and finetune/)
+GLIDE_DATA = {"digits": "data/{scale}/digits/train", "base": "data/{scale}/glide/base",
+              "finetune": "data/{scale}/glide/finetune"}
 # GLIDE's samplers: projects/glide_finetune/sampling.py SAMPLERS (not imported here: that module loads torch,
 # which every dry run would then wait for; tests/test_workflow_registries.py checks the two lists agree)
 GLIDE_SAMPLERS = ["plms", "ddim", "euler", "euler_a", "dpm++", "ddpm", "glide", "glide_ddim"]
@@ -84,7 +89,7 @@ def _glide_train_inputs(w):
 
 def _glide_train_args(w):
     run = GLIDE_RUNS[w.glide_run]
-    data = f"data/{w.scale}/digits/train" if run["data"] == "digits" else f"data/{w.scale}/glide/finetune"
+    data = GLIDE_DATA[run["data"]].format(scale=w.scale)
     args = f"data_dir={data} tokenizer=data/{w.scale}/glide/tokenizer " + run["args"]
     if "init" in run:
         args += f" init=results/{w.scale}/glide/runs/{run['init']}"
@@ -286,12 +291,15 @@ def _glide_eval_metrics(w):
 
 
 def _glide_eval_reference(w):
-    """The fine-tune's prompt sets are one colour / the others: their FD is against the real images of those. The
-    train split's, for both sets alike: the toy test split has 44 magenta images, fewer than the 64-d digits
-    features need for a covariance (the base saw these train images too, so neither model is favoured)."""
+    """FD against real images of the prompts sampled, seen by neither model: the eval prompts (the base's colours)
+    against those test images; the fine-tune colour's against prepare.py's finetune_reference (its test images and
+    train images held out of the fine-tune: the 44 magenta test images alone are fewer than the 64-d digits
+    features need for a covariance); the held-out rows (prompts "test") against every test image."""
     prompts = w.name.split("__")[1]
-    if prompts in ("finetune", "rest"):
-        return f"reference=data/{w.scale}/digits/train reference_captions=data/{w.scale}/glide/{prompts}_prompts.txt"
+    if prompts == "finetune":
+        return f"reference=data/{w.scale}/glide/finetune_reference"
+    if prompts == "eval":
+        return f"reference=data/{w.scale}/digits/test reference_captions=data/{w.scale}/glide/eval_prompts.txt"
     return f"reference=data/{w.scale}/digits/test"
 
 
@@ -396,7 +404,8 @@ rule glide_compare_samplers:
     shell:
         launch(f"{GLIDE}/compare_samplers.py scale={{wildcards.scale}} model=results/{{wildcards.scale}}/glide/runs/base "
                f"prompts={{input.prepared}}/eval_prompts.txt features={{input.features}} "
-               f"reference_dir={{input.digits}}/test output_dir=results/{{wildcards.scale}}/glide/compare threads=1")
+               f"reference_dir={{input.digits}}/test reference_captions={{input.prepared}}/eval_prompts.txt "
+               f"output_dir=results/{{wildcards.scale}}/glide/compare threads=1")
 
 
 # paper scale -------------------------------------------------------------------------------------------------------
