@@ -9,7 +9,7 @@ Writes ONE JSON per (experiment, checkpoint, sampler, steps):
      reference_id, extractor_id, ...extras}, ...], info: {method, paper, project, nfe, parameters,
      seconds_per_image, train_steps: what the leaderboard shows, where given (method=, paper=, info=)}}
 
-fd/fid and prompt_accuracy entries carry a 95% bootstrap interval over the evaluated images (`bootstrap`
+fd/fid and prompt_accuracy (joint, _digit, _colour) entries carry a 95% bootstrap interval over the evaluated images (`bootstrap`
 resamples, default 200, seed `bootstrap_seed`; off at paper scale): ci [lo, hi], ci_level, bootstrap_se,
 bootstrap_bias, bootstrap_resamples, bootstrap_seed, bootstrap_values (shared/metrics/bootstrap.py).
 
@@ -80,7 +80,7 @@ class Config:
     check_resolution: bool = option(True, help="refuse a reference whose images have another resolution")
     seed: int = 0
     bootstrap: int = option(200, help="resamples (with replacement) of the evaluated samples for the 95% intervals "
-                                      "of fd/fid and prompt_accuracy (shared/metrics/bootstrap.py); 0 = none")
+                                      "of fd/fid and the prompt accuracies (shared/metrics/bootstrap.py); 0 = none")
     bootstrap_seed: int = option(0, help="seed of the bootstrap's resample draws")
     threads: int = option(0, help="torch CPU threads; 0 = torch default")
 

@@ -149,7 +149,15 @@ def test_evaluate_reports_the_intervals_beside_fd_and_prompt_accuracy(digits_tin
     for e in (fd, acc):
         assert e["bootstrap_resamples"] == 50 and e["bootstrap_seed"] == 7 and len(e["bootstrap_values"]) == 50
         assert e["ci"][0] <= e["value"] <= e["ci"][1] and e["bootstrap_se"] > 0
-    assert 0 < acc["value"] < 1 and "ci" not in by["prompt_accuracy_digit"]
+    assert 0 < acc["value"] < 1
+    # the digit and colour accuracies have their own intervals (a claim on one of them needs its noise), drawn
+    # with the same resamples: each resampled joint accuracy is at most the digit's and the colour's
+    dig, col = by["prompt_accuracy_digit"], by["prompt_accuracy_colour"]
+    for e in (dig, col):
+        assert e["ci"][0] <= e["value"] <= e["ci"][1] and len(e["bootstrap_values"]) == 50
+    assert all(j <= min(d, c) + 1e-12 for j, d, c in
+               zip(acc["bootstrap_values"], dig["bootstrap_values"], col["bootstrap_values"]))
+    assert dig["value"] >= acc["value"] and col["value"] >= acc["value"]
 
     # the JSON's resampled FDs, recomputed by hand: the extractor's features of the 80 images, resampled with
     # the same draws, each set's statistics through clean-fid's frechet_distance

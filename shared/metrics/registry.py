@@ -44,7 +44,7 @@ class Context:
     pr_max_samples: int = 50000  # evaluated features kept for precision/recall (ADM: all 50k)
     is_splits: int = 10
     seed: int = 0
-    bootstrap: int = 0  # resamples of the evaluated samples for the intervals of fd and prompt_accuracy; 0 = none
+    bootstrap: int = 0  # resamples of the evaluated samples for the intervals of fd and the prompt accuracies; 0 = none
     bootstrap_seed: int = 0
 
     def outputs(self, batch: Batch) -> dict:
@@ -215,15 +215,17 @@ class PromptAccuracyMetric(Metric):
     def results(self, report):
         r, n, ext = self.acc.compute(), self.acc.total, self.ctx.extractor.id
         extra = {"unparsed_captions": self.acc.unparsed}
-        spread = {}
+        spread = {"joint": {}, "digit": {}, "colour": {}}
         if self.ctx.bootstrap:
             from shared.metrics import bootstrap as bs
 
+            # one set of draws for the three, so a claim on the digit alone has the noise of the same resamples
             idx = bs.resample_indices(n, self.ctx.bootstrap, self.ctx.bootstrap_seed)
-            spread = bs.summary(r["joint"], bs.mean_bootstrap(self.acc.joint, idx), self.ctx.bootstrap_seed)
-        return [entry(self.name, r["joint"], n, None, ext, **extra, **spread),
-                entry(f"{self.name}_digit", r["digit"], n, None, ext, **extra),
-                entry(f"{self.name}_colour", r["colour"], n, None, ext, **extra)]
+            spread = {k: bs.summary(r[k], bs.mean_bootstrap(self.acc.per_image[k], idx), self.ctx.bootstrap_seed)
+                      for k in spread}
+        return [entry(self.name, r["joint"], n, None, ext, **extra, **spread["joint"]),
+                entry(f"{self.name}_digit", r["digit"], n, None, ext, **extra, **spread["digit"]),
+                entry(f"{self.name}_colour", r["colour"], n, None, ext, **extra, **spread["colour"])]
 
 
 @register("clip_score")

@@ -17,7 +17,8 @@ class PromptAccuracy:
     colour_hits: int = 0
     joint_hits: int = 0
     unparsed: int = 0
-    joint: list[int] = field(default_factory=list)  # per counted image: 1 = digit and colour right (bootstrap)
+    # per counted image, 1 = right, for the bootstrap of each accuracy: {"digit": [...], "colour": [...], "joint": [...]}
+    per_image: dict[str, list[int]] = field(default_factory=lambda: {"digit": [], "colour": [], "joint": []})
 
     def update(self, digit_logits, colour_logits, captions: list[str | None]) -> None:
         pd = np.asarray(digit_logits).argmax(1)
@@ -32,7 +33,8 @@ class PromptAccuracy:
             self.digit_hits += int(d_ok)
             self.colour_hits += int(c_ok)
             self.joint_hits += int(d_ok and c_ok)
-            self.joint.append(int(d_ok and c_ok))
+            for key, ok in (("digit", d_ok), ("colour", c_ok), ("joint", d_ok and c_ok)):
+                self.per_image[key].append(int(ok))
 
     def compute(self) -> dict[str, float]:
         if self.total == 0:
