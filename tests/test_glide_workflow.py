@@ -4,11 +4,13 @@ CLIP-guided row with the released noised CLIP); the tiny chain (CLIP training an
 leaves the tables and files it says (checked on the smoke run of tests/test_workflow.py)."""
 import csv
 import json
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,8 +27,17 @@ def dry_run(*args):
 
 def test_toy_target_and_smoke_plan():
     out = dry_run("glide", "smoke", "--config", "scale=toy")
-    for which in ("guidance", "finetune", "drift", "upsampler", "uncond"):
+    for which in ("guidance", "finetune", "drift", "upsampler", "upsampler_heldout", "uncond", "clip"):
         assert f"results/toy/tables/glide_{which}.md" in out, which
+    # shared/tables.py refuses a column of FDs against different references: every toy table's rows must be
+    # evaluated against one (a table mixing the base's prompts and the held-out test images failed a toy run)
+    reference_of = {m.group(1): m.group(2) for m in re.finditer(
+        r"evaluate\.py scale=toy images=results/toy/glide/samples/(\S+) (reference=\S+(?: reference_captions=\S+)?)",
+        out)}
+    tables = yaml.safe_load((REPO / "config.yaml").read_text())["glide_tables"]["toy"]
+    for which, table in tables.items():
+        refs = {reference_of[row] for row in table["rows"] if not row.startswith("winrate_")}
+        assert len(refs) == 1, (which, refs)
     # samplers x steps: compare_samplers.py only (the sample/evaluate grid measured the same 24 cells twice)
     assert "results/toy/tables/glide_samplers.md" not in out and "plms_10_g3.0" not in out
     assert ("reference_dir=data/toy/digits/test reference_captions=data/toy/glide/eval_prompts.txt "
