@@ -84,6 +84,37 @@ def test_evaluate_decodes_with_each_caption(chain):
                                         _png(root / "eval/tatitok/originals" / n)) ** 2).mean().item())
                     for n in names])
     assert got["psnr"] == pytest.approx(psnr, rel=1e-4)
+    # token_swap_change: the first batch (16 at tiny), each image decoded with the next one's tokens, own caption
+    first = next(iter(ResumableLoader(image_source(str(chain["test"]), 32), 16, shuffle=False)))
+    x16, caps16 = to_unit(first["image"]), [str(c) for c in first["caption"]]
+    with torch.no_grad():
+        t16, g16 = tok.encode(x16), text(caps16)
+        rec16 = tok.decode_tokens(t16, g16).clamp(0, 1)
+        swapped = tok.decode_tokens(t16.roll(1, 0), g16).clamp(0, 1)
+    want = ((swapped - rec16) ** 2).mean() / ((x16 - x16.roll(1, 0)) ** 2).mean()
+    assert got["token_swap_change"] == pytest.approx(want.item(), rel=1e-4)
+
+
+class _FollowsTokens(torch.nn.Module):
+    """'Tokens' are the images themselves: the decode is exactly what the tokens say."""
+    def decode_tokens(self, tokens, guidance=None):
+        return tokens
+
+
+class _IgnoresTokens(torch.nn.Module):
+    """The decode is the caption's guidance alone (the toy TA-TiTok's collapse, in its purest form)."""
+    def decode_tokens(self, tokens, guidance=None):
+        return guidance
+
+
+def test_token_swap_change_tells_a_decoder_that_ignores_its_tokens():
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert evaluate.token_swap_change(_FollowsTokens(), x, x, x) == pytest.approx(1.0, rel=1e-6)
+    drawn = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert evaluate.token_swap_change(_IgnoresTokens(), x, x, drawn, guidance=drawn) == 0.0
+    # half of each decode from the tokens, half from the caption: the change is a quarter of the originals'
+    mixed = type("Mixed", (torch.nn.Module,), {"decode_tokens": lambda self, t, g=None: 0.5 * t + 0.5 * g})()
+    assert evaluate.token_swap_change(mixed, x, x, 0.5 * x + 0.5 * drawn, guidance=drawn) == pytest.approx(0.25, rel=1e-5)
 
 
 def test_evaluate_names_missing_or_mismatched_guidance(chain, tmp_path):

@@ -13,7 +13,8 @@ written as PNGs under out_dir/{originals,recon}/<key>.png and scored by shared.e
 other table here): `rfid` = Frechet distance between the reconstructions' and the originals' features (Inception at
 paper scale, the ADM protocol's 50k ImageNet val images; the digits CNN at toy scale), PSNR / SSIM paired by
 file name, codebook usage and perplexity over all tokens. Added: tokens per image, encode and decode images per
-second (wall clock, this device, batch_size), and a grid (originals above reconstructions).
+second (wall clock, this device, batch_size), `token_swap_change` (does the decode follow the tokens? 1 = yes,
+0 = it ignores them; first batch; token_swap_change()), and a grid (originals above reconstructions).
 A legacy stage-1 TiTok decodes through the VQGAN (`vqgan=`); a VAE TiTok is scored without codebook metrics.
 A TA-TiTok decodes each image with its own caption's text guidance (text_guidance.load_text_guidance: the frozen text
 encoder saved beside the tokenizer by train_tokenizer.py, text_encoder.json in the tokenizer folder, or in the folder
@@ -98,10 +99,31 @@ def captions_of(cfg, batch: dict, n: int) -> list[str]:
     return caps
 
 
-def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict | None = None, text=None):
+def _decode(tok, tokens, vqgan=None, guidance=None):
+    if vqgan is not None:
+        return tok.decode_with_vqgan(tokens, vqgan)
+    if guidance is not None:
+        return tok.decode_tokens(tokens, guidance)
+    return tok.decode_tokens(tokens)
+
+
+@torch.no_grad()
+def token_swap_change(tok, x, tokens, rec, vqgan=None, guidance=None) -> float:
+    """Does the decoder use its tokens? Each image's tokens are swapped for the next image's in the batch (its own
+    caption guidance kept) and decoded: the mean squared change of the decode, over the mean squared difference of
+    the two originals. ~1: the decode follows the tokens; 0: it ignores them (a TA-TiTok whose decoder draws the
+    caption alone, as the toy one was found to: posterior collapse, which rFID and PSNR cannot show)."""
+    swapped = _decode(tok, tokens.roll(1, 0), vqgan, guidance).clamp(0, 1)
+    denom = (x - x.roll(1, 0)).pow(2).mean()
+    return float((swapped - rec.clamp(0, 1)).pow(2).mean() / denom.clamp_min(1e-12))
+
+
+def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict | None = None, text=None,
+                swap: list | None = None):
     """Encode/decode every image; returns (codes or None, timings, count, grid tensors). The loader skips and
     counts unreadable inputs (shared.data); their counts go into `skips` (SkipCounter.to_dict()) when given.
-    `text` (TA-TiTok's guidance): each image is decoded with its own caption's."""
+    `text` (TA-TiTok's guidance): each image is decoded with its own caption's. `swap` (a list) receives
+    (token_swap_change, pairs) of the first batch of at least 2 images."""
     src = image_source(cfg.data, cfg.image_size, caption_key=cfg.caption_key)
     if hasattr(src, "allow_empty_caption") and text is None:  # an image folder: TiTok needs no captions
         src.allow_empty_caption = True
@@ -121,14 +143,12 @@ def reconstruct(cfg, tok, vqgan, images_dir: Path, orig_dir: Path, skips: dict |
         tokens = tok.encode_latents(x) if continuous else tok.encode(x)
         _sync(dev)
         t1 = time.perf_counter()
-        if vqgan is not None:
-            rec = tok.decode_with_vqgan(tokens, vqgan)
-        elif text is not None:
-            rec = tok.decode_tokens(tokens, text(captions_of(cfg, batch, x.shape[0])).to(dev))
-        else:
-            rec = tok.decode_tokens(tokens)
+        guidance = text(captions_of(cfg, batch, x.shape[0])).to(dev) if text is not None else None
+        rec = _decode(tok, tokens, vqgan, guidance)
         _sync(dev)
         t_enc, t_dec = t_enc + (t1 - t0), t_dec + (time.perf_counter() - t1)
+        if swap is not None and not swap and x.shape[0] >= 2:  # one batch is enough for a diagnostic
+            swap.append((token_swap_change(tok, x, tokens, rec, vqgan, guidance), x.shape[0]))
         if not continuous:
             codes.append(tokens.cpu().numpy())
         for i, key in enumerate(batch["key"][: x.shape[0]]):
@@ -172,8 +192,9 @@ def main(cfg=None):
         (tmp / "recon").mkdir()
         (tmp / "originals").mkdir()
         input_skips: dict = {}
+        swap: list = []
         codes, t_enc, t_dec, n, grid = reconstruct(cfg, tok, vqgan, tmp / "recon", tmp / "originals", input_skips,
-                                                   text)
+                                                   text, swap)
         if codes is not None:
             np.save(tmp / "codes.npy", codes)
     names = [m.strip() for m in cfg.metrics.split(",") if m.strip()]
@@ -192,6 +213,9 @@ def main(cfg=None):
                         ("decode_images_per_sec", n / max(t_dec, 1e-9))):
         result["metrics"].append({"metric": name, "value": float(value), "num_samples": n, "reference_id": None,
                                   "extractor_id": None})
+    if swap:
+        result["metrics"].append({"metric": "token_swap_change", "value": swap[0][0], "num_samples": swap[0][1],
+                                  "reference_id": None, "extractor_id": None})
     # the leaderboard's columns: the tokenizer's size, encode + decode time per image
     result["info"].update(parameters=sum(t.numel() for t in tok.parameters()),
                           seconds_per_image=(t_enc + t_dec) / max(n, 1))

@@ -365,7 +365,7 @@ rule titok_table:
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs=[{params.inputs}] title='{params.title}' "
              "plots={params.plots} {params.paper} {params.notes} "
-             "metrics=[rfid,psnr,ssim,codebook_usage,tokens_per_image,encode_images_per_sec,decode_images_per_sec] "
+             "metrics=[rfid,psnr,ssim,codebook_usage,token_swap_change,tokens_per_image,encode_images_per_sec,decode_images_per_sec] "
              "out_md={output.md} out_csv={output.csv}")
 
 
@@ -599,7 +599,7 @@ rule titok_paper_table:
               + f", ours_{TT_PAPER_RECIPE}: {{rfid: {TT_PAPER_RFID[TT_PAPER_RECIPE]}}}" + "}",
     shell:
         step("shared/tables.py scale=paper inputs=[{params.inputs}] title='TiTok rFID on ImageNet val (50k, 256px)' "
-             "paper='{params.paper}' metrics=[rfid,psnr,ssim,codebook_usage,tokens_per_image] "
+             "paper='{params.paper}' metrics=[rfid,psnr,ssim,codebook_usage,token_swap_change,tokens_per_image] "
              "notes='Paper column: TiTok (arXiv:2406.07550) Table 2 / README_TiTok.md' "
              "out_md={output.md} out_csv={output.csv}")
 
