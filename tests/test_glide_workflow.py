@@ -31,13 +31,16 @@ def test_toy_target_and_smoke_plan():
         assert f"results/toy/tables/glide_{which}.md" in out, which
     # shared/tables.py refuses a column of FDs against different references: every toy table's rows must be
     # evaluated against one (a table mixing the base's prompts and the held-out test images failed a toy run)
-    reference_of = {m.group(1): m.group(2) for m in re.finditer(
-        r"evaluate\.py scale=toy images=results/toy/glide/samples/(\S+) (reference=\S+(?: reference_captions=\S+)?)",
-        out)}
-    tables = yaml.safe_load((REPO / "config.yaml").read_text())["glide_tables"]["toy"]
-    for which, table in tables.items():
-        refs = {reference_of[row] for row in table["rows"] if not row.startswith("winrate_")}
-        assert len(refs) == 1, (which, refs)
+    # (the plan holds smoke's tiny chain too: a tiny table mixing the eval prompts and the inpainted test images
+    # failed the SLURM smoke run)
+    for scale in ("tiny", "toy"):
+        reference_of = {m.group(1): m.group(2) for m in re.finditer(
+            rf"evaluate\.py scale={scale} images=results/{scale}/glide/samples/(\S+) "
+            r"(reference=\S+(?: reference_captions=\S+)?)", out)}
+        tables = yaml.safe_load((REPO / "config.yaml").read_text())["glide_tables"][scale]
+        for which, table in tables.items():
+            refs = {reference_of[row] for row in table["rows"] if not row.startswith("winrate_")}
+            assert len(refs) == 1, (scale, which, refs)
     # samplers x steps: compare_samplers.py only (the sample/evaluate grid measured the same 24 cells twice)
     assert "results/toy/tables/glide_samplers.md" not in out and "plms_10_g3.0" not in out
     assert ("reference_dir=data/toy/digits/test reference_captions=data/toy/glide/eval_prompts.txt "
@@ -62,7 +65,7 @@ def test_toy_target_and_smoke_plan():
                 f"out_dir=results/toy/glide/samples/base_clip{clip_scale}__eval__glide_27_g1.0") in out
     # inpainting and upscale.py are tiny-chain only (no toy table uses them; no SwinIR weights at toy)
     assert "run_dir=results/toy/glide/runs/inpaint" not in out and "upscale.py scale=toy" not in out
-    for table in ("extras", "upscale"):
+    for table in ("extras", "inpaint", "upscale"):
         assert f"results/tiny/tables/glide_{table}.md" in out, table
     assert "inpaint_images=data/tiny/digits/test inpaint_mask=center sampler=glide" in out
     assert "train.py scale=tiny data_dir=data/tiny/digits/train tokenizer=data/tiny/glide/tokenizer inpaint=true" in out
@@ -140,10 +143,11 @@ def check_tiny_outputs(work: Path) -> None:
         assert (info["parameters"] > 0) == (method == "swinir")
     # the tables: every row, with the metrics each row should have
     extras = _table_rows(work, "extras")
-    assert set(extras) == {"base__eval__glide_4_g1.0", "base_clip3.0__eval__glide_4_g1.0",
-                           "inpaint__test__glide_4_g3.0"}
-    assert all(float(row["fd"]) > 0 for row in extras.values())
-    assert float(extras["inpaint__test__glide_4_g3.0"]["psnr"]) > 0  # against the originals, paired by name
+    assert set(extras) == {"base__eval__glide_4_g1.0", "base_clip3.0__eval__glide_4_g1.0"}
+    inpainted_rows = _table_rows(work, "inpaint")
+    assert set(inpainted_rows) == {"inpaint__test__glide_4_g3.0"}
+    assert all(float(row["fd"]) > 0 for row in [*extras.values(), *inpainted_rows.values()])
+    assert float(inpainted_rows["inpaint__test__glide_4_g3.0"]["psnr"]) > 0  # against the originals, by name
     upscaled = _table_rows(work, "upscale")
     assert set(upscaled) == {"base__eval__glide_4_g1.0__bicubic_x4", "base__eval__glide_4_g1.0__swinir_x4"}
     assert {row["sampler"] for row in upscaled.values()} == {"bicubic_x4", "swinir_x4"}
