@@ -388,6 +388,7 @@ def test_prepare_lists_enough_fine_tune_prompts_for_fd(digits_tiny, tmp_path):
                        ({"finetune_reference_fraction": 1.0}, "finetune_reference_fraction=1.0")):
         with pytest.raises(ValueError, match=match):
             prepare.main({"scale": "tiny", "digits": str(digits_tiny), "out_dir": str(tmp_path / "h"), **bad})
+        assert not (tmp_path / "h").exists()  # refused before anything is written
 
 
 def test_fine_tune_rows_compare_with_the_real_images_of_their_prompts(tmp_path):

@@ -57,9 +57,7 @@ def main(cfg=None):
         raise ValueError(f"finetune_prompt_repeats={cfg.finetune_prompt_repeats}: each caption at least once (>= 1)")
     digits, out = Path(cfg.digits), Path(cfg.out_dir)
     train, test = read_split(digits / "train"), read_split(digits / "test")
-    out.mkdir(parents=True, exist_ok=True)
-    # the whole vocabulary, the fine-tune colour's word included: the fine-tune learns its embedding, not a new token
-    tok = train_tokenizer([r.caption for r in train], out / "tokenizer", cfg.vocab_size)
+    # the inputs are checked before anything is written
     colour = COLOUR_NAMES.index(cfg.finetune_colour)
     chosen = [r for r in train if r.colour == colour]
     if not chosen:
@@ -68,6 +66,9 @@ def main(cfg=None):
     if not 0 <= cfg.finetune_reference_fraction < 1 or held == len(chosen):
         raise ValueError(f"finetune_reference_fraction={cfg.finetune_reference_fraction}: expected [0, 1) that "
                          f"leaves some of the {len(chosen)} {cfg.finetune_colour} train images to fine-tune on")
+    out.mkdir(parents=True, exist_ok=True)
+    # the whole vocabulary, the fine-tune colour's word included: the fine-tune learns its embedding, not a new token
+    tok = train_tokenizer([r.caption for r in train], out / "tokenizer", cfg.vocab_size)
     base = [r for r in train if r.colour != colour]
     for name, records in (("base", base), ("finetune", chosen[held:])):
         with atomic_dir(out / name) as tmp:
