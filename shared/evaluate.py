@@ -9,9 +9,9 @@ Writes ONE JSON per (experiment, checkpoint, sampler, steps):
      reference_id, extractor_id, ...extras}, ...], info: {method, paper, project, nfe, parameters,
      seconds_per_image, train_steps: what the leaderboard shows, where given (method=, paper=, info=)}}
 
-fd/fid and prompt_accuracy (joint, _digit, _colour) entries carry a 95% bootstrap interval over the evaluated images (`bootstrap`
-resamples, default 200, seed `bootstrap_seed`; off at paper scale): ci [lo, hi], ci_level, bootstrap_se,
-bootstrap_bias, bootstrap_resamples, bootstrap_seed, bootstrap_values (shared/metrics/bootstrap.py).
+fd/fid and prompt_accuracy (joint, _digit, _colour) entries carry a 95% bootstrap interval over the evaluated
+images (`bootstrap` resamples, default 200, seed `bootstrap_seed`; off at paper scale): ci [lo, hi], ci_level,
+bootstrap_se, bootstrap_bias, bootstrap_resamples, bootstrap_seed, bootstrap_values (shared/metrics/bootstrap.py).
 
 `reference` is an image folder (its statistics are cached in `reference_stats`, default
 results/<scale>/reference_stats/<folder>-<hash>-<extractor>.npz, and reused while the folder is unchanged) or a

@@ -112,13 +112,14 @@ READMES: dict[str, Readme] = {
         "sd_flux_lab_", ("subset", "rest"), "sd_flux_lab", ("toy", "paper"),
         {"subset": "Fine-tuned on blue: blue prompts", "rest": "Fine-tuned on blue: the other colours"})),
     "glide_finetune": Readme("projects/glide_finetune/README.md", "projects/glide_finetune/results", (
-        *_tables("glide_", ("guidance", "finetune", "drift", "upsampler", "upsampler_heldout", "uncond",
-                                "clip"), "glide",
+        *_tables("glide_", ("guidance", "finetune", "drift", "upsampler", "upsampler_heldout", "uncond", "clip"),
+                 "glide",
                  titles={
             "guidance": "Guidance scale sweep", "finetune": "Fine-tune on magenta (a colour the base never saw)",
             "drift": "Fine-tune on magenta: drift on the base's colours",
             "upsampler": "Upsampler vs bicubic: the base's samples",
-            "upsampler_heldout": "Upsampler vs bicubic: held-out test images", "uncond": "What classifier-free guidance needs",
+            "upsampler_heldout": "Upsampler vs bicubic: held-out test images",
+            "uncond": "What classifier-free guidance needs",
             "clip": "Noised-CLIP guidance vs classifier-free guidance"}),
         *_tables("glide_", ("coco30k",), "glide", ("paper",), {"coco30k": "Zero-shot MS-COCO 30k"}),
         Table("glide_compare", "glide/compare/results.csv", "compare_samplers.py: samplers x steps in one process "

@@ -114,7 +114,8 @@ def test_token_swap_change_tells_a_decoder_that_ignores_its_tokens():
     assert evaluate.token_swap_change(_IgnoresTokens(), x, x, drawn, guidance=drawn) == 0.0
     # half of each decode from the tokens, half from the caption: the change is a quarter of the originals'
     mixed = type("Mixed", (torch.nn.Module,), {"decode_tokens": lambda self, t, g=None: 0.5 * t + 0.5 * g})()
-    assert evaluate.token_swap_change(mixed, x, x, 0.5 * x + 0.5 * drawn, guidance=drawn) == pytest.approx(0.25, rel=1e-5)
+    change = evaluate.token_swap_change(mixed, x, x, 0.5 * x + 0.5 * drawn, guidance=drawn)
+    assert change == pytest.approx(0.25, rel=1e-5)
 
 
 def test_evaluate_names_missing_or_mismatched_guidance(chain, tmp_path):

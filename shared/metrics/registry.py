@@ -44,7 +44,7 @@ class Context:
     pr_max_samples: int = 50000  # evaluated features kept for precision/recall (ADM: all 50k)
     is_splits: int = 10
     seed: int = 0
-    bootstrap: int = 0  # resamples of the evaluated samples for the intervals of fd and the prompt accuracies; 0 = none
+    bootstrap: int = 0  # resamples of the evaluated samples for the intervals of fd and the accuracies; 0 = none
     bootstrap_seed: int = 0
 
     def outputs(self, batch: Batch) -> dict:
