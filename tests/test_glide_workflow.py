@@ -63,6 +63,14 @@ def test_toy_target_and_smoke_plan():
         assert (f"clip_model=results/toy/glide/clip clip_guidance_scale={clip_scale} "
                 f"prompts=data/toy/glide/eval_prompts.txt sampler=glide steps=27 guidance_scale=1.0 "
                 f"out_dir=results/toy/glide/samples/base_clip{clip_scale}__eval__glide_27_g1.0") in out
+    # the second fine-tune adds the toy noised CLIP's loss (train.py clip_loss=) and joins both fine-tune tables
+    for scale in ("tiny", "toy"):
+        assert (f"init=results/{scale}/glide/runs/base clip_loss=0.1@results/{scale}/glide/clip") in out, scale
+    assert "run_dir=results/toy/glide/runs/finetune_clip" in out
+    for prompts in ("finetune", "eval"):
+        assert (f"a=results/toy/glide/samples/finetune_clip__{prompts}__glide_27_g3.0 "
+                f"b=results/toy/glide/samples/base__{prompts}__glide_27_g3.0") in out, prompts
+        assert f"experiment=winrate_finetune_clip_vs_base__{prompts}" in out, prompts
     # inpainting and upscale.py are tiny-chain only (no toy table uses them; no SwinIR weights at toy)
     assert "run_dir=results/toy/glide/runs/inpaint" not in out and "upscale.py scale=toy" not in out
     for table in ("extras", "inpaint", "upscale"):
@@ -122,6 +130,12 @@ def check_tiny_outputs(work: Path) -> None:
     assert "clip_model" not in json.loads((plain / "samples.json").read_text())
     a, b = (Image.open(d / "000000.png").tobytes() for d in (plain, res / "samples/base_clip3.0__eval__glide_4_g1.0"))
     assert a != b
+    # the fine-tune with the noised-CLIP loss: from the base, the CLIP term logged beside the eps-MSE, in the loss
+    run = res / "runs/finetune_clip"
+    assert yaml.safe_load((run / "config.yaml").read_text())["clip_loss"] == "0.1@results/tiny/glide/clip"
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged and all(r["clip"] > 0 and r["loss"] > r["mse"] for r in logged if "clip" in r)
+    assert any("clip" in r for r in logged)
     # the inpainting run (7 input channels) filled the centre of the test images, kept their names
     assert json.loads((res / "runs/inpaint/glide.json").read_text())["variant"] == "base-inpaint"
     inpainted = res / "samples/inpaint__test__glide_4_g3.0"
@@ -143,7 +157,8 @@ def check_tiny_outputs(work: Path) -> None:
         assert (info["parameters"] > 0) == (method == "swinir")
     # the tables: every row, with the metrics each row should have
     extras = _table_rows(work, "extras")
-    assert set(extras) == {"base__eval__glide_4_g1.0", "base_clip3.0__eval__glide_4_g1.0"}
+    assert set(extras) == {"base__eval__glide_4_g1.0", "base_clip3.0__eval__glide_4_g1.0",
+                           "finetune_clip__eval__glide_4_g1.0"}
     inpainted_rows = _table_rows(work, "inpaint")
     assert set(inpainted_rows) == {"inpaint__test__glide_4_g3.0"}
     assert all(float(row["fd"]) > 0 for row in [*extras.values(), *inpainted_rows.values()])

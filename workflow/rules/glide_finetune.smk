@@ -9,7 +9,8 @@
 #          guided by the released noised CLIP (glide_paper.clip_sample); a fine-tune of the released base on
 #          LAION-style shards in data/paper/glide/laion/ when that folder exists
 #   tiny/toy also: a noised CLIP trained on the digits (train_clip.py) guiding the base (toy table `clip`: CLIP
-#          guidance vs classifier-free guidance); tiny only: an inpainting run + inpainted test images, and the
+#          guidance vs classifier-free guidance) and adding its loss to a second fine-tune (finetune_clip, train.py
+#          clip_loss=; rows in the fine-tune tables); tiny only: an inpainting run + inpainted test images, and the
 #          base's samples upscaled x4 by upscale.py (bicubic; SwinIR with random tiny weights: no SwinIR weights
 #          exist at toy scale, so no toy table shows one)
 # Targets: glide (at config["scale"]); glide_downloads (every released file, for staging a mirror).
@@ -84,6 +85,8 @@ def _glide_train_inputs(w):
     out = {"prepared": f"data/{w.scale}/glide", "digits": f"data/{w.scale}/digits"}
     if "init" in run:
         out["init"] = f"results/{w.scale}/glide/runs/{run['init']}/model.safetensors"
+    if "clip_loss" in run:
+        out["clip"] = f"results/{w.scale}/glide/clip/clip.json"
     return out
 
 
@@ -93,6 +96,8 @@ def _glide_train_args(w):
     args = f"data_dir={data} tokenizer=data/{w.scale}/glide/tokenizer " + run["args"]
     if "init" in run:
         args += f" init=results/{w.scale}/glide/runs/{run['init']}"
+    if "clip_loss" in run:  # + weight * (1 - cos) of the scale's noised CLIP (train_clip.py) on the x0 prediction
+        args += f" clip_loss={run['clip_loss']}@results/{w.scale}/glide/clip"
     if w.scale == "toy" and run.get("toy_args"):
         args += " " + run["toy_args"]
     return args
@@ -329,15 +334,16 @@ rule glide_evaluate:
                f"out={{output}} threads=1")
 
 
+# win rate of a trained run against the base, per prompt, on the same prompts and seeds (winrate.py)
 rule glide_winrate:
     input:
-        a="results/{scale}/glide/samples/finetune__{glide_prompts}__glide_27_g3.0/samples.json",
+        a="results/{scale}/glide/samples/{glide_run}__{glide_prompts}__glide_27_g3.0/samples.json",
         b="results/{scale}/glide/samples/base__{glide_prompts}__glide_27_g3.0/samples.json",
         features="results/{scale}/digits_features/features.safetensors",
     output:
-        "results/{scale}/glide/eval/winrate_finetune__{glide_prompts}.json",
+        "results/{scale}/glide/eval/winrate_{glide_run}__{glide_prompts}.json",
     log:
-        "logs/{scale}/glide_winrate_{glide_prompts}.log",
+        "logs/{scale}/glide_winrate_{glide_run}__{glide_prompts}.log",
     wildcard_constraints:
         scale="tiny|toy",
     threads: step_threads
@@ -351,7 +357,7 @@ rule glide_winrate:
     shell:
         launch(f"{GLIDE}/winrate.py scale={{wildcards.scale}} a={{params.a}} b={{params.b}} "
                f"scorer=digits:{{input.features}} opponent=base__glide_27_g3.0 "
-               f"experiment=winrate_finetune_vs_base__{{wildcards.glide_prompts}} "
+               f"experiment=winrate_{{wildcards.glide_run}}_vs_base__{{wildcards.glide_prompts}} "
                f"out={{output}}")
 
 
