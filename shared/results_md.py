@@ -123,7 +123,8 @@ READMES: dict[str, Readme] = {
             "clip": "Noised-CLIP guidance vs classifier-free guidance"}),
         *_tables("glide_", ("coco30k",), "glide", ("paper",), {"coco30k": "Zero-shot MS-COCO 30k"}),
         Table("glide_compare", "glide/compare/results.csv", "compare_samplers.py: samplers x steps in one process "
-              "(wall time per image on 1 thread, FD with its 95% bootstrap interval)", "glide",
+              "(wall time per image on 1 thread, FD with its 95% bootstrap interval, FD minus the first row's with the "
+              "paired interval of that difference)", "glide",
               after="glide/compare/grid.png"),
     )),
     "titok_rar": Readme("projects/titok_rar/README.md", "projects/titok_rar/results", (

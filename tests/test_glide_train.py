@@ -496,10 +496,49 @@ def test_compare_samplers_fd_interval_is_evaluates():
 
     rng = np.random.default_rng(0)
     ref, feats = rng.normal(size=(400, 8)), rng.normal(0.3, 1.1, size=(150, 8))
-    fd, ci = frechet_with_interval(feats, ref, seed=3)
+    fd, ci, _ = frechet_with_interval(feats, ref, seed=3)
     assert fd == pytest.approx(frechet_from_features(feats, ref))
     idx = np.random.default_rng(3).integers(0, len(feats), size=(BOOTSTRAP_RESAMPLES, len(feats)))
     mu, sigma = ref.mean(0), np.cov(ref, rowvar=False)
     loop = np.array([frechet_distance(feats[i].mean(0), np.cov(feats[i], rowvar=False), mu, sigma) for i in idx])
     lo, hi = np.quantile(loop - (loop.mean() - fd), [0.025, 0.975])
     assert ci == f"[{lo:.4g}, {hi:.4g}]" and lo < fd < hi
+
+
+def test_compare_samplers_fd_difference_is_paired():
+    """fd_minus_reference: each cell's FD minus the reference cell's, its interval from the differences of the
+    same resamples (cells share prompts and seeds). Checked against a loop; a cell that is the reference plus
+    small noise has a difference interval far narrower than its own FD interval, and one shifted away from the
+    reference has an interval above 0."""
+    import numpy as np
+
+    from projects.glide_finetune.compare_samplers import (BOOTSTRAP_RESAMPLES, add_reference_difference,
+                                                          frechet_with_interval)
+    from shared.metrics.frechet import frechet_distance
+
+    rng = np.random.default_rng(0)
+    ref, base = rng.normal(size=(400, 8)), rng.normal(0.2, 1.0, size=(200, 8))
+    cells = {("plms", 100): base, ("euler", 10): base + rng.normal(0, 0.05, size=base.shape),
+             ("euler_a", 10): base + 0.5}
+    rows, boot = [], {}
+    for (name, steps), feats in cells.items():
+        fd, ci, values = frechet_with_interval(feats, ref, seed=0)
+        rows.append({"sampler": name, "steps": steps, "fd": fd, "fd_ci95": ci})
+        boot[(name, steps)] = values
+    add_reference_difference(rows, boot, seed=0)
+    assert "fd_minus_reference" not in rows[0]  # the reference itself
+    idx = np.random.default_rng(0).integers(0, len(base), size=(BOOTSTRAP_RESAMPLES, len(base)))
+    mu, sigma = ref.mean(0), np.cov(ref, rowvar=False)
+
+    def fds(x):
+        return np.array([frechet_distance(x[i].mean(0), np.cov(x[i], rowvar=False), mu, sigma) for i in idx])
+
+    near, far = rows[1], rows[2]
+    diff = fds(cells[("euler", 10)]) - fds(base)
+    lo, hi = np.quantile(diff - (diff.mean() - near["fd_minus_reference"]), [0.025, 0.975])
+    assert near["fd_minus_reference_ci95"] == f"[{lo:.4g}, {hi:.4g}]"
+    assert near["fd_minus_reference"] == pytest.approx(near["fd"] - rows[0]["fd"])
+    own_lo, own_hi = (float(v) for v in near["fd_ci95"].strip("[]").split(","))
+    assert hi - lo < (own_hi - own_lo) / 5  # pairing removes the noise the two cells share
+    far_lo = float(far["fd_minus_reference_ci95"].strip("[]").split(",")[0])
+    assert far_lo > 0

@@ -3,7 +3,10 @@
 Every (sampler, steps) cell starts from the same per-sample seeds. Per row: model forward calls (NFE; one call
 evaluates the doubled [uncond; cond] batch under guidance), wall time per image (after an untimed warm-up), and,
 when the digits feature CNN is given (toy), FD against the reference split with its 95% bootstrap interval over
-the row's images (shared/metrics/bootstrap.py, as evaluate.py) and prompt accuracy. These are the
+the row's images (shared/metrics/bootstrap.py, as evaluate.py), prompt accuracy, and the row's FD minus the
+reference cell's (the first sampler at the most steps: PLMS 100, GLIDE's default) with the 95% interval of that
+difference: every cell draws the same prompts from the same seeds, so the two are resampled in pairs and the
+difference's interval is far narrower than either FD's (an interval that excludes 0 = a real gap). These are the
 numbers behind the claims "Euler is ~15-20% faster than PLMS" and "DPM++ reaches good quality in 20-30 steps
 instead of 50-100": the table tests them on this model instead of repeating them.
 
@@ -30,8 +33,8 @@ from shared.toy.sampler_compare import draw_grid, to_uint8
 from projects.glide_finetune.glide_util import load_model
 from projects.glide_finetune.sampling import SAMPLERS, generate
 
-COLUMNS = ("sampler", "steps", "nfe", "images", "seconds_per_image", "fd", "fd_ci95", "digit_accuracy",
-           "colour_accuracy", "prompt_accuracy")
+COLUMNS = ("sampler", "steps", "nfe", "images", "seconds_per_image", "fd", "fd_ci95", "fd_minus_reference",
+           "fd_minus_reference_ci95", "digit_accuracy", "colour_accuracy", "prompt_accuracy")
 BOOTSTRAP_RESAMPLES = 200  # evaluate.py's default
 
 
@@ -100,9 +103,13 @@ def reference_features(net, reference_dir: Path, size: int, captions: str = "") 
         return torch.cat([net.features(ref[i:i + 256]) for i in range(0, len(ref), 256)]).numpy()
 
 
-def frechet_with_interval(feats, ref_feats, seed: int) -> tuple[float, str]:
-    """FD of `feats` to the reference and its 95% bootstrap interval as "[lo, hi]" (evaluate.py's statistic: the
-    samples resampled, the reference fixed)."""
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:.4g}, {hi:.4g}]"
+
+
+def frechet_with_interval(feats, ref_feats, seed: int) -> tuple[float, str, "numpy.ndarray"]:
+    """FD of `feats` to the reference, its 95% bootstrap interval as "[lo, hi]" (evaluate.py's statistic: the
+    samples resampled, the reference fixed) and the resampled FDs (the same draws for every cell: paired)."""
     import numpy as np
 
     from shared.metrics import frechet_from_features
@@ -111,8 +118,24 @@ def frechet_with_interval(feats, ref_feats, seed: int) -> tuple[float, str]:
     fd = frechet_from_features(feats, ref_feats)
     values = frechet_bootstrap(feats, ref_feats.mean(0), np.cov(ref_feats, rowvar=False),
                                resample_indices(len(feats), BOOTSTRAP_RESAMPLES, seed))
-    lo, hi = summary(fd, values, seed)["ci"]
-    return fd, f"[{lo:.4g}, {hi:.4g}]"
+    return fd, _interval(*summary(fd, values, seed)["ci"]), values
+
+
+def add_reference_difference(rows: list[dict], boot: dict, seed: int) -> None:
+    """`fd_minus_reference` of each row (FD minus the first row's: the first sampler at the most steps once sorted
+    by main) with the 95% interval of the paired resampled differences."""
+    from shared.metrics.bootstrap import summary
+
+    ref = rows[0]
+    if (ref["sampler"], ref["steps"]) not in boot:
+        return
+    for r in rows[1:]:
+        key = (r["sampler"], r["steps"])
+        if key in boot:
+            r["fd_minus_reference"] = r["fd"] - ref["fd"]
+            r["fd_minus_reference_ci95"] = _interval(*summary(r["fd_minus_reference"],
+                                                              boot[key] - boot[(ref["sampler"], ref["steps"])],
+                                                              seed)["ci"])
 
 
 @torch.no_grad()
@@ -148,7 +171,7 @@ def main(cfg=None):
     generate(model, opts, model.tokenizer, prompts[:1], seeds=seeds[:1], sampler="ddim", steps=2,
              guidance_scale=cfg.guidance_scale)  # warm-up, untimed
 
-    rows, cells = [], {}
+    rows, cells, boot = [], {}, {}
     for name in cfg.samplers:
         for n_steps in steps:
             calls, elapsed, images = [0], 0.0, []
@@ -170,8 +193,10 @@ def main(cfg=None):
                 acc = PromptAccuracy()
                 acc.update(net.digit_head(f).numpy(), net.colour_head(f).numpy(), prompts)
                 a = acc.compute()
-                fd, ci = (frechet_with_interval(f.numpy(), ref_feats, cfg.seed) if n > f.shape[1]
-                          else (float("nan"), ""))
+                fd, ci, values = (frechet_with_interval(f.numpy(), ref_feats, cfg.seed) if n > f.shape[1]
+                                  else (float("nan"), "", None))
+                if values is not None:
+                    boot[(name, n_steps)] = values
                 row.update(fd=fd, fd_ci95=ci, digit_accuracy=a["digit"], colour_accuracy=a["colour"],
                            prompt_accuracy=a["joint"])
             rows.append(row)
@@ -180,6 +205,10 @@ def main(cfg=None):
                   + (f", FD {row['fd']:.3f}, prompt accuracy {row['prompt_accuracy']:.3f}" if net is not None else ""),
                   flush=True)
 
+    # the reference cell (first sampler, most steps) leads the table; the differences are against it
+    reference = next(r for r in rows if (r["sampler"], r["steps"]) == (cfg.samplers[0], max(steps)))
+    rows = [reference] + [r for r in rows if r is not reference]
+    add_reference_difference(rows, boot, cfg.seed)
     out = Path(cfg.output_dir)
     grid = draw_grid(cells, list(cfg.samplers), steps)
     with atomic_path(out / "grid.png") as tmp:
