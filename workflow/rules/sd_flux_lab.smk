@@ -16,6 +16,22 @@ SFL_FINETUNE = config["sd_flux_lab_finetune"]  # steps per scale, lr, validation
 SFL_MODELS = {"base_sd15": "before (SD1.5 base)", "finetune_blue": "after (fine-tuned on blue)"}
 SFL_SPLITS = {"subset": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on blue prompts",
               "rest": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluated on the other colours"}
+# seeds (issue 18), config.yaml sd_flux_lab_seeds: the fine-tune is trained once per seed (seed N: the run
+# finetune_blue_seed<N>, train_sd.py seed=N: data order, noise, caption dropout), the base (one trained model)
+# sampled once per seed (base_sd15_seed<N>: make_samples.py seed_offset=N*1000000, noise disjoint from seed 0's);
+# seed 0 is the bare name. The tables show mean ± std over the seeds and judge after vs before against that spread.
+SFL_SEEDS = config["sd_flux_lab_seeds"]
+SFL_SEED = r"(_seed[1-9][0-9]*)?"
+
+
+def sfl_seeded(model, seed):
+    return model if seed == 0 else f"{model}_seed{seed}"
+
+
+def sfl_split_seed(name):
+    """'finetune_blue_seed2' -> ('finetune_blue', 2); a bare name is seed 0."""
+    model, sep, seed = name.rpartition("_seed")
+    return (model, int(seed)) if sep and seed.isdigit() else (name, 0)
 
 
 def number(x):
@@ -27,7 +43,7 @@ def number(x):
 
 wildcard_constraints:
     sfl_arch=one_of(SFL_DOWNLOADS),
-    sfl_model=one_of(SFL_MODELS),
+    sfl_model=f"({one_of(SFL_MODELS)}){SFL_SEED}",
     sfl_split=one_of(SFL_SPLITS),
 
 
@@ -155,11 +171,13 @@ rule sd_flux_lab_finetune:
         data="data/{scale}/sd_flux_lab",
         base="results/{scale}/sd_flux_lab/base_sd15/pipeline/model_index.json",
     output:
-        "results/{scale}/sd_flux_lab/finetune_blue/pipeline/model_index.json",
-        **provenance("results/{scale}/sd_flux_lab/finetune_blue", "sd_flux_lab", "sd_flux_lab_finetune"),
-        **curves("results/{scale}/sd_flux_lab/finetune_blue", "sd_flux_lab", "sd_flux_lab_finetune"),
+        "results/{scale}/sd_flux_lab/{sfl_finetune}/pipeline/model_index.json",
+        **provenance("results/{scale}/sd_flux_lab/{sfl_finetune}", "sd_flux_lab", "sd_flux_lab_finetune {sfl_finetune}"),
+        **curves("results/{scale}/sd_flux_lab/{sfl_finetune}", "sd_flux_lab", "sd_flux_lab_finetune {sfl_finetune}"),
     log:
-        "logs/{scale}/sd_flux_lab_finetune.log",
+        "logs/{scale}/sd_flux_lab_finetune.{sfl_finetune}.log",
+    wildcard_constraints:
+        sfl_finetune=f"finetune_blue{SFL_SEED}",
     conda:
         conda_env("sd_flux_lab")
     threads: config["local_threads"]
@@ -167,18 +185,25 @@ rule sd_flux_lab_finetune:
         **heavy(gpus=1, mem_mb=8000, runtime=120),
     params:
         steps=lambda w: SFL_FINETUNE["steps"][w.scale],
+        seed=lambda w: sfl_split_seed(w.sfl_finetune)[1],
     shell:
         # lr (config.yaml sd_flux_lab_finetune): at 2e-4 the 400 steps on blue alone drifted the toy base
         launch(SFL + "/train_sd.py scale={wildcards.scale} base=results/{wildcards.scale}/sd_flux_lab/base_sd15 "
                f"data_dir={{input.data}}/train/_blue max_steps={{params.steps}} lr={number(SFL_FINETUNE['lr'])} "
                f"warmup_steps=0 validation_prompts='[{','.join(SFL_FINETUNE['validation_prompts'])}]' "
-               "run_dir=results/{wildcards.scale}/sd_flux_lab/finetune_blue")
+               "run_dir=results/{wildcards.scale}/sd_flux_lab/{wildcards.sfl_finetune} seed={params.seed}")
+
+
+def _sfl_pipeline(w):
+    """The pipeline a sample folder samples: a fine-tune seed's own run; the base's seed replicas the one base."""
+    model, seed = sfl_split_seed(w.sfl_model)
+    return f"results/{w.scale}/sd_flux_lab/{w.sfl_model if model == 'finetune_blue' else model}"
 
 
 rule sd_flux_lab_samples:
     input:
         data="data/{scale}/sd_flux_lab",
-        model="results/{scale}/sd_flux_lab/{sfl_model}/pipeline/model_index.json",
+        model=lambda w: _sfl_pipeline(w) + "/pipeline/model_index.json",
     output:
         # the grid (one row per prompt) in the report; {grid,grid}: a pattern needs a wildcard, this one matches once
         reported(directory("results/{scale}/sd_flux_lab/samples/{sfl_model}_{sfl_split}"), "sd_flux_lab", "Samples",
@@ -193,10 +218,13 @@ rule sd_flux_lab_samples:
     params:
         prompts=lambda w: "train/_blue" if w.sfl_split == "subset" else "train exclude=blue",
         per_prompt=lambda w: config["sd_flux_lab_samples_per_prompt"][w.scale] // (1 if w.sfl_split == "subset" else 4),
+        pipeline=_sfl_pipeline,
+        # a fine-tune seed samples seed 0's noise (its own weights differ); a base seed replica new noise
+        seed_offset=lambda w: 0 if w.sfl_model.startswith("finetune_blue") else sfl_split_seed(w.sfl_model)[1] * 1_000_000,
     shell:
-        launch(SFL + "/make_samples.py scale={wildcards.scale} pipeline=results/{wildcards.scale}/sd_flux_lab/"
-               "{wildcards.sfl_model} prompts_from={input.data}/{params.prompts} per_prompt={params.per_prompt} "
-               "save_images=true out_dir={output}")
+        launch(SFL + "/make_samples.py scale={wildcards.scale} pipeline={params.pipeline} "
+               "prompts_from={input.data}/{params.prompts} per_prompt={params.per_prompt} "
+               "seed_offset={params.seed_offset} save_images=true out_dir={output}")
 
 
 rule sd_flux_lab_evaluate:
@@ -214,7 +242,9 @@ rule sd_flux_lab_evaluate:
     resources:
         **heavy(mem_mb=4000, runtime=30),
     params:
-        experiment=lambda w: SFL_MODELS[w.sfl_model],
+        # tables.py joins '<label>_seed<N>' rows with '<label>' as one row over the seeds
+        experiment=lambda w: SFL_MODELS[sfl_split_seed(w.sfl_model)[0]]
+                             + ("_seed%d" % sfl_split_seed(w.sfl_model)[1] if sfl_split_seed(w.sfl_model)[1] else ""),
     shell:
         launch("shared/evaluate.py scale={wildcards.scale} images={input.samples}/images "
                "reference={input.data}/reference/{wildcards.sfl_split} extractor=digits:{input.features} "
@@ -224,11 +254,14 @@ rule sd_flux_lab_evaluate:
 
 rule sd_flux_lab_table:
     input:
-        before="results/{scale}/metrics/sd_flux_lab/base_sd15_{sfl_split}.json",
-        after="results/{scale}/metrics/sd_flux_lab/finetune_blue_{sfl_split}.json",
+        before=lambda w: [f"results/{w.scale}/metrics/sd_flux_lab/{sfl_seeded('base_sd15', s)}_{w.sfl_split}.json"
+                          for s in SFL_SEEDS[w.scale]],
+        after=lambda w: [f"results/{w.scale}/metrics/sd_flux_lab/{sfl_seeded('finetune_blue', s)}_{w.sfl_split}.json"
+                         for s in SFL_SEEDS[w.scale]],
     output:
         md="results/{scale}/tables/sd_flux_lab_{sfl_split}.md",
         csv="results/{scale}/tables/sd_flux_lab_{sfl_split}.csv",
+        claims="results/{scale}/tables/sd_flux_lab_{sfl_split}.claims.json",
         html=reported("results/{scale}/tables/sd_flux_lab_{sfl_split}.html", "sd_flux_lab", "Tables",
                       "sd_flux_lab_{sfl_split}", "project_table"),
     log:
@@ -237,13 +270,16 @@ rule sd_flux_lab_table:
         conda_env("sd_flux_lab")
     params:
         title=lambda w: SFL_SPLITS[w.sfl_split],
+        inputs=lambda w, input: "[" + ",".join([*input.before, *input.after]) + "]",
+        claims="[[" + SFL_MODELS["finetune_blue"] + "," + SFL_MODELS["base_sd15"] + "]]",
     shell:
-        step("shared/tables.py scale={wildcards.scale} inputs=[{input.before},{input.after}] "
-             "title='{params.title}' out_md={output.md} out_csv={output.csv} "
+        step("shared/tables.py scale={wildcards.scale} inputs={params.inputs} claims='{params.claims}' "
+             "title='{params.title}' out_md={output.md} out_csv={output.csv} out_claims={output.claims} "
              "notes='[FD = Frechet distance of digits-CNN features to the train images of that split (lower is better),"
              "prompt_accuracy = the digits CNN sees the digit and colour the prompt asked for (higher is better),"
              "base = VAE + UNet trained from scratch on all toy digits (1200 steps on CPU); fine-tuned 400 steps on "
              "data/<scale>/sd_flux_lab/train/_blue,"
+             "seeds = training seeds of the fine-tune and sampling seeds of the base (config.yaml sd_flux_lab_seeds),"
              "how to read these toy numbers (and how weakly the toy base uses the text) = "
              "projects/sd_flux_lab/README.md]'")
 
