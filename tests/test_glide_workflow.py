@@ -71,6 +71,22 @@ def test_toy_target_and_smoke_plan():
         assert (f"a=results/toy/glide/samples/finetune_clip__{prompts}__glide_27_g3.0 "
                 f"b=results/toy/glide/samples/base__{prompts}__glide_27_g3.0") in out, prompts
         assert f"experiment=winrate_finetune_clip_vs_base__{prompts}" in out, prompts
+    # seeds (config glide_seeds): the fine-tune trained with seeds 1 and 2 beside 0, the base trained once and its
+    # claimed rows sampled with disjoint noise; evaluations name the seed last, so tables.py joins them as one row
+    for seed in (1, 2):
+        assert f"max_steps=400 ema_decay=0.99 seed={seed} run_dir=results/toy/glide/runs/finetune_seed{seed} " in out
+        for prompts in ("finetune", "eval"):
+            assert (f"base=results/toy/glide/runs/base  prompts=data/toy/glide/{prompts}_prompts.txt "
+                    f"seed={seed}0000000 sampler=glide steps=27 guidance_scale=3.0 "
+                    f"out_dir=results/toy/glide/samples/base_seed{seed}__{prompts}__glide_27_g3.0 ") in out
+            assert (f"base=results/toy/glide/runs/finetune_seed{seed}  prompts=data/toy/glide/{prompts}_prompts.txt "
+                    f"sampler=glide") in out
+            assert f"experiment=finetune__{prompts}__glide_27_g3.0_seed{seed} " in out
+            assert f"experiment=winrate_finetune_vs_base__{prompts}_seed{seed} " in out
+    assert "run_dir=results/toy/glide/runs/base_seed" not in out and "finetune_clip_seed" not in out
+    for prompts, table in (("finetune", "finetune"), ("eval", "drift")):
+        assert (f"claims='[[finetune__{prompts}__glide_27_g3.0,base__{prompts}__glide_27_g3.0]]'" in out
+                and f"out_claims=results/toy/tables/glide_{table}.claims.json" in out), table
     # inpainting and upscale.py are tiny-chain only (no toy table uses them; no SwinIR weights at toy)
     assert "run_dir=results/toy/glide/runs/inpaint" not in out and "upscale.py scale=toy" not in out
     for table in ("extras", "inpaint", "upscale"):

@@ -55,11 +55,37 @@ GLIDE_DATA = {"digits": "data/{scale}/digits/train", "base": "data/{scale}/glide
 # GLIDE's samplers: projects/glide_finetune/sampling.py SAMPLERS (not imported here: that module loads torch,
 # which every dry run would then wait for; tests/test_workflow_registries.py checks the two lists agree)
 GLIDE_SAMPLERS = ["plms", "ddim", "euler", "euler_a", "dpm++", "ddpm", "glide", "glide_ddim"]
+# seeds (issue 18), config.yaml glide_seeds: a run marked `seeded` is trained once per seed (seed N > 0: the run
+# <run>_seed<N>, train.py seed=N: data order, noise, guidance dropout); a row that a table's claim names and whose
+# run is not seeded (the base: one trained model) is sampled once per seed (<model>_seed<N>: sample.py
+# seed=N*10**7, clear of seed 0's base and upsampler seeds i and i + 10**6). Seed 0 is the bare name; the evaluation
+# moves the suffix to the end of the experiment name, where shared/tables.py joins the seeds as one row.
+GLIDE_SEEDS = config["glide_seeds"]
+GLIDE_SEED = r"(_seed[1-9][0-9]*)?"
+GLIDE_SAMPLING_SEED_STRIDE = 10**7
+
+
+def glide_split_seed(name):
+    """'finetune_seed2' -> ('finetune', 2); a bare name is seed 0."""
+    stem, sep, seed = name.rpartition("_seed")
+    return (stem, int(seed)) if sep and seed.isdigit() else (name, 0)
+
+
+def glide_seeded(run):
+    return GLIDE_RUNS.get(run, {}).get("seeded", False)
+
+
+def glide_experiment(name):
+    """An evaluation's experiment name: 'finetune_seed1__eval__glide_27_g3.0' -> 'finetune__eval__glide_27_g3.0_seed1'
+    (winrate_<run>_seed<N>__<prompts> likewise), so tables.py groups the seeds."""
+    head, sep, rest = name.partition("__")
+    stem, seed = glide_split_seed(head)
+    return f"{stem}{sep}{rest}_seed{seed}" if seed else name
 
 
 wildcard_constraints:
-    glide_run=one_of(GLIDE_RUNS),
-    glide_model=one_of(GLIDE_SAMPLE_MODELS),
+    glide_run=f"({one_of(GLIDE_RUNS)}){GLIDE_SEED}",
+    glide_model=f"({one_of(GLIDE_SAMPLE_MODELS)}){GLIDE_SEED}",
     glide_prompts=one_of(GLIDE_PROMPT_SETS),
     glide_sampler=one_of(GLIDE_SAMPLERS),
     glide_upscaler=one_of(GLIDE_UPSCALERS),
@@ -80,8 +106,15 @@ rule glide_prepare:
         step(f"{GLIDE}/prepare.py scale={{wildcards.scale}} digits={{input}} out_dir={{output}}")
 
 
+def _glide_train_run(w):
+    name, seed = glide_split_seed(w.glide_run)
+    if seed and not glide_seeded(name):
+        raise ValueError(f"glide run '{w.glide_run}': '{name}' is not `seeded` in config.yaml glide_runs")
+    return GLIDE_RUNS[name], seed
+
+
 def _glide_train_inputs(w):
-    run = GLIDE_RUNS[w.glide_run]
+    run, _ = _glide_train_run(w)
     out = {"prepared": f"data/{w.scale}/glide", "digits": f"data/{w.scale}/digits"}
     if "init" in run:
         out["init"] = f"results/{w.scale}/glide/runs/{run['init']}/model.safetensors"
@@ -91,7 +124,7 @@ def _glide_train_inputs(w):
 
 
 def _glide_train_args(w):
-    run = GLIDE_RUNS[w.glide_run]
+    run, seed = _glide_train_run(w)
     data = GLIDE_DATA[run["data"]].format(scale=w.scale)
     args = f"data_dir={data} tokenizer=data/{w.scale}/glide/tokenizer " + run["args"]
     if "init" in run:
@@ -100,7 +133,7 @@ def _glide_train_args(w):
         args += f" clip_loss={run['clip_loss']}@results/{w.scale}/glide/clip"
     if w.scale == "toy" and run.get("toy_args"):
         args += " " + run["toy_args"]
-    return args
+    return args + (f" seed={seed}" if seed else "")
 
 
 rule glide_train:
@@ -129,25 +162,40 @@ rule glide_train:
 # sample folders: <model>__<prompts>__<sampler>_<steps>_g<guidance>. base_x4 = base chained with the upsampler,
 # base_bicubic = base + bicubic x4; *_heldout (prompts "test") upsample the real test images downsampled to 8 px
 # (the sampler/steps are the upsampler's), so evaluate.py pairs them with the originals for PSNR.
+def _glide_sample_model(w):
+    """(model, sampling seed): a seeded run's replica samples its own weights with seed 0's noise; any other
+    <model>_seed<N> samples the model with noise seed N * GLIDE_SAMPLING_SEED_STRIDE."""
+    model, seed = glide_split_seed(w.glide_model)
+    if glide_seeded(model):
+        return w.glide_model, 0
+    return model, seed * GLIDE_SAMPLING_SEED_STRIDE
+
+
 def _glide_sample_inputs(w):
     out = {"prepared": f"data/{w.scale}/glide", "digits": f"data/{w.scale}/digits"}
-    if not w.glide_model.endswith("_heldout"):
-        base = w.glide_model if w.glide_model in GLIDE_RUNS else "base"  # base_x4 / base_bicubic: the base
+    model, _ = _glide_sample_model(w)
+    if not model.endswith("_heldout"):
+        base = model if glide_split_seed(model)[0] in GLIDE_RUNS else "base"  # base_x4 / base_bicubic: the base
         out["base"] = f"results/{w.scale}/glide/runs/{base}/model.safetensors"
-    if w.glide_model in ("base_x4", "up_heldout"):
+    if model in ("base_x4", "up_heldout"):
         out["up"] = f"results/{w.scale}/glide/runs/upsample/model.safetensors"
     return out
 
 
 def _glide_sample_args(w, input):
+    model, seed = _glide_sample_model(w)
+    return _glide_sample_source(w, model, input) + (f" seed={seed}" if seed else "")
+
+
+def _glide_sample_source(w, model, input):
     up = f"upsampler={os.path.dirname(input.up)}" if "up" in input.keys() else ""
-    if w.glide_model.endswith("_heldout"):
+    if model.endswith("_heldout"):
         if w.glide_prompts != "test":
             raise ValueError(f"{w.glide_model} upsamples the test images: use prompts 'test'")
         return (f"{up or 'upsampler=bicubic:4'} low_res_images={input.digits}/test upsample_sampler={w.glide_sampler} "
                 f"upsample_steps={w.steps}")
     args = f"base={os.path.dirname(input.base)} {up}"
-    if w.glide_model == "base_bicubic":
+    if model == "base_bicubic":
         args += " upsampler=bicubic:4"
     return args + f" prompts=data/{w.scale}/glide/{w.glide_prompts}_prompts.txt"
 
@@ -328,9 +376,10 @@ rule glide_evaluate:
         images=lambda w, input: os.path.dirname(input.samples),
         metrics=_glide_eval_metrics,
         reference=_glide_eval_reference,
+        experiment=lambda w: glide_experiment(w.name),
     shell:
         launch(f"{GLIDE}/evaluate.py scale={{wildcards.scale}} images={{params.images}} {{params.reference}} "
-               f"extractor=digits:{{input.features}} metrics={{params.metrics}} experiment={{wildcards.name}} "
+               f"extractor=digits:{{input.features}} metrics={{params.metrics}} experiment={{params.experiment}} "
                f"out={{output}} threads=1")
 
 
@@ -354,10 +403,13 @@ rule glide_winrate:
     params:
         a=lambda w, input: os.path.dirname(input.a),
         b=lambda w, input: os.path.dirname(input.b),
+        # a seed replica against the base's seed-0 samples (the same noise), its seed at the end of the name
+        experiment=lambda w: glide_experiment(f"{w.glide_run}__{w.glide_prompts}").replace(
+            "__", "_vs_base__", 1),
     shell:
         launch(f"{GLIDE}/winrate.py scale={{wildcards.scale}} a={{params.a}} b={{params.b}} "
                f"scorer=digits:{{input.features}} opponent=base__glide_27_g3.0 "
-               f"experiment=winrate_{{wildcards.glide_run}}_vs_base__{{wildcards.glide_prompts}} "
+               f"experiment=winrate_{{params.experiment}} "
                f"out={{output}}")
 
 
@@ -366,12 +418,41 @@ def _glide_tables(scale):
     return GLIDE_TABLES["tiny" if scale == "tiny" else "toy"]
 
 
+def _glide_table_evals(scale, which):
+    """The evaluations behind a table: a seeded run's row once per training seed, a row a claim names (of a model
+    trained once) once per sampling seed, any other row once."""
+    table = _glide_tables(scale)[which]
+    claimed = {r for pair in table.get("claims", []) for r in pair}
+    out = []
+    for row in table["rows"]:
+        winrate = row.startswith("winrate_")
+        model, sep, rest = row.removeprefix("winrate_").partition("__")
+        seeds = GLIDE_SEEDS[scale] if glide_seeded(model) or (row in claimed and not winrate) else [0]
+        out += [("winrate_" if winrate else "") + (f"{model}_seed{s}" if s else model) + sep + rest for s in seeds]
+    return out
+
+
+def _glide_claims(scale, which):
+    table = _glide_tables(scale)[which]
+    for pair in table.get("claims", []):
+        for r in pair:
+            if r not in table["rows"]:
+                raise ValueError(f"config glide_tables.{scale}.{which}.claims: row '{r}' is not one of its rows")
+    return table.get("claims", [])
+
+
+for _scale in GLIDE_TABLES:
+    for _which in GLIDE_TABLES[_scale]:
+        _glide_claims(_scale, _which)  # a claim naming a row the table lacks fails before any job runs
+
+
 rule glide_table:
     input:
-        lambda w: [f"results/{w.scale}/glide/eval/{r}.json" for r in _glide_tables(w.scale)[w.which]["rows"]],
+        lambda w: [f"results/{w.scale}/glide/eval/{r}.json" for r in _glide_table_evals(w.scale, w.which)],
     output:
         md="results/{scale}/tables/glide_{which}.md",
         csv="results/{scale}/tables/glide_{which}.csv",
+        claims="results/{scale}/tables/glide_{which}.claims.json",
         html=reported("results/{scale}/tables/glide_{which}.html", "glide_finetune", "Tables", "glide_{which}",
                       "project_table"),
     log:
@@ -383,9 +464,13 @@ rule glide_table:
     params:
         inputs=lambda w, input: "[" + ",".join(input) + "]",
         title=lambda w: _glide_tables(w.scale)[w.which]["title"],
+        claims=lambda w: "[" + ",".join(f"[{a},{b}]" for a, b in _glide_claims(w.scale, w.which)) + "]",
+        notes=lambda w: "seeds of a fine-tune row are training seeds, of a base row sampling seeds (config.yaml "
+                        "glide_seeds)" if _glide_claims(w.scale, w.which) else "",
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs='{params.inputs}' title='{params.title}' "
-             "out_md={output.md} out_csv={output.csv}")
+             "claims='{params.claims}' notes='{params.notes}' out_md={output.md} out_csv={output.csv} "
+             "out_claims={output.claims}")
 
 
 rule glide_compare_samplers:
