@@ -73,6 +73,10 @@ class Model:
     vqgan: VQGANSection = field(default_factory=VQGANSection)
     discriminator_channels: int = 64                # ours: PatchDiscriminator width / depth
     discriminator_layers: int = 3
+    # ours (not in the original): TA-TiTok, the probability that a training image's caption is replaced by the empty
+    # one, so the decoder must sometimes reconstruct from the tokens alone; 0 = the released recipe. At toy scale a
+    # caption says all the digits CNN sees, and the released recipe's decoder learns to ignore its tokens (README).
+    text_guidance_dropout: float = 0.0
 
 
 @dataclass
@@ -112,7 +116,12 @@ def stage_of(cfg) -> str:
         if cfg.model.text_encoder.train:
             raise ConfigError("model.text_encoder.train=true: TA-TiTok's text encoder stays frozen, as the original's "
                               "CLIP (utils/train_utils.py create_clip_model)")
+        if not 0.0 <= cfg.model.text_guidance_dropout < 1.0:
+            raise ConfigError(f"model.text_guidance_dropout={cfg.model.text_guidance_dropout}: a probability in [0, 1)")
         return "tatitok"
+    if cfg.model.text_guidance_dropout:
+        raise ConfigError(f"model.text_guidance_dropout={cfg.model.text_guidance_dropout}: only TA-TiTok "
+                          "(model.type=tatitok) is trained with captions")
     if cfg.model.type != "titok":
         raise ConfigError(f"model.type={cfg.model.type!r}; allowed: titok, tatitok, vqgan")
     vq = cfg.model.vq_model
@@ -284,7 +293,9 @@ def main(cfg=None):
                 logits, q = model(images)  # a legacy stage-1 TiTok decodes to logits over the teacher's codes
                 loss, parts = proxy(logits, codes, q)
             elif stage == "tatitok":
-                recon, q = model(images, text(captions_of(batch, len(images), cfg)).to(images.device))
+                captions = drop_captions(captions_of(batch, len(images), cfg), cfg.model.text_guidance_dropout,
+                                         cfg.training.seed, step, trainer.rank)
+                recon, q = model(images, text(captions).to(images.device))
                 loss, parts = loss_fn.generator_loss(images, recon, q, step, raw_disc)
             else:
                 recon, q = model(images)
@@ -329,6 +340,16 @@ def captions_of(batch: dict, n: int, cfg) -> list[str]:
                           f"dataset.params.caption_key={cfg.dataset.params.caption_key!r} (ours: json:caption, "
                           "img2dataset/DataComp: txt)")
     return caps
+
+
+def drop_captions(captions: list[str], p: float, seed: int, step: int, rank: int = 0) -> list[str]:
+    """model.text_guidance_dropout: each caption replaced by "" with probability p, drawn from (seed, step, rank)
+    alone, so a resumed run drops the same captions as an uninterrupted one."""
+    if p <= 0:
+        return captions
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+    keep = (torch.rand(len(captions), generator=g) >= p).tolist()
+    return [c if k else "" for c, k in zip(captions, keep)]
 
 
 class _LeCamState:

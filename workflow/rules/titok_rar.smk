@@ -188,18 +188,20 @@ rule titok_train_single:
 rule titok_train_tatitok:
     # TA-TiTok (configs/toy/tatitok.yaml): the single-stage VQ recipe of titok_train_single with the decoder attending
     # to each digit's caption through the frozen toy text encoder, which final/ keeps (text_encoder.json +
-    # .safetensors) so that evaluation, pretokenization and MaskGen's sampling decode with the same guidance
+    # .safetensors) so that evaluation, pretokenization and MaskGen's sampling decode with the same guidance.
+    # tatitok_k<K>_drop<P>: the same with P % of the training captions dropped (model.text_guidance_dropout, ours)
     input:
         data="data/{scale}/titok_rar/digits/config.yaml",
         features="results/{scale}/digits_features/features.safetensors",
     output:
-        "results/{scale}/titok_rar/tatitok_k{k}/single/final/config.json",
-        **provenance("results/{scale}/titok_rar/tatitok_k{k}/single", "titok_rar", "titok_train_tatitok K={k}"),
-        **curves("results/{scale}/titok_rar/tatitok_k{k}/single", "titok_rar", "titok_train_tatitok K={k}"),
+        "results/{scale}/titok_rar/tatitok_k{k}{drop}/single/final/config.json",
+        **provenance("results/{scale}/titok_rar/tatitok_k{k}{drop}/single", "titok_rar",
+                     "titok_train_tatitok K={k}{drop}"),
+        **curves("results/{scale}/titok_rar/tatitok_k{k}{drop}/single", "titok_rar", "titok_train_tatitok K={k}{drop}"),
     wildcard_constraints:
-        scale="tiny|toy", k=r"\d+",
+        scale="tiny|toy", k=r"\d+", drop=r"(_drop\d\d?)?",
     log:
-        "logs/{scale}/titok_train_tatitok_k{k}.log",
+        "logs/{scale}/titok_train_tatitok_k{k}{drop}.log",
     threads: train_threads
     resources:
         **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=120),
@@ -207,17 +209,18 @@ rule titok_train_tatitok:
         conda_env("titok_rar")
     params:
         extra=lambda w: tt_scale_opts(w.scale),
+        dropout=lambda w: f" model.text_guidance_dropout={int(w.drop[5:]) / 100}" if w.drop else "",
     shell:
         launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/tatitok.yaml scale={{wildcards.scale}} threads=1 progress=false "
                f"dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
                f"model.vq_model.num_latent_tokens={{wildcards.k}} losses.perceptual_loss=digits:{{input.features}} "
-               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/tatitok_k{{wildcards.k}}/single "
-               f"{{params.extra}}")
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/tatitok_k{{wildcards.k}}{{wildcards.drop}}/single "
+               f"{{params.extra}}{{params.dropout}}")
 
 
 def tt_run_of(name):
     """Evaluation name -> run folder: vqgan, k16_stage1 -> k16/stage1, k16_vae_single -> k16_vae/single,
-    tatitok_k16_single -> tatitok_k16/single."""
+    tatitok_k16_single -> tatitok_k16/single, tatitok_k16_drop50_single -> tatitok_k16_drop50/single."""
     if name == "vqgan":
         return "vqgan"
     head, _, tail = name.rpartition("_")
@@ -235,7 +238,7 @@ rule titok_evaluate:
         grid=reported("results/{scale}/titok_rar/eval/{name}_grid.png", "titok_rar", "Tokenizer reconstructions",
                       "{name}", "titok_recon"),
     wildcard_constraints:
-        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)})_single|tatitok_k\d+_single",
+        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)})_single|tatitok_k\d+(_drop\d\d?)?_single",
     log:
         "logs/{scale}/titok_evaluate_{name}.log",
     threads: step_threads
@@ -267,7 +270,7 @@ rule titok_pretokenize:
     output:
         "data/{scale}/titok_rar/tokens/{name}/meta.json",
     wildcard_constraints:
-        scale="tiny|toy", name=r"vqgan|k\d+|tatitok_k\d+",
+        scale="tiny|toy", name=r"vqgan|k\d+|tatitok_k\d+(_drop\d\d?)?",
     log:
         "logs/{scale}/titok_pretokenize_{name}.log",
     threads: step_threads
