@@ -100,6 +100,29 @@ def test_resume_equals_an_uninterrupted_run(trained, shards, tmp_path):
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_caption_dropout_is_a_seeded_draw_per_step():
+    caps = [f"a red handwritten {i}" for i in range(2000)]
+    assert train_tokenizer.drop_captions(caps, 0.0, 0, 5) is caps                   # the released recipe
+    a = train_tokenizer.drop_captions(caps, 0.5, 0, 5)
+    dropped = [c == "" for c in a]
+    assert 0.45 < sum(dropped) / len(caps) < 0.55                                  # ~p of them, binomial sd 0.011
+    assert all(x in ("", c) for x, c in zip(a, caps))
+    # the same (seed, step, rank) drops the same captions, so a resumed run repeats them; another step, seed or
+    # rank drops others
+    assert train_tokenizer.drop_captions(caps, 0.5, 0, 5) == a
+    for other in ((0, 6, 0), (1, 5, 0), (0, 5, 1)):
+        assert train_tokenizer.drop_captions(caps, 0.5, *other) != a, other
+
+
+def test_caption_dropout_trains_another_tokenizer(trained, shards, tmp_path):
+    _, final = trained
+    dropped = _train(tmp_path / "drop", shards, model={"text_guidance_dropout": 0.5})
+    assert OmegaConf.load(tmp_path / "drop/config.yaml").model.text_guidance_dropout == 0.5
+    want, got = load_tokenizer(final).state_dict(), load_tokenizer(dropped).state_dict()
+    assert want.keys() == got.keys()
+    assert any(not torch.equal(want[k], got[k]) for k in want)   # same seed and data, other captions seen
+
+
 def test_released_configs_build_on_meta():
     from projects.titok_rar.titok import TiTokConfig
     for name, k, mode in (("tatitok_bl32_vq", 32, "vq"), ("tatitok_bl128_vq", 128, "vq"), ("tatitok_bl32_vae", 32, "vae")):
@@ -127,6 +150,10 @@ def test_bad_tatitok_configs_are_named(shards, tmp_path):
         _train(tmp_path / "b", shards, model={"text_encoder": {"train": True}})
     with pytest.raises(ConfigError, match="model.text_encoder: model.text_encoder.pretrained"):
         _train(tmp_path / "c", shards, model={"text_encoder": {"kind": "open_clip", "pretrained": ""}})
+    with pytest.raises(ConfigError, match=r"model.text_guidance_dropout=1.0: a probability in \[0, 1\)"):
+        _train(tmp_path / "e", shards, model={"text_guidance_dropout": 1.0})
+    with pytest.raises(ConfigError, match="text_guidance_dropout=0.5: only TA-TiTok"):
+        _train(tmp_path / "f", shards, model={"type": "titok", "text_guidance_dropout": 0.5})
     with pytest.raises(ConfigError, match="caption_key='txt'"):
         _train(tmp_path / "d", shards, dataset={"params": {"caption_key": "txt"}})
     assert not (tmp_path / "a").exists()

@@ -34,7 +34,8 @@ def toy_plan(tmp_path_factory):
 
 
 def test_toy_tatitok_is_trained_evaluated_tabled_and_pretokenized(toy_plan):
-    train, = [c for c in commands(toy_plan, "train_tokenizer.py") if "configs/toy/tatitok.yaml" in c]
+    train, = [c for c in commands(toy_plan, "train_tokenizer.py")
+              if "configs/toy/tatitok.yaml" in c and "tatitok_k16/single" in c]
     assert "model.vq_model.num_latent_tokens=16" in train
     assert "experiment.output_dir=results/toy/titok_rar/tatitok_k16/single" in train
     assert "losses.perceptual_loss=digits:results/toy/digits_features/features.safetensors" in train
@@ -44,8 +45,13 @@ def test_toy_tatitok_is_trained_evaluated_tabled_and_pretokenized(toy_plan):
     assert "tokenizer=results/toy/titok_rar/tatitok_k16/single/final" in pretok
     table, = [c for c in commands(toy_plan, "tables.py") if "titok_tatitok.md" in c]
     assert re.search(r"inputs=\[results/toy/titok_rar/eval/k16_vq_single\.json,"
-                     r"results/toy/titok_rar/eval/tatitok_k16_single\.json\]", table)
-    assert "notes='both rows share the single-stage VQ recipe" in table and "paper=" not in table
+                     r"results/toy/titok_rar/eval/tatitok_k16_single\.json,"
+                     r"results/toy/titok_rar/eval/tatitok_k16_drop50_single\.json\]", table)
+    assert "notes='the rows share the single-stage VQ recipe" in table and "paper=" not in table
+    # the caption-dropout variant: the same recipe and K with model.text_guidance_dropout
+    drop, = [c for c in commands(toy_plan, "train_tokenizer.py") if "tatitok_k16_drop50/single" in c]
+    assert "configs/toy/tatitok.yaml" in drop and drop.rstrip().split(" 2>&1")[0].endswith(
+        "model.text_guidance_dropout=0.5")
 
 
 def test_toy_tokenizer_tables_carry_the_papers_rfid_where_k_matches(toy_plan):
