@@ -41,8 +41,10 @@ def test_toy_tatitok_is_trained_evaluated_tabled_and_pretokenized(toy_plan):
     assert "losses.perceptual_loss=digits:results/toy/digits_features/features.safetensors" in train
     evaluate, = [c for c in commands(toy_plan, "evaluate.py") if "experiment=tatitok_k16_single" in c]
     assert "tokenizer=results/toy/titok_rar/tatitok_k16/single/final" in evaluate
-    pretok, = [c for c in commands(toy_plan, "pretokenize.py") if "tokens/tatitok_k16" in c]
+    pretok, = [c for c in commands(toy_plan, "pretokenize.py") if "tokens/tatitok_k16 " in c]
     assert "tokenizer=results/toy/titok_rar/tatitok_k16/single/final" in pretok
+    pretok, = [c for c in commands(toy_plan, "pretokenize.py") if "tokens/tatitok_k16_drop50 " in c]
+    assert "tokenizer=results/toy/titok_rar/tatitok_k16_drop50/single/final" in pretok      # MaskGen's tokens
     table, = [c for c in commands(toy_plan, "tables.py") if "titok_tatitok.md" in c]
     assert re.search(r"inputs=\[results/toy/titok_rar/eval/k16_vq_single\.json,"
                      r"results/toy/titok_rar/eval/tatitok_k16_single\.json,"
@@ -66,7 +68,7 @@ def test_toy_tokenizer_tables_carry_the_papers_rfid_where_k_matches(toy_plan):
 
 def test_toy_generators_use_the_k32_and_tatitok_tokens(toy_plan):
     trains = {re.search(r"gen/runs/(\w+)", c).group(1): c for c in commands(toy_plan, "train_generator.py")}
-    assert "pretokenization=data/toy/titok_rar/tokens/tatitok_k16 " in trains["maskgen"]
+    assert "pretokenization=data/toy/titok_rar/tokens/tatitok_k16_drop50 " in trains["maskgen"]
     assert "pretokenization=data/toy/titok_rar/tokens/k32 " in trains["maskgit"]
     assert "pretokenization=data/toy/titok_rar/tokens/k32 " in trains["rar_annealed_k32"]
     assert "order=annealed" in trains["rar_annealed_k32"]
