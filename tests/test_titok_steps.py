@@ -105,6 +105,20 @@ def test_evaluate_and_pretokenize(chain):
     assert {"rfid", "psnr", "ssim", "codebook_usage", "codebook_perplexity", "tokens_per_image"} <= got.keys()
     assert got["tokens_per_image"] == 4 and got["rfid"] >= 0 and 0 < got["codebook_usage"] <= 1
     assert len(list((root / "eval/k4/recon").glob("*.png"))) == 32 and (root / "eval/k4_grid.png").is_file()
+    assert res["checkpoint"] == str(chain["s2"])            # the tokenizer folder unless a name is given
+    # a training seed's row (the workflow's titok_seeds): experiment and checkpoint end with the seed, so
+    # shared/tables.py shows it and the seed-0 row as one row of two seeds
+    seeded = evaluate.main({"scale": "tiny", "tokenizer": str(chain["s2"]), "experiment": "k4_stage2_seed1",
+                            "checkpoint": "k4_stage2_seed1", "data": str(root / "data/shards/test"),
+                            "extractor": f"digits:{chain['feats']}",
+                            "out": str(root / "eval/k4_seed1.json")})
+    assert seeded["checkpoint"] == "k4_stage2_seed1"
+    from shared import tables
+    bare = dict(res, checkpoint="k4_stage2")
+    (root / "eval/k4_bare.json").write_text(json.dumps(bare))
+    entries = tables.collect([root / "eval/k4_bare.json", root / "eval/k4_seed1.json"], "tiny")[4]
+    rows = tables.group_seeds(entries)
+    assert len(rows) == 1 and rows[0].seeds == [0, 1]
     # stage 1 decodes through the VQGAN
     res1 = evaluate.main({"scale": "tiny", "tokenizer": str(chain["s1"]), "vqgan": str(chain["vqgan"]),
                           "experiment": "k4_stage1", "data": str(root / "data/shards/test"),

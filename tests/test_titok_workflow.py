@@ -130,3 +130,25 @@ def test_a_schedule_the_sampler_lacks_is_named_before_any_job(tmp_path):
     assert r.returncode != 0
     said = r.stdout + r.stderr  # (snakemake prints a parse error on stdout)
     assert "rar_annealed__sched_linear" in said and "has no 'linear' guidance schedule" in said
+
+
+def test_toy_quantizer_rows_are_trained_with_three_seeds_and_judged(toy_plan):
+    # config titok_seeds: the single-stage VQ and VAE TiTok of the quantizer table trained with seeds 0, 1, 2
+    trains = [c for c in commands(toy_plan, "train_tokenizer.py") if "configs/toy/titok_single_" in c]
+    for mode in ("vq", "vae"):
+        seed0, = [c for c in trains if f"output_dir=results/toy/titok_rar/k16_{mode}/single " in c]
+        assert "training.seed=" not in seed0                       # the recipe's own seed (0)
+        for seed in (1, 2):
+            run, = [c for c in trains if f"output_dir=results/toy/titok_rar/k16_{mode}_seed{seed}/single " in c]
+            assert f"training.seed={seed} " in run
+            ev, = [c for c in commands(toy_plan, "evaluate.py") if f"k16_{mode}_seed{seed}/single/final" in c]
+            # the seed moves to the end of experiment and checkpoint, where shared/tables.py joins the seeds
+            assert f"experiment=k16_{mode}_single_seed{seed} checkpoint=k16_{mode}_single_seed{seed} " in ev
+        ev, = [c for c in commands(toy_plan, "evaluate.py") if f"k16_{mode}/single/final" in c]
+        assert f"experiment=k16_{mode}_single checkpoint=k16_{mode}_single " in ev
+    table, = [c for c in commands(toy_plan, "tables.py") if "titok_quantizer.md" in c]
+    assert "eval/k16_vq_seed2_single.json" in table and "eval/k16_vae_seed1_single.json" in table
+    assert ("claims='[[k16_vae_single,k16_vq_single]]' out_claims=results/toy/tables/titok_quantizer.claims.json"
+            in table)
+    # two-stage runs and the TA-TiTok are trained once
+    assert not re.search(r"k\d+_seed\d|stage[12]_seed|tatitok_k16(_drop50)?_seed", toy_plan)

@@ -43,6 +43,8 @@ class Config:
     tokenizer: str = ""
     data: str = "data/toy/titok_rar/digits/shards/test"
     experiment: str = ""
+    checkpoint: str = ""          # the row's checkpoint name in the JSON; '' = the tokenizer folder (seeds: a name
+                                  # ending _seed<N>, so shared/tables.py joins a run's seeds as one row)
     scale: str = "toy"
     image_size: int = 32
     vqgan: str = ""               # legacy stage-1 TiTok: the VQGAN that decodes its predicted codes
@@ -203,7 +205,8 @@ def main(cfg=None):
     ecfg = resolve(shared_eval.Config, {
         "images": str(img_root / "recon"), "reference": str(img_root / "originals"),
         "reference_stats": str(img_root / "originals_stats.npz"), "extractor": cfg.extractor, "metrics": names,
-        "experiment": cfg.experiment, "checkpoint": str(cfg.tokenizer), "sampler": "reconstruction", "steps": 0,
+        "experiment": cfg.experiment, "checkpoint": cfg.checkpoint or str(cfg.tokenizer), "sampler": "reconstruction",
+        "steps": 0,
         "scale": cfg.scale, "batch_size": cfg.batch_size, "device": cfg.device,
         "codes": str(img_root / "codes.npy") if codes is not None else "",
         "codebook_size": int(getattr(tok, "codebook_size", 0) or 0)}, shared_eval.PRESETS)

@@ -12,6 +12,7 @@
 # vqgan | titok_l32 | titok_b64 | titok_s128 (paper, the released tokenizers).
 
 import glob
+import re
 
 from projects.titok_rar.download import DOWNLOADS as TT_DOWNLOADS
 
@@ -19,6 +20,9 @@ TT = "projects/titok_rar"
 TT_CFG = os.path.join(REPO, TT, "configs")  # absolute: steps run in the working directory (--directory)
 TT_K = config["titok_tokens"]  # the K sweep per scale (config.yaml)
 TT_SINGLE_K = config["titok_single_tokens"]
+# training seeds of the quantizer table's single-stage runs (seed N > 0: k<K>_<mode>_seed<N>, training.seed=N)
+TT_SEEDS = config["titok_seeds"]
+TT_SEED = r"(_seed[1-9][0-9]*)?"
 # rFID on ImageNet val 50k reported for the released tokenizers: TiTok paper (arXiv:2406.07550) Table 2 /
 # README_TiTok.md of bytedance/1d-tokenizer
 TT_PAPER_RFID = {"titok_l32": 2.21, "titok_b64": 1.70, "titok_s128": 1.71}
@@ -163,13 +167,14 @@ rule titok_train_single:
         data="data/{scale}/titok_rar/digits/config.yaml",
         features="results/{scale}/digits_features/features.safetensors",
     output:
-        "results/{scale}/titok_rar/k{k}_{mode}/single/final/config.json",
-        **provenance("results/{scale}/titok_rar/k{k}_{mode}/single", "titok_rar", "titok_train_single K={k} {mode}"),
-        **curves("results/{scale}/titok_rar/k{k}_{mode}/single", "titok_rar", "titok_train_single K={k} {mode}"),
+        "results/{scale}/titok_rar/k{k}_{mode}{seed}/single/final/config.json",
+        **provenance("results/{scale}/titok_rar/k{k}_{mode}{seed}/single", "titok_rar",
+                     "titok_train_single K={k} {mode}{seed}"),
+        **curves("results/{scale}/titok_rar/k{k}_{mode}{seed}/single", "titok_rar", "titok_train_single K={k} {mode}{seed}"),
     wildcard_constraints:
-        scale="tiny|toy", k=r"\d+", mode=one_of(TT_SINGLE_MODES),
+        scale="tiny|toy", k=r"\d+", mode=one_of(TT_SINGLE_MODES), seed=TT_SEED,
     log:
-        "logs/{scale}/titok_train_single_k{k}_{mode}.log",
+        "logs/{scale}/titok_train_single_k{k}_{mode}{seed}.log",
     threads: train_threads
     resources:
         **heavy(gpus=1, cpus_per_task=train_threads, mem_mb=4000, runtime=120),
@@ -177,12 +182,13 @@ rule titok_train_single:
         conda_env("titok_rar")
     params:
         extra=lambda w: tt_scale_opts(w.scale),
+        seed=lambda w: f" training.seed={w.seed[5:]}" if w.seed else "",
     shell:
         launch(f"{TT}/train_tokenizer.py {TT_CFG}/toy/titok_single_{{wildcards.mode}}.yaml scale={{wildcards.scale}} "
                f"threads=1 progress=false dataset.params.train_shards_path_or_url=data/{{wildcards.scale}}/titok_rar/digits/shards/train "
                f"model.vq_model.num_latent_tokens={{wildcards.k}} losses.perceptual_loss=digits:{{input.features}} "
-               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/k{{wildcards.k}}_{{wildcards.mode}}/single "
-               f"{{params.extra}}")
+               f"experiment.output_dir=results/{{wildcards.scale}}/titok_rar/k{{wildcards.k}}_{{wildcards.mode}}{{wildcards.seed}}/single "
+               f"{{params.extra}}{{params.seed}}")
 
 
 rule titok_train_tatitok:
@@ -220,6 +226,7 @@ rule titok_train_tatitok:
 
 def tt_run_of(name):
     """Evaluation name -> run folder: vqgan, k16_stage1 -> k16/stage1, k16_vae_single -> k16_vae/single,
+    k16_vae_seed1_single -> k16_vae_seed1/single,
     tatitok_k16_single -> tatitok_k16/single, tatitok_k16_drop50_single -> tatitok_k16_drop50/single."""
     if name == "vqgan":
         return "vqgan"
@@ -238,7 +245,7 @@ rule titok_evaluate:
         grid=reported("results/{scale}/titok_rar/eval/{name}_grid.png", "titok_rar", "Tokenizer reconstructions",
                       "{name}", "titok_recon"),
     wildcard_constraints:
-        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)})_single|tatitok_k\d+(_drop\d\d?)?_single",
+        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)}){TT_SEED}_single|tatitok_k\d+(_drop\d\d?)?_single",
     log:
         "logs/{scale}/titok_evaluate_{name}.log",
     threads: step_threads
@@ -248,11 +255,32 @@ rule titok_evaluate:
         conda_env("titok_rar")
     params:
         tok=lambda w, input: os.path.dirname(input.tok),
+        # a seeded run's row: k16_vq_seed1_single -> experiment and checkpoint k16_vq_single_seed1, seed 0's both
+        # k16_vq_single (shared/tables.py joins the rows whose names differ by the seed suffix alone)
+        experiment=lambda w: tt_experiment(w.name),
+        checkpoint=lambda w: f" checkpoint={tt_experiment(w.name)}" if tt_single_run(w.name) else "",
     shell:
-        launch(f"{TT}/evaluate.py scale={{wildcards.scale}} tokenizer={{params.tok}} experiment={{wildcards.name}} "
+        launch(f"{TT}/evaluate.py scale={{wildcards.scale}} tokenizer={{params.tok}} experiment={{params.experiment}}{{params.checkpoint}} "
                f"vqgan=results/{{wildcards.scale}}/titok_rar/vqgan/final threads=1 "
                f"data=data/{{wildcards.scale}}/titok_rar/digits/shards/test extractor=digits:{{input.features}} "
                f"out={{output.json}}")
+
+
+def tt_experiment(name):
+    """An evaluation's experiment name, a seed moved to the end: k16_vq_seed1_single -> k16_vq_single_seed1."""
+    m = re.fullmatch(r"(.+)_seed([1-9][0-9]*)_single", name)
+    return f"{m.group(1)}_single_seed{m.group(2)}" if m else name
+
+
+def tt_single_run(name):
+    """Whether an evaluation is of a single-stage TiTok run (the runs trained with config titok_seeds)."""
+    return re.fullmatch(rf"k\d+_({one_of(TT_SINGLE_MODES)}){TT_SEED}_single", name) is not None
+
+
+def tt_seeded(scale, name):
+    """k16_vq_single -> the evaluations of its training seeds (config titok_seeds)."""
+    stem = name.removesuffix("_single")
+    return [f"{stem}_seed{s}_single" if s else name for s in TT_SEEDS[scale]]
 
 
 def tt_token_run(name):
@@ -311,6 +339,10 @@ def tt_tatitok_k():
     return TT_SINGLE_K
 
 
+# the differences a table judges against the spread (training seeds, config titok_seeds; bootstrap intervals)
+TT_CLAIMS = {"quantizer": [[f"k{TT_SINGLE_K}_vae_single", f"k{TT_SINGLE_K}_vq_single"]]}
+
+
 # toy tables: which -> (title, evaluation names, paper column {name: {rfid: value}}, notes)
 def tt_tables(scale):
     ks = TT_K[scale]
@@ -329,7 +361,8 @@ def tt_tables(scale):
     tables = {
         "tokens": ("TiTok rFID and PSNR vs number of tokens K (stage 1 + 2)", [f"k{k}_stage2" for k in ks]),
         "stages": ("TiTok stage 1 only vs stage 1 + 2", [f"k{k}_stage{s}" for k in ks for s in (1, 2)]),
-        "quantizer": (f"VQ vs VAE at K={k1} (single stage, pixel decoder)", [f"k{k1}_vq_single", f"k{k1}_vae_single"]),
+        "quantizer": (f"VQ vs VAE at K={k1} (single stage, pixel decoder)",
+                      tt_seeded(scale, f"k{k1}_vq_single") + tt_seeded(scale, f"k{k1}_vae_single")),
         "vqgan": ("The VQGAN at its 64 codes beside TiTok at K tokens", ["vqgan"] + [f"k{k}_stage2" for k in ks]),
         "tatitok": (f"TA-TiTok (text-guided decoder) vs TiTok at K={kt} (single stage, VQ)",
                     [f"k{kt}_vq_single", f"tatitok_k{kt}_single", f"tatitok_k{kt}_drop{TT_TATITOK_DROP}_single"]),
@@ -355,6 +388,7 @@ rule titok_table:
     output:
         md="results/{scale}/tables/titok_{which}.md",
         csv="results/{scale}/tables/titok_{which}.csv",
+        claims="results/{scale}/tables/titok_{which}.claims.json",
         html=reported("results/{scale}/tables/titok_{which}.html", "titok_rar", "Tables", "titok_{which}",
                       "project_table"),
     wildcard_constraints:
@@ -372,9 +406,10 @@ rule titok_table:
         notes=lambda w: tt_opt("notes", tt_tables(w.scale)[w.which][3]),
         # rFID and PSNR against K beside the K table (titok_tokens_{{rfid,psnr}}_vs_tokens.png)
         plots=lambda w: "[tokens]" if w.which == "tokens" else "[]",
+        claims=lambda w: "[" + ",".join(f"[{a},{b}]" for a, b in TT_CLAIMS.get(w.which, [])) + "]",
     shell:
         step("shared/tables.py scale={wildcards.scale} inputs=[{params.inputs}] title='{params.title}' "
-             "plots={params.plots} {params.paper} {params.notes} "
+             "plots={params.plots} {params.paper} {params.notes} claims='{params.claims}' out_claims={output.claims} "
              "metrics=[rfid,psnr,ssim,codebook_usage,token_swap_change,tokens_per_image,encode_images_per_sec,decode_images_per_sec] "
              "out_md={output.md} out_csv={output.csv}")
 
