@@ -60,6 +60,21 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names)
 
 
+# Seeds (issue 18): a run or sample folder made with seed N > 0 is named <name>_seed<N>; seed 0 is the bare name.
+# SEED_SUFFIX is the optional suffix as a wildcard pattern; shared/tables.py joins rows that differ by it alone.
+SEED_SUFFIX = r"(_seed[1-9][0-9]*)?"
+
+
+def seeded_name(name, seed):
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def split_seed(name):
+    """'finetune_seed2' -> ('finetune', 2); a bare name is seed 0."""
+    stem, sep, seed = name.rpartition("_seed")
+    return (stem, int(seed)) if sep and seed.isdigit() else (name, 0)
+
+
 # Rule files import the projects' registries (projects/<name>/recipes.py, ...) from the repository.
 if REPO not in sys.path:
     sys.path.insert(0, REPO)

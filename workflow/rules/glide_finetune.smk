@@ -61,14 +61,7 @@ GLIDE_SAMPLERS = ["plms", "ddim", "euler", "euler_a", "dpm++", "ddpm", "glide", 
 # seed=N*10**7, clear of seed 0's base and upsampler seeds i and i + 10**6). Seed 0 is the bare name; the evaluation
 # moves the suffix to the end of the experiment name, where shared/tables.py joins the seeds as one row.
 GLIDE_SEEDS = config["glide_seeds"]
-GLIDE_SEED = r"(_seed[1-9][0-9]*)?"
 GLIDE_SAMPLING_SEED_STRIDE = 10**7
-
-
-def glide_split_seed(name):
-    """'finetune_seed2' -> ('finetune', 2); a bare name is seed 0."""
-    stem, sep, seed = name.rpartition("_seed")
-    return (stem, int(seed)) if sep and seed.isdigit() else (name, 0)
 
 
 def glide_seeded(run):
@@ -79,13 +72,13 @@ def glide_experiment(name):
     """An evaluation's experiment name: 'finetune_seed1__eval__glide_27_g3.0' -> 'finetune__eval__glide_27_g3.0_seed1'
     (winrate_<run>_seed<N>__<prompts> likewise), so tables.py groups the seeds."""
     head, sep, rest = name.partition("__")
-    stem, seed = glide_split_seed(head)
+    stem, seed = split_seed(head)
     return f"{stem}{sep}{rest}_seed{seed}" if seed else name
 
 
 wildcard_constraints:
-    glide_run=f"({one_of(GLIDE_RUNS)}){GLIDE_SEED}",
-    glide_model=f"({one_of(GLIDE_SAMPLE_MODELS)}){GLIDE_SEED}",
+    glide_run=f"({one_of(GLIDE_RUNS)}){SEED_SUFFIX}",
+    glide_model=f"({one_of(GLIDE_SAMPLE_MODELS)}){SEED_SUFFIX}",
     glide_prompts=one_of(GLIDE_PROMPT_SETS),
     glide_sampler=one_of(GLIDE_SAMPLERS),
     glide_upscaler=one_of(GLIDE_UPSCALERS),
@@ -107,7 +100,7 @@ rule glide_prepare:
 
 
 def _glide_train_run(w):
-    name, seed = glide_split_seed(w.glide_run)
+    name, seed = split_seed(w.glide_run)
     if seed and not glide_seeded(name):
         raise ValueError(f"glide run '{w.glide_run}': '{name}' is not `seeded` in config.yaml glide_runs")
     return GLIDE_RUNS[name], seed
@@ -165,7 +158,7 @@ rule glide_train:
 def _glide_sample_model(w):
     """(model, sampling seed): a seeded run's replica samples its own weights with seed 0's noise; any other
     <model>_seed<N> samples the model with noise seed N * GLIDE_SAMPLING_SEED_STRIDE."""
-    model, seed = glide_split_seed(w.glide_model)
+    model, seed = split_seed(w.glide_model)
     if glide_seeded(model):
         return w.glide_model, 0
     return model, seed * GLIDE_SAMPLING_SEED_STRIDE
@@ -175,7 +168,7 @@ def _glide_sample_inputs(w):
     out = {"prepared": f"data/{w.scale}/glide", "digits": f"data/{w.scale}/digits"}
     model, _ = _glide_sample_model(w)
     if not model.endswith("_heldout"):
-        base = model if glide_split_seed(model)[0] in GLIDE_RUNS else "base"  # base_x4 / base_bicubic: the base
+        base = model if split_seed(model)[0] in GLIDE_RUNS else "base"  # base_x4 / base_bicubic: the base
         out["base"] = f"results/{w.scale}/glide/runs/{base}/model.safetensors"
     if model in ("base_x4", "up_heldout"):
         out["up"] = f"results/{w.scale}/glide/runs/upsample/model.safetensors"

@@ -21,17 +21,6 @@ SFL_SPLITS = {"subset": "sd_flux_lab: fine-tuning SD1.5 on blue digits, evaluate
 # sampled once per seed (base_sd15_seed<N>: make_samples.py seed_offset=N*1000000, noise disjoint from seed 0's);
 # seed 0 is the bare name. The tables show mean ± std over the seeds and judge after vs before against that spread.
 SFL_SEEDS = config["sd_flux_lab_seeds"]
-SFL_SEED = r"(_seed[1-9][0-9]*)?"
-
-
-def sfl_seeded(model, seed):
-    return model if seed == 0 else f"{model}_seed{seed}"
-
-
-def sfl_split_seed(name):
-    """'finetune_blue_seed2' -> ('finetune_blue', 2); a bare name is seed 0."""
-    model, sep, seed = name.rpartition("_seed")
-    return (model, int(seed)) if sep and seed.isdigit() else (name, 0)
 
 
 def number(x):
@@ -43,7 +32,7 @@ def number(x):
 
 wildcard_constraints:
     sfl_arch=one_of(SFL_DOWNLOADS),
-    sfl_model=f"({one_of(SFL_MODELS)}){SFL_SEED}",
+    sfl_model=f"({one_of(SFL_MODELS)}){SEED_SUFFIX}",
     sfl_split=one_of(SFL_SPLITS),
 
 
@@ -177,7 +166,7 @@ rule sd_flux_lab_finetune:
     log:
         "logs/{scale}/sd_flux_lab_finetune.{sfl_finetune}.log",
     wildcard_constraints:
-        sfl_finetune=f"finetune_blue{SFL_SEED}",
+        sfl_finetune=f"finetune_blue{SEED_SUFFIX}",
     conda:
         conda_env("sd_flux_lab")
     threads: config["local_threads"]
@@ -185,7 +174,7 @@ rule sd_flux_lab_finetune:
         **heavy(gpus=1, mem_mb=8000, runtime=120),
     params:
         steps=lambda w: SFL_FINETUNE["steps"][w.scale],
-        seed=lambda w: sfl_split_seed(w.sfl_finetune)[1],
+        seed=lambda w: split_seed(w.sfl_finetune)[1],
     shell:
         # lr (config.yaml sd_flux_lab_finetune): at 2e-4 the 400 steps on blue alone drifted the toy base
         launch(SFL + "/train_sd.py scale={wildcards.scale} base=results/{wildcards.scale}/sd_flux_lab/base_sd15 "
@@ -196,7 +185,7 @@ rule sd_flux_lab_finetune:
 
 def _sfl_pipeline(w):
     """The pipeline a sample folder samples: a fine-tune seed's own run; the base's seed replicas the one base."""
-    model, seed = sfl_split_seed(w.sfl_model)
+    model, seed = split_seed(w.sfl_model)
     return f"results/{w.scale}/sd_flux_lab/{w.sfl_model if model == 'finetune_blue' else model}"
 
 
@@ -220,7 +209,7 @@ rule sd_flux_lab_samples:
         per_prompt=lambda w: config["sd_flux_lab_samples_per_prompt"][w.scale] // (1 if w.sfl_split == "subset" else 4),
         pipeline=_sfl_pipeline,
         # a fine-tune seed samples seed 0's noise (its own weights differ); a base seed replica new noise
-        seed_offset=lambda w: 0 if w.sfl_model.startswith("finetune_blue") else sfl_split_seed(w.sfl_model)[1] * 1_000_000,
+        seed_offset=lambda w: 0 if w.sfl_model.startswith("finetune_blue") else split_seed(w.sfl_model)[1] * 1_000_000,
     shell:
         launch(SFL + "/make_samples.py scale={wildcards.scale} pipeline={params.pipeline} "
                "prompts_from={input.data}/{params.prompts} per_prompt={params.per_prompt} "
@@ -243,8 +232,8 @@ rule sd_flux_lab_evaluate:
         **heavy(mem_mb=4000, runtime=30),
     params:
         # tables.py joins '<label>_seed<N>' rows with '<label>' as one row over the seeds
-        experiment=lambda w: SFL_MODELS[sfl_split_seed(w.sfl_model)[0]]
-                             + ("_seed%d" % sfl_split_seed(w.sfl_model)[1] if sfl_split_seed(w.sfl_model)[1] else ""),
+        experiment=lambda w: SFL_MODELS[split_seed(w.sfl_model)[0]]
+                             + ("_seed%d" % split_seed(w.sfl_model)[1] if split_seed(w.sfl_model)[1] else ""),
     shell:
         launch("shared/evaluate.py scale={wildcards.scale} images={input.samples}/images "
                "reference={input.data}/reference/{wildcards.sfl_split} extractor=digits:{input.features} "
@@ -254,9 +243,9 @@ rule sd_flux_lab_evaluate:
 
 rule sd_flux_lab_table:
     input:
-        before=lambda w: [f"results/{w.scale}/metrics/sd_flux_lab/{sfl_seeded('base_sd15', s)}_{w.sfl_split}.json"
+        before=lambda w: [f"results/{w.scale}/metrics/sd_flux_lab/{seeded_name('base_sd15', s)}_{w.sfl_split}.json"
                           for s in SFL_SEEDS[w.scale]],
-        after=lambda w: [f"results/{w.scale}/metrics/sd_flux_lab/{sfl_seeded('finetune_blue', s)}_{w.sfl_split}.json"
+        after=lambda w: [f"results/{w.scale}/metrics/sd_flux_lab/{seeded_name('finetune_blue', s)}_{w.sfl_split}.json"
                          for s in SFL_SEEDS[w.scale]],
     output:
         md="results/{scale}/tables/sd_flux_lab_{sfl_split}.md",

@@ -22,7 +22,6 @@ TT_K = config["titok_tokens"]  # the K sweep per scale (config.yaml)
 TT_SINGLE_K = config["titok_single_tokens"]
 # training seeds of the quantizer table's single-stage runs (seed N > 0: k<K>_<mode>_seed<N>, training.seed=N)
 TT_SEEDS = config["titok_seeds"]
-TT_SEED = r"(_seed[1-9][0-9]*)?"
 # rFID on ImageNet val 50k reported for the released tokenizers: TiTok paper (arXiv:2406.07550) Table 2 /
 # README_TiTok.md of bytedance/1d-tokenizer
 TT_PAPER_RFID = {"titok_l32": 2.21, "titok_b64": 1.70, "titok_s128": 1.71}
@@ -172,7 +171,7 @@ rule titok_train_single:
                      "titok_train_single K={k} {mode}{seed}"),
         **curves("results/{scale}/titok_rar/k{k}_{mode}{seed}/single", "titok_rar", "titok_train_single K={k} {mode}{seed}"),
     wildcard_constraints:
-        scale="tiny|toy", k=r"\d+", mode=one_of(TT_SINGLE_MODES), seed=TT_SEED,
+        scale="tiny|toy", k=r"\d+", mode=one_of(TT_SINGLE_MODES), seed=SEED_SUFFIX,
     log:
         "logs/{scale}/titok_train_single_k{k}_{mode}{seed}.log",
     threads: train_threads
@@ -245,7 +244,7 @@ rule titok_evaluate:
         grid=reported("results/{scale}/titok_rar/eval/{name}_grid.png", "titok_rar", "Tokenizer reconstructions",
                       "{name}", "titok_recon"),
     wildcard_constraints:
-        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)}){TT_SEED}_single|tatitok_k\d+(_drop\d\d?)?_single",
+        scale="tiny|toy", name=rf"vqgan|k\d+_stage[12]|k\d+_({one_of(TT_SINGLE_MODES)}){SEED_SUFFIX}_single|tatitok_k\d+(_drop\d\d?)?_single",
     log:
         "logs/{scale}/titok_evaluate_{name}.log",
     threads: step_threads
@@ -274,7 +273,7 @@ def tt_experiment(name):
 
 def tt_single_run(name):
     """Whether an evaluation is of a single-stage TiTok run (the runs trained with config titok_seeds)."""
-    return re.fullmatch(rf"k\d+_({one_of(TT_SINGLE_MODES)}){TT_SEED}_single", name) is not None
+    return re.fullmatch(rf"k\d+_({one_of(TT_SINGLE_MODES)}){SEED_SUFFIX}_single", name) is not None
 
 
 def tt_seeded(scale, name):
@@ -321,16 +320,15 @@ TT_TOY_PAPER_RFID = {"k32_stage2": ("TiTok-L-32", 2.21), "vqgan": ("the MaskGIT-
 # (no ': ' and no quotes in the notes: each travels as a YAML string inside single quotes)
 TT_NOTES_QUANTIZER = ("the paper at K=64 (README_TiTok.md, single stage) - TiTok-BL-64 VQ 8k codes rFID 2.06, "
                       "TiTok-BL-64 VAE 16 channels rFID 1.25 (no K=16 release)")
-TT_NOTES_TATITOK = ("the rows share the single-stage VQ recipe and K (configs/toy/titok_single_vq.yaml vs tatitok.yaml); "
-                    "TA-TiTok decodes each test image with its own caption; _drop50 = trained with half the captions "
-                    "dropped (model.text_guidance_dropout=0.5, ours). The paper (README_MaskGen.md) - TA-TiTok VQ "
-                    "at 32/64/128 tokens rFID 3.95/2.43/1.53 on ImageNet val (no K=16 release)")
-
-
 # TA-TiTok trained with this percentage of its captions dropped (tatitok_k<K>_drop<P>, ours): the toy caption says
 # all the digits CNN sees, and the released recipe's decoder learns to draw it and ignore the tokens; dropped half
 # the time, the caption cannot stand in for the tokens. 50 % is not tuned (the one value tried).
 TT_TATITOK_DROP = 50
+TT_NOTES_TATITOK = ("the rows share the single-stage VQ recipe and K (configs/toy/titok_single_vq.yaml vs tatitok.yaml); "
+                    "TA-TiTok decodes each test image with its own caption; "
+                    f"_drop{TT_TATITOK_DROP} = trained with {TT_TATITOK_DROP} % of the captions dropped "
+                    f"(model.text_guidance_dropout={TT_TATITOK_DROP / 100}, ours). The paper (README_MaskGen.md) - TA-TiTok VQ "
+                    "at 32/64/128 tokens rFID 3.95/2.43/1.53 on ImageNet val (no K=16 release)")
 
 
 def tt_tatitok_k():
