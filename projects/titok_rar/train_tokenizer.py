@@ -344,7 +344,7 @@ def captions_of(batch: dict, n: int, cfg) -> list[str]:
 
 def drop_captions(captions: list[str], p: float, seed: int, step: int, rank: int = 0) -> list[str]:
     """model.text_guidance_dropout: each caption replaced by "" with probability p, drawn from (seed, step, rank)
-    alone, so a resumed run drops the same captions as an uninterrupted one."""
+    alone, so a resumed run drops the same captions as an uninterrupted one (distinct draws for ranks < 64)."""
     if p <= 0:
         return captions
     g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
