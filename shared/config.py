@@ -351,7 +351,9 @@ def parse_argv(argv: Sequence[str], schema: type | None = None, aliases: Mapping
 
 
 _PROVENANCE_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
-                   "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
+                   "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                   # the CPU code paths (shared.launch.NUMERICS_ENV): toy numbers depend on them
+                   "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OPENBLAS_CORETYPE")
 _PROVENANCE_PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate")
 
 
@@ -377,7 +379,14 @@ def provenance() -> dict:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(), "argv": sys.argv, "git_commit": commit, "python": platform.python_version(),
         "packages": versions, "env": {k: os.environ[k] for k in _PROVENANCE_ENV if k in os.environ},
+        "cpu": {"machine": platform.machine(), "torch_capability": _torch_cpu_capability()},
     }
+
+
+def _torch_cpu_capability() -> str | None:
+    """The instruction set torch's CPU kernels run with (AVX2 under the workflow's pin), if torch is loaded."""
+    torch = sys.modules.get("torch")
+    return torch.backends.cpu.get_cpu_capability() if torch is not None else None
 
 
 def save_resolved(cfg: DictConfig, out_dir: str | Path, name: str = "config.yaml") -> Path:

@@ -8,6 +8,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TQDM_MININTERVAL", "5")
 
+from shared.launch import pin_numerics  # noqa: E402  (stdlib only; before anything loads torch or numpy)
+
+pin_numerics(os.environ)
+
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,11 @@ the 4 significant digits the Markdown tables print, far below any difference a t
 import math
 import csv
 import json
+import platform
 
 import pytest
+
+from shared.launch import NUMERICS_ENV
 
 from tests.helpers.tiny_chain import tiny_chain
 
@@ -75,6 +78,15 @@ def test_the_2_thread_chain_did_use_2_threads_for_inference_and_1_for_training(c
     assert json.loads((two / "results/tiny/digits_diffusion/metrics.json").read_text())["threads"] == 1
     log = (two / ".chain_done").read_text()
     assert "threads: 2" in log  # Snakemake ran the heavy rules with 2 threads (OMP_NUM_THREADS=2)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pin is for x86-64 CPUs")
+def test_chain_steps_computed_on_the_pinned_cpu_code_paths(chains):
+    # the workflow pins every step to the AVX2 kernels (shared.launch.NUMERICS_ENV): the chain ran without them set
+    for rel in ["results/tiny/digits_diffusion/run.json", "results/tiny/digits_features/run.json"]:
+        run = json.loads((chains[0] / rel).read_text())
+        assert run["cpu"]["torch_capability"] == "AVX2", rel
+        assert {k: run["env"].get(k) for k in NUMERICS_ENV} == NUMERICS_ENV, rel
 
 
 def test_evaluation_json_values_equal(chains):

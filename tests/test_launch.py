@@ -1,6 +1,7 @@
 """shared.launch on this machine: exit codes, torch.distributed env for several processes, signals, lightness."""
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -34,6 +35,21 @@ def test_local_several_processes_get_distributed_env(tmp_path):
     ranks = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
     assert [x["RANK"] for x in ranks] == ["0", "1"] and {x["WORLD_SIZE"] for x in ranks} == {"2"}
     assert ranks[0]["MASTER_PORT"] == ranks[1]["MASTER_PORT"]
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pin is for x86-64 CPUs")
+def test_local_steps_compute_on_the_pinned_cpu_code_paths(tmp_path):
+    # a step through the launcher runs torch's kernels at AVX2 whatever this CPU has (shared.launch.NUMERICS_ENV)
+    out = tmp_path / "cap.json"
+    code = ("import json, os, sys, torch; json.dump({'cap': torch.backends.cpu.get_cpu_capability(), "
+            "'env': {k: os.environ.get(k) for k in %r}}, open(sys.argv[1], 'w'))" % list(launch.NUMERICS_ENV))
+    env = {k: v for k, v in os.environ.items() if k not in launch.NUMERICS_ENV}  # as a shell without the pin
+    r = run_launch("--", PY, "-c", code, str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(out.read_text())
+    assert seen == {"cap": "AVX2", "env": launch.NUMERICS_ENV}
+    # a value the caller set wins
+    assert launch.local_env(base={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
 
 
 def test_sigterm_is_forwarded_so_the_step_can_save(tmp_path):

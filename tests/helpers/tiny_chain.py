@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared.launch import NUMERICS_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 HEAVY_RULES = ("train_digits_features", "evaluate_digits_real", "train_digits_diffusion", "compare_samplers")
 
@@ -27,7 +29,9 @@ def tiny_chain(tmp_path_factory, threads: int, report: bool = False) -> Path:
             args += ["--set-threads", *(f"{rule}={threads}" for rule in HEAVY_RULES)]
         if not report:
             args.append("--no-hooks")  # the report at the end of the default target (onsuccess)
-        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        # without the test session's thread counts and CPU pin: the workflow sets its own (common.smk)
+        unset = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *NUMERICS_ENV)
+        env = {k: v for k, v in os.environ.items() if k not in unset}
         r = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True,
                            timeout=900, env={**env, "PYTHONUNBUFFERED": "1"})
         if r.returncode != 0:

@@ -22,6 +22,14 @@ def _uses_conda():
 # environment's; otherwise rules use the interpreter snakemake runs in (SLURM jobs reuse it through submitit).
 PY = "python" if _uses_conda() else sys.executable
 
+# Every step, light or heavy, local or on SLURM (sbatch exports this environment), computes on the pinned CPU
+# code paths (shared.launch.NUMERICS_ENV: the same toy numbers on any x86-64 machine).
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+from shared.launch import pin_numerics  # noqa: E402
+
+pin_numerics(os.environ)
+
 
 def conda_env(project):
     """The conda environment file of a project (generated from pyproject.toml by envs/sync.py)."""
