@@ -379,8 +379,19 @@ def provenance() -> dict:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(), "argv": sys.argv, "git_commit": commit, "python": platform.python_version(),
         "packages": versions, "env": {k: os.environ[k] for k in _PROVENANCE_ENV if k in os.environ},
-        "cpu": {"machine": platform.machine(), "torch_capability": _torch_cpu_capability()},
+        "cpu": {"machine": platform.machine(), "model": _cpu_model(), "torch_capability": _torch_cpu_capability()},
     }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux), so two runs' bits can be compared knowing whether the machines differed."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def _torch_cpu_capability() -> str | None:

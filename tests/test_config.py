@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -73,6 +74,9 @@ def test_save_resolved_writes_config_and_provenance(tmp_path, monkeypatch):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["epochs"] == 1
     run = yaml.safe_load((tmp_path / "run.json").read_text())
     assert run["env"]["CUDA_VISIBLE_DEVICES"] == "1" and run["packages"]["torch"]
+    if Path("/proc/cpuinfo").exists():  # which CPU made the bits, to compare runs across machines
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        assert run["cpu"]["model"] and f": {run['cpu']['model']}" in cpuinfo
 
 
 def test_string_options_keep_text_as_typed():
