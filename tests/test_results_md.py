@@ -221,10 +221,11 @@ def test_command_line_reports_a_bad_file_in_one_line(tmp_path):
                                 f"(`snakemake --cores 2 eval_sdxl` writes it)")
 
 
-def test_readme_target_collects_after_the_targets_table():
-    # --forcerun: the committed copy (projects/dmd2/results/toy/dmd2_sdxl.csv) already exists in a clone
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forcerun", "results_md_dmd2", "--",
-                        "readme_eval_sdxl"], cwd=REPO,
+def test_readme_target_collects_after_the_targets_table(tmp_path):
+    # --forcerun: the committed copy (projects/dmd2/results/toy/dmd2_sdxl.csv) already exists in a clone;
+    # --directory: an empty results/, whatever the checkout has already run
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--directory", str(tmp_path),
+                        "--forcerun", "results_md_dmd2", "--", "readme_eval_sdxl"], cwd=REPO,
                        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
