@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -19,8 +20,10 @@ torch.set_num_threads(1)
 
 
 def _dry(*args):
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "2", *args], cwd=REPO,
-                       capture_output=True, text=True, timeout=600)
+    # --directory: an empty results/, so every job is planned whatever the checkout has already run
+    with tempfile.TemporaryDirectory() as workdir:
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "2", "--directory", workdir,
+                            *args], cwd=REPO, capture_output=True, text=True, timeout=600)
     return r, r.stdout + r.stderr
 
 
